@@ -1,0 +1,24 @@
+from snakemake.utils import min_version, validate
+
+min_version("9.14")
+
+
+configfile: "config.yaml"
+
+
+validate(config, schema="schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/index.smk"
+include: "rules/augment.smk"
+include: "rules/folds.smk"
+include: "rules/train.smk"
+include: "rules/infer.smk"
+include: "rules/audit.smk"
+
+
+rule all:
+    input:
+        final_targets(),

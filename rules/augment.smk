@@ -1,0 +1,27 @@
+rule augment:
+    input:
+        index=results("index/video_index.parquet"),
+    output:
+        clips=results("augment/clips.csv"),
+        rejected=results("augment/rejected.csv"),
+    log:
+        main="logs/augment/augment.log",
+        memory="logs/augment/augment.memory.jsonl",
+    benchmark:
+        "logs/benchmarks/augment/augment.tsv"
+    conda:
+        "../envs/fvc.yaml"
+    resources:
+        mem_mb=rule_mem_mb("augment"),
+        runtime=rule_runtime("augment"),
+    params:
+        # Clips and the row-by-row journal live outside the declared outputs, so a failed or killed
+        # job keeps them and the rerun resumes where it stopped.
+        clips_dir=beside("clips", "clips"),
+        journal=beside("clips", "clips.partial.csv"),
+        num_frames=config["augment"]["num_frames"],
+        size=config["augment"]["size"],
+        num_augmentations=config["augment"]["num_augmentations"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/augment.py"

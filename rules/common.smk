@@ -1,0 +1,84 @@
+"""Helpers shared by the rules: paths, the model table, and resources drawn from the config."""
+
+from pathlib import Path
+
+from fvc.config import model_specs
+
+RESULTS = config["results_dir"]
+MODEL_SPECS = model_specs(config, "config.yaml")
+TRAIN_MODELS = config["train"]["models"]
+FOLDS = list(range(config["folds"]["k"]))
+
+
+wildcard_constraints:
+    model="|".join(MODEL_SPECS),
+    fold=r"\d+",
+
+
+def results(path):
+    """A path under the results folder."""
+    return f"{RESULTS}/{path}"
+
+
+def manifest_inputs():
+    """The manifest and, for the demo dataset, the archive it points into."""
+    if config["dataset"]["demo"]["enabled"]:
+        return {
+            "manifest": "resources/demo/manifest.csv",
+            "archive": "resources/demo/fvc_demo.tar.gz",
+        }
+    return {"manifest": config["dataset"]["manifest"]}
+
+
+def grown(mem_mb, attempt):
+    """Memory for this attempt: each retry asks for `memory_growth` times more."""
+    return int(mem_mb * config["memory_growth"] ** (attempt - 1))
+
+
+def rule_mem_mb(name):
+    """mem_mb of a rule outside the model table, growing with the attempt."""
+    return lambda wildcards, attempt: grown(
+        config["resources"][name]["mem_mb"], attempt
+    )
+
+
+def rule_runtime(name):
+    """runtime (minutes) of a rule outside the model table."""
+    return config["resources"][name]["runtime"]
+
+
+def train_mem_mb(wildcards, attempt):
+    """Training memory from the model's table row, growing with the attempt."""
+    return grown(MODEL_SPECS[wildcards.model].mem_mb, attempt)
+
+
+def train_runtime(wildcards):
+    """Training wall time from the model's table row."""
+    return MODEL_SPECS[wildcards.model].runtime
+
+
+def infer_mem_mb(wildcards, attempt):
+    """Inference memory from the model's table row, growing with the attempt."""
+    return grown(MODEL_SPECS[wildcards.model].infer_mem_mb, attempt)
+
+
+def fold_exports(wildcards):
+    """The fp16 exports of every fold of one model."""
+    return expand(
+        results("models/{model}/fold{fold}.safetensors"),
+        model=wildcards.model,
+        fold=FOLDS,
+    )
+
+
+def final_targets():
+    """Ensemble predictions of every trained model (and the audit when enabled)."""
+    targets = expand(results("infer/{model}/metrics.json"), model=TRAIN_MODELS)
+    if config["audit"]["enabled"]:
+        targets.append(results("audit/audit.csv"))
+    return targets
+
+
+def beside(output_name, name):
+    """A params function: the path `name` in the folder of output `output_name` (e.g. a journal or work dir)."""
+    return lambda wildcards, output: str(Path(output[output_name]).parent / name)

@@ -1,0 +1,45 @@
+rule demo_data:
+    output:
+        manifest="resources/demo/manifest.csv",
+        archive="resources/demo/fvc_demo.tar.gz",
+    log:
+        main="logs/demo_data/demo_data.log",
+        memory="logs/demo_data/demo_data.memory.jsonl",
+    benchmark:
+        "logs/benchmarks/demo_data/demo_data.tsv"
+    conda:
+        "../envs/fvc.yaml"
+    resources:
+        mem_mb=rule_mem_mb("demo_data"),
+        runtime=rule_runtime("demo_data"),
+    params:
+        videos=config["dataset"]["demo"]["videos"],
+        seed=config["dataset"]["demo"]["seed"],
+    script:
+        "../workflow_scripts/demo_data.py"
+
+
+rule download:
+    input:
+        **manifest_inputs(),
+    output:
+        videos=results("download/videos.csv"),
+    log:
+        main="logs/download/download.log",
+        memory="logs/download/download.memory.jsonl",
+    benchmark:
+        "logs/benchmarks/download/download.tsv"
+    conda:
+        "../envs/fvc.yaml"
+    resources:
+        mem_mb=rule_mem_mb("download"),
+        runtime=rule_runtime("download"),
+    params:
+        out_dir=beside("videos", "videos"),
+        failed=beside("videos", "failed.csv"),
+        chunk_bytes=config["download"]["chunk_bytes"],
+        retries=config["download"]["retries"],
+        timeout_s=config["download"]["timeout_s"],
+        max_failed_fraction=config["download"]["max_failed_fraction"],
+    script:
+        "../workflow_scripts/download.py"

@@ -1,0 +1,42 @@
+"""The `fvc` command: one subcommand per stage, each implemented by its module's `cli(argv)`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "demo-data": ("fvc.demo_data", "make the demo dataset (videos, archive, manifest)"),
+    "download": ("fvc.download", "fetch a manifest's videos: resumable, checksummed, atomic"),
+    "index": ("fvc.probe", "probe videos without decoding them; quarantine bad files"),
+    "augment": ("fvc.augment", "make the shared, deterministic augmented clips"),
+    "folds": ("fvc.folds", "grouped, stratified k-fold split"),
+    "train": ("fvc.train", "train one (model, fold)"),
+    "infer": ("fvc.infer", "fp16 inference and fold ensemble of one model"),
+    "audit": ("fvc.audit", "requested vs used memory per SLURM job, and right-sized mem_mb"),
+}
+
+
+def usage() -> str:
+    """The top-level help text."""
+    lines = ["usage: fvc COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "`fvc COMMAND --help` for a command's arguments."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to the module of the named command."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"fvc: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return int(module.cli(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The workflow config: schema validation with defaults, and the typed per-model table."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+MODEL_NAMES = ("logistic_regression", "svm", "naive_cnn", "vit_gru", "vit_transformer", "slowfast", "x3d")
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message names the file and the key."""
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator class that fills in each property's `default` before validating it."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: dict, instance: Any, schema: dict) -> Any:
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    """The config schema as a dict."""
+    return yaml.safe_load(path.read_text())
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Fill defaults into `config` in place, validate it and the model table; raise ConfigError on failure."""
+    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"{'.'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}" for e in errors]
+        raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines))
+    model_specs(config, source)
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file, fill defaults and validate it."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return validate_config(config, str(path))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of the per-model table."""
+
+    name: str
+    batch_size: int
+    grad_accum_steps: int
+    num_frames: int
+    size: int
+    epochs: int
+    lr: float
+    mem_mb: int
+    runtime: int
+    infer_mem_mb: int
+    num_workers: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def effective_batch(self) -> int:
+        """Samples per optimizer step."""
+        return self.batch_size * self.grad_accum_steps
+
+
+def model_specs(config: dict, source: str = "config") -> dict[str, ModelSpec]:
+    """Typed rows of `config['models']`; every model in `train.models` needs a row whose batch split matches
+    `train.effective_batch` and whose clip fits the augmented clips."""
+    specs = {name: ModelSpec(name=name, **row) for name, row in config["models"].items()}
+    train = config.get("train", {})
+    clip = config.get("augment", {})
+    for name in train.get("models", []):
+        if name not in specs:
+            raise ConfigError(f"{source}: train.models names {name!r}, but models.{name} has no row")
+        spec = specs[name]
+        if spec.effective_batch != train["effective_batch"]:
+            raise ConfigError(
+                f"{source}: models.{name}: batch_size {spec.batch_size} x grad_accum_steps "
+                f"{spec.grad_accum_steps} = {spec.effective_batch}, but train.effective_batch is "
+                f"{train['effective_batch']}"
+            )
+        if spec.num_frames > clip.get("num_frames", spec.num_frames) or spec.size > clip.get("size", spec.size):
+            raise ConfigError(
+                f"{source}: models.{name}: num_frames {spec.num_frames} / size {spec.size} exceed the "
+                f"augmented clips' augment.num_frames {clip['num_frames']} / augment.size {clip['size']}"
+            )
+    return specs

