@@ -33,3 +33,19 @@ def test_log_appends_json_lines_with_extra_fields(tmp_path: Path) -> None:
 def test_log_without_path_only_returns() -> None:
     record = MemoryLog(None).mark("x", step=3)
     assert record["step"] == 3 and "rss_mb" in record
+
+
+def test_peak_is_this_process_not_its_parent() -> None:
+    """A child of a big parent reports its own small peak (ru_maxrss would carry the parent's over exec)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import subprocess, sys, numpy as np\n"
+        "a = np.ones(300 * 1024 * 1024, dtype=np.uint8)\n"
+        "out = subprocess.run([sys.executable, '-c', 'from fvc.memory import snapshot; "
+        "print(snapshot()[\"peak_rss_mb\"])'], capture_output=True, text=True, check=True).stdout\n"
+        "print(out.strip())\n"
+    )
+    child_peak = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert child_peak < 200

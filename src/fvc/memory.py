@@ -52,7 +52,13 @@ def cgroup_bytes(name: str) -> int | None:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size (ru_maxrss is in KiB on Linux)."""
+    """This process's peak resident set size: VmHWM, since ru_maxrss can carry the parent's peak over exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

@@ -1,0 +1,158 @@
+"""Sparse decoding must return exactly the frames a plain sequential decode numbers, pixel for pixel."""
+
+from __future__ import annotations
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+from video_factory import decode_all, frame_index, make_video
+
+from fvc import video
+from fvc.video import VideoReadError, decode_frames, frame_table, read_frames
+
+
+def assert_matches(path, indices, reference, size=None):
+    """read_frames(indices) equals the reference decode row by row, without any fallback."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got, stats = decode_frames(path, indices, size)
+    assert got.dtype == np.uint8 and got.shape == (len(indices), *reference[indices[0]].shape)
+    for row, i in enumerate(indices):
+        assert np.array_equal(got[row], reference[i]), f"{path.name}: row {row} (frame {i}) differs"
+    assert not stats.sequential_fallback
+    return stats
+
+
+@pytest.mark.parametrize("name", ["bigbuckbunny.mp4", "bikes.mp4"])
+def test_sample_videos_match_sequential_decode(sample_videos, name):
+    path = sample_videos[name]
+    n = len(frame_table(path))
+    rng = np.random.default_rng(5)
+    requests = ([n - 1, 0, n // 2, n // 2, 1], sorted(rng.integers(0, n, 6)), list(rng.integers(0, n, 6)))
+    reference = decode_all(path, keep={i for r in requests for i in r})
+    assert len(reference) == len({i for r in requests for i in r})
+    for indices in requests:
+        assert_matches(path, indices, reference)
+
+
+def test_bikes_seeks_between_keyframes_instead_of_decoding_everything(sample_videos):
+    path = sample_videos["bikes.mp4"]
+    table = frame_table(path)
+    keys = np.searchsorted(table.pts, table.keyframes)
+    assert len(keys) > 3
+    target = int(keys[-1]) + 2  # two frames after the last keyframe
+    _, stats = decode_frames(path, [target])
+    assert stats.seeks == 1 and stats.frames_decoded == 3
+
+
+VIDEOS = {
+    "gop1.mp4": {"gop": 1},
+    "gop7_b2.mp4": {"gop": 7, "bframes": 2},
+    "gop30_b3.mp4": {"gop": 30, "bframes": 3},
+    "long_gop.mp4": {"gop": 300, "bframes": 2},
+    "vfr_b3.mp4": {"gop": 10, "bframes": 3, "vfr": True},
+    "vfr.mkv": {"gop": 9, "bframes": 2, "vfr": True},
+    "h264_b2.mkv": {"gop": 8, "bframes": 2},
+    "vp9.webm": {"gop": 10, "codec": "libvpx-vp9"},
+    "mpeg4_b2.avi": {"gop": 10, "bframes": 2, "codec": "mpeg4"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIDEOS))
+def test_synthetic_videos_match_sequential_decode(tmp_path, name):
+    path = make_video(tmp_path / name, 45, **VIDEOS[name])
+    reference = decode_all(path)
+    assert [frame_index(f) for f in reference] == list(range(45))
+    rng = np.random.default_rng(len(name))
+    for indices in ([44, 0, 22, 22], sorted(rng.integers(0, 45, 6)), list(rng.integers(0, 45, 6))):
+        assert_matches(path, indices, reference)
+
+
+def test_webm_reports_no_frame_count_but_indices_still_map(tmp_path):
+    path = make_video(tmp_path / "v.webm", 30, gop=10, codec="libvpx-vp9")
+    import av
+
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 0
+    assert len(frame_table(path)) == 30
+    assert [frame_index(f) for f in read_frames(path, [29, 13, 0])] == [29, 13, 0]
+
+
+@pytest.mark.parametrize("size", [32, (40, 24)])
+def test_resize_on_the_fly_matches_resized_reference(tmp_path, size):
+    path = make_video(tmp_path / "v.mp4", 30, size=(96, 64), gop=10, bframes=2)
+    wh = (size, size) if isinstance(size, int) else size
+    got = read_frames(path, [3, 17, 29], size=size)
+    assert got.shape == (3, wh[1], wh[0], 3)
+    assert_matches(path, [3, 17, 29], decode_all(path, wh), size=size)
+    assert [frame_index(f) for f in got] == [3, 17, 29]
+
+
+def test_frames_decoded_stays_near_the_preceding_keyframe(tmp_path):
+    path = make_video(tmp_path / "v.mp4", 60, gop=10, bframes=2)
+    _, stats = decode_frames(path, [25])
+    assert stats.seeks == 1 and stats.frames_decoded <= 6 + 3  # 20..25, plus frames the decoder had queued
+    _, stats = decode_frames(path, [21, 22, 23])
+    assert stats.seeks == 1, "targets within one GOP need a single seek"
+    _, stats = decode_frames(path, [5, 45])
+    assert stats.seeks == 1 and stats.frames_decoded < 20
+
+
+def test_index_out_of_range_names_file_index_and_count(tmp_path):
+    path = make_video(tmp_path / "short.mkv", 12, gop=5)
+    with pytest.raises(IndexError, match=r"short\.mkv.*index 12 .*12 frames"):
+        read_frames(path, [0, 12])
+    with pytest.raises(IndexError, match="index -1"):
+        read_frames(path, [-1])
+
+
+def test_empty_request_and_bad_files(tmp_path):
+    path = make_video(tmp_path / "v.mp4", 5, size=(32, 16))
+    assert read_frames(path, []).shape == (0, 16, 32, 3)
+    with pytest.raises(VideoReadError, match="no such file"):
+        read_frames(tmp_path / "missing.mp4", [0])
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n" * 20)
+    with pytest.raises(VideoReadError, match="notes.mp4"):
+        read_frames(text, [0])
+    with pytest.raises(TypeError):
+        read_frames(path, [0.5])
+
+
+def test_stream_without_timestamps_falls_back_to_sequential_decode(tmp_path):
+    path = make_video(tmp_path / "raw.h264", 30, gop=10, bframes=2, container="h264")
+    with pytest.warns(RuntimeWarning, match="decoding sequentially up to frame 29"):
+        got, stats = decode_frames(path, [29, 3, 3])
+    assert stats.sequential_fallback and stats.frames_decoded == 30
+    assert [frame_index(f) for f in got] == [29, 3, 3]
+    with pytest.warns(RuntimeWarning), pytest.raises(IndexError, match="has 30 frames"):
+        read_frames(path, [30])
+
+
+def test_seek_that_lands_past_the_target_falls_back(tmp_path, monkeypatch):
+    path = make_video(tmp_path / "v.mp4", 40, gop=10, bframes=2)
+    reference = decode_all(path)
+    real = video._frames_from
+
+    def overshooting(container, stream, seek_pts):
+        return real(container, stream, None if seek_pts is None else seek_pts + 15 * 512)
+
+    monkeypatch.setattr(video, "_frames_from", overshooting)
+    with pytest.warns(RuntimeWarning, match="past target"):
+        got, stats = decode_frames(path, [12, 33])
+    assert stats.sequential_fallback
+    assert np.array_equal(got[0], reference[12]) and np.array_equal(got[1], reference[33])
+
+
+def test_memory_grows_with_frames_asked_not_video_length(tmp_path):
+    path = make_video(tmp_path / "v.mp4", 150, size=(160, 120), gop=150)
+    frame_bytes = 160 * 120 * 3
+    tracemalloc.start()
+    try:
+        read_frames(path, [1, 149])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * frame_bytes, f"peak {peak} B for 2 frames of {frame_bytes} B"

@@ -1,0 +1,16 @@
+"""Snakemake adapter for rule `demo_data`."""
+
+from pathlib import Path
+
+from fvc.joblog import log_to
+
+log_to(snakemake.log.main)
+
+from fvc.demo_data import make_demo_dataset
+
+make_demo_dataset(
+    Path(snakemake.output.manifest).parent,
+    videos=snakemake.params.videos,
+    seed=snakemake.params.seed,
+    memory_log=snakemake.log.memory,
+)
