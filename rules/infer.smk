@@ -1,5 +1,7 @@
 rule infer:
     input:
+        # Each fold{fold}.safetensors is a valid safetensors file: the weights, or (sharded export) an empty
+        # one whose metadata names fold{fold}.safetensors.index.json, the shards' index next to it.
         weights=fold_exports,
         clips=results("augment/clips.csv"),
         folds=results("folds/folds.csv"),
@@ -20,5 +22,7 @@ rule infer:
     params:
         device=config["infer"]["device"],
         batch_size=config["infer"]["batch_size"],
+        # MB of the job's cap left to its two Snakemake processes by the pre-flight memory check.
+        reserved_mb=300,
     script:
         "../workflow_scripts/infer.py"

@@ -1,0 +1,288 @@
+"""Inference of one model on the held-out test clips: every fold's fp16 export loaded lean, one fold at a time
+(the previous one freed first), and the folds' fake probabilities averaged per video (the ensemble).
+
+The fp16 weights run in fp16 (under autocast on CUDA) when the model's ops allow it (tried on the first
+batch); otherwise each module's fp16 tensors are upcast to fp32 only for its own forward ("fp32 compute
+from fp16 storage"), so the model is never held in fp32. The log and metrics.json say which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from fvc.clip_dataset import ClipDataset
+from fvc.export import config_path
+from fvc.folds import test_clips
+from fvc.lean_load import LoadError, check_tensors, lean_load, tensor_infos
+from fvc.memory import MB, MemoryLog
+from fvc.models import build_model, scale_clips
+from fvc.preflight import PreflightError, preflight
+
+log = logging.getLogger(__name__)
+FP16 = "fp16"
+FP32_FROM_FP16 = "fp32 compute from fp16 storage"
+Paths = Sequence[str | os.PathLike[str]]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`auto` -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def read_export_config(weights_path: str | os.PathLike[str], model_name: str | None = None) -> dict[str, Any]:
+    """The JSON config next to an fp16 export, checked for the keys `build_model` needs, and its model."""
+    path = config_path(weights_path)
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LoadError(f"{path}: cannot read the export config of {weights_path}: {exc}") from exc
+    missing = sorted({"model", "params", "num_frames", "size"} - config.keys())
+    if missing:
+        raise LoadError(f"{path}: export config lacks {missing}")
+    if model_name is not None and config["model"] != model_name:
+        raise LoadError(f"{path}: export of model {config['model']!r}, expected {model_name!r}")
+    return config
+
+
+def _builder(config: dict[str, Any]) -> Callable[[], nn.Module]:
+    return partial(build_model, config["model"], config["params"], config["num_frames"], config["size"])
+
+
+def load_export(weights_path: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild an exported model on the meta device and fill it lean with its fp16 weights."""
+    return lean_load(_builder(read_export_config(weights_path)), weights_path, device=device)
+
+
+def check_exports(weights: Paths, configs: list[dict[str, Any]]) -> None:
+    """Before any fold is loaded: every export's tensors (from its headers) fit its model built on the meta
+    device (this also imports the model code, so the pre-flight baseline counts it)."""
+    for path, config in zip(weights, configs, strict=True):
+        with torch.device("meta"):
+            model = _builder(config)()
+        check_tensors(model, tensor_infos(path), path)
+
+
+@contextlib.contextmanager
+def fp32_compute(model: nn.Module) -> Iterator[None]:
+    """While active, every module's own fp16 parameters and buffers (and fp16 inputs) are upcast to fp32 for
+    its forward only, and the fp16 tensors put back after it: fp32 compute, one module's weights in fp32."""
+    stash: dict[nn.Module, dict[str, torch.Tensor]] = {}
+
+    def to_fp32(value: Any) -> Any:
+        is_half = isinstance(value, torch.Tensor) and value.dtype == torch.float16
+        return value.float() if is_half else value
+
+    def upcast(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        saved = {}
+        for name, tensor in [*module._parameters.items(), *module._buffers.items()]:
+            if tensor is not None and tensor.dtype == torch.float16:
+                saved[name] = tensor
+                full = tensor.float()
+                is_param = name in module._parameters
+                setattr(module, name, nn.Parameter(full, requires_grad=False) if is_param else full)
+        stash[module] = saved
+        return tuple(to_fp32(a) for a in args), {k: to_fp32(v) for k, v in kwargs.items()}
+
+    def restore(module: nn.Module, args: tuple, output: Any) -> None:
+        for name, tensor in stash.pop(module).items():
+            setattr(module, name, tensor)
+
+    handles = []
+    for module in model.modules():
+        if any(t is not None for t in [*module._parameters.values(), *module._buffers.values()]):
+            handles.append(module.register_forward_pre_hook(upcast, with_kwargs=True))
+            handles.append(module.register_forward_hook(restore))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _forward(model: nn.Module, clips: torch.Tensor, device: torch.device, compute: str) -> torch.Tensor:
+    """Fake probabilities `[B]` of a uint8 batch `[B, T, 3, H, W]`."""
+    x = scale_clips(clips.to(device))
+    if compute == FP32_FROM_FP16:
+        with fp32_compute(model):
+            logits = model(x)
+    elif device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.float16):
+            logits = model(x)
+    else:
+        logits = model(x.half())
+    return torch.sigmoid(logits.float().reshape(-1)).cpu()
+
+
+def predict(
+    model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "infer"
+) -> tuple[np.ndarray, str]:
+    """Fake probabilities for every clip of `loader`, and the compute mode used: fp16 (autocast on CUDA)
+    unless the first batch fails in fp16 (an op without fp16 kernel or a dtype mismatch), then fp32 compute
+    from the fp16 storage; an error that fp32 repeats is raised."""
+    compute = FP16
+    probs = []
+    with torch.inference_mode():
+        for clips, _ in tqdm(loader, desc=desc, unit="batch", file=sys.stderr):
+            if not probs and compute == FP16:
+                try:
+                    probs.append(_forward(model, clips, device, FP16))
+                    continue
+                except (RuntimeError, NotImplementedError, ValueError) as exc:
+                    compute = FP32_FROM_FP16
+                    reason = str(exc).splitlines()[0]
+                    log.warning("%s: fp16 failed on %s (%s); %s", desc, device, reason, compute)
+            probs.append(_forward(model, clips, device, compute))
+    return torch.cat(probs).numpy() if probs else np.zeros(0), compute
+
+
+def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float | None]:
+    """Accuracy and F1 at 0.5, and ROC AUC (None when only one class is present)."""
+    preds = (probs >= 0.5).astype(int)
+    auc = float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else None
+    return {
+        "accuracy": float(accuracy_score(labels, preds)),
+        "auc": auc,
+        "f1": float(f1_score(labels, preds, zero_division=0)),
+    }
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _replace_atomic(path: str | os.PathLike[str], write: Any) -> None:
+    """`write(tmp_path)` then move it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def infer_model(
+    model_name: str,
+    weights: Paths,
+    clips_csv: str | os.PathLike[str],
+    folds_csv: str | os.PathLike[str],
+    out_parquet: str | os.PathLike[str],
+    out_csv: str | os.PathLike[str],
+    out_metrics: str | os.PathLike[str],
+    device: str = "auto",
+    batch_size: int = 8,
+    memory_log: str | os.PathLike[str] | None = None,
+    reserved_mb: int = 0,
+) -> dict[str, Any]:
+    """Predict the test clips with each fold's export (`weights`, in fold order), ensemble them, and write the
+    per-video predictions (parquet + CSV) and the metrics JSON. `reserved_mb`: memory of other processes of
+    the job (Snakemake's) left out of the pre-flight allowance. Returns the metrics."""
+    memory = MemoryLog(memory_log, "infer")
+    memory.mark("start", model=model_name, folds=len(weights))
+    dev = resolve_device(device)
+    configs = [read_export_config(path, model_name) for path in weights]
+    clips = test_clips(clips_csv, folds_csv).sort("original_video", "clip_path")
+    if clips.is_empty():
+        raise ValueError(f"{folds_csv}: no test clips (split == test, aug_idx 0) in {clips_csv}")
+    check_exports(weights, configs)
+    num_frames = max(c["num_frames"] for c in configs)
+    size = max(c["size"] for c in configs)
+    need = preflight(weights, model_name, batch_size, num_frames, size, dev, reserved_mb * MB)
+    memory.mark("preflight", need_mb=need.host_total / MB, weights_mb=need.weights / MB)
+
+    table = clips.select(pl.col("original_video").alias("video_id"), "label")
+    modes = []
+    for fold, (path, config) in enumerate(zip(weights, configs, strict=True)):
+        model = load_export(path, dev)
+        memory.mark("load", fold=fold, weights=str(path))
+        loader = DataLoader(ClipDataset(clips, config["num_frames"], config["size"]), batch_size=batch_size)
+        probs, compute = predict(model, loader, dev, desc=f"{model_name} fold {fold}")
+        log.info("%s fold %d: %d clips on %s, %s", model_name, fold, len(probs), dev, compute)
+        memory.mark("predicted", fold=fold, compute=compute)
+        modes.append(compute)
+        table = table.with_columns(pl.Series(f"prob_fold{fold}", probs, dtype=pl.Float64))
+        del model, loader
+        _free(dev)
+        memory.mark("unload", fold=fold)
+
+    fold_cols = [f"prob_fold{fold}" for fold in range(len(weights))]
+    per_video = table.group_by("video_id", maintain_order=True)
+    videos = per_video.agg(pl.col("label").first(), pl.col(fold_cols).mean())
+    videos = videos.with_columns(pl.mean_horizontal(fold_cols).alias("prob_ensemble"))
+    videos = videos.with_columns((pl.col("prob_ensemble") >= 0.5).cast(pl.Int64).alias("pred_ensemble"))
+    labels = videos["label"].to_numpy()
+    metrics = {
+        "model": model_name,
+        "device": str(dev),
+        "compute": sorted(set(modes)),
+        "videos": videos.height,
+        "folds": [
+            {"fold": fold, "weights": str(path), **binary_metrics(labels, videos[col].to_numpy())}
+            for fold, (path, col) in enumerate(zip(weights, fold_cols, strict=True))
+        ],
+        "ensemble": binary_metrics(labels, videos["prob_ensemble"].to_numpy()),
+    }
+    _replace_atomic(out_parquet, videos.write_parquet)
+    _replace_atomic(out_csv, videos.write_csv)
+    _replace_atomic(out_metrics, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2) + "\n"))
+    memory.mark("end", videos=videos.height)
+    return metrics
+
+
+def cli(argv: list[str]) -> int:
+    """`fvc infer MODEL CLIPS_CSV FOLDS_CSV OUT_DIR --weights FOLD0 [FOLD1 ...] [--device D] [...]`."""
+    parser = argparse.ArgumentParser(prog="fvc infer", description="fp16 inference and fold ensemble")
+    parser.add_argument("model", help="model name (models.<name> in config.yaml)")
+    parser.add_argument("clips_csv", help="augment/clips.csv")
+    parser.add_argument("folds_csv", help="folds/folds.csv")
+    parser.add_argument("out_dir", help="writes predictions.parquet, predictions.csv, metrics.json here")
+    parser.add_argument("--weights", nargs="+", required=True, help="fp16 exports, in fold order")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--reserved-mb", type=int, default=0, help="memory of other processes in the job")
+    parser.add_argument("--memory-log", default=None, help="JSON-lines memory log")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(args.out_dir)
+    try:
+        metrics = infer_model(
+            args.model,
+            args.weights,
+            args.clips_csv,
+            args.folds_csv,
+            out / "predictions.parquet",
+            out / "predictions.csv",
+            out / "metrics.json",
+            args.device,
+            args.batch_size,
+            args.memory_log,
+            args.reserved_mb,
+        )
+    except (PreflightError, LoadError, ValueError) as exc:
+        print(f"fvc infer: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(metrics["ensemble"]))
+    return 0

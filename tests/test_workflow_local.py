@@ -1,0 +1,54 @@
+"""The whole workflow on the default (local) profile, end to end on a tiny demo dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from workflow_runner import copy_workflow, snakemake
+
+STAGES = ("demo_data", "download", "index", "augment", "folds", "train", "infer")
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = copy_workflow(tmp_path_factory.mktemp("local"))
+    result = snakemake(workdir, "--profile", "profiles/local")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir
+
+
+def test_every_stage_ran_and_logged_its_memory(local_run: Path) -> None:
+    for stage in STAGES:
+        memory_logs = list((local_run / "logs" / stage).rglob("*.memory.jsonl"))
+        assert memory_logs, f"no memory log for {stage}"
+        for path in memory_logs:
+            records = [json.loads(line) for line in path.read_text().splitlines()]
+            assert len(records) >= 2, path
+            assert all(r["rss_mb"] > 0 for r in records), path
+        assert list((local_run / "logs" / "benchmarks" / stage).rglob("*.tsv")), f"no benchmark for {stage}"
+
+
+def test_ensemble_predictions_cover_the_test_videos(local_run: Path) -> None:
+    config = yaml.safe_load((local_run / "test_config.yaml").read_text())
+    folds = pl.read_csv(local_run / "results" / "folds" / "folds.csv")
+    test_videos = set(folds.filter(pl.col("split") == "test")["video_id"])
+    assert test_videos
+    for model in config["train"]["models"]:
+        predictions = pl.read_parquet(local_run / "results" / "infer" / model / "predictions.parquet")
+        assert set(predictions["video_id"]) == test_videos
+        fold_columns = [f"prob_fold{f}" for f in range(config["folds"]["k"])]
+        mean = predictions.select(pl.mean_horizontal(fold_columns)).to_series()
+        assert (mean - predictions["prob_ensemble"]).abs().max() < 1e-6
+        metrics = json.loads((local_run / "results" / "infer" / model / "metrics.json").read_text())
+        assert 0.0 <= metrics["ensemble"]["accuracy"] <= 1.0
+
+
+def test_rerun_has_nothing_to_do(local_run: Path) -> None:
+    result = snakemake(local_run, "--profile", "profiles/local", "-n")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
