@@ -9,6 +9,9 @@ configfile: "config.yaml"
 validate(config, schema="schemas/config.schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/download.smk"
 include: "rules/index.smk"

@@ -1,6 +1,32 @@
 rule audit:
+    input:
+        # After every other job, so the audit sees them all (sacct, or their benchmark files).
+        predictions=expand(
+            results("infer/{model}/predictions.parquet"), model=TRAIN_MODELS
+        ),
+        metrics=expand(results("infer/{model}/metrics.json"), model=TRAIN_MODELS),
     output:
         csv=results("audit/audit.csv"),
+        parquet=results("audit/audit.parquet"),
+        plot=report(
+            results("audit/audit.svg"),
+            caption="../report/audit.rst",
+            category="Memory audit",
+        ),
+        recommended=results("audit/recommended.yaml"),
+        roc=report(
+            directory(results("audit/roc")),
+            patterns=["{model}.svg"],
+            caption="../report/roc.rst",
+            category="Models",
+            labels={"model": "{model}", "figure": "ROC curves"},
+        ),
+        metrics=report(
+            results("audit/metrics.html"),
+            caption="../report/metrics.rst",
+            category="Models",
+            labels={"model": "all", "figure": "metrics table"},
+        ),
     log:
         main="logs/audit/audit.log",
         memory="logs/audit/audit.memory.jsonl",
@@ -14,5 +40,6 @@ rule audit:
         runtime=rule_runtime("audit"),
     params:
         safety_factor=config["audit"]["safety_factor"],
+        models=TRAIN_MODELS,
     script:
         "../workflow_scripts/audit.py"

@@ -27,7 +27,15 @@ def test_shipped_config_validates_and_fills_defaults(config: dict) -> None:
 
 def test_every_model_has_a_row_that_keeps_the_effective_batch(config: dict) -> None:
     specs = model_specs(validate_config(config))
-    assert set(specs) == {"logistic_regression", "svm", "naive_cnn", "vit_gru", "vit_transformer", "slowfast", "x3d"}
+    assert set(specs) == {
+        "logistic_regression",
+        "svm",
+        "naive_cnn",
+        "vit_gru",
+        "vit_transformer",
+        "slowfast",
+        "x3d",
+    }
     for spec in specs.values():
         assert spec.effective_batch == config["train"]["effective_batch"], spec.name
 

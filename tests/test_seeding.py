@@ -13,7 +13,10 @@ def test_seed_is_stable_across_processes_and_hash_seeds() -> None:
     code = "from fvc.seeding import stable_seed; print(stable_seed(1234, 'fake/a.mp4', 2))"
     seeds = {
         subprocess.run(
-            [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": h}, capture_output=True, text=True,
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": h},
+            capture_output=True,
+            text=True,
             check=True,
         ).stdout.strip()
         for h in ("0", "1", "random")

@@ -1,0 +1,447 @@
+"""Audit: job discovery from the plugin's files, rows from recorded sacct output, right-sizing, --apply."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fvc.audit import (
+    JobRef,
+    apply_recommendations,
+    audit_workflow,
+    cli,
+    discover_jobs,
+    edit_config_text,
+    recommend,
+    render_table,
+    sacct_rows,
+    snippet,
+    split_wildcards,
+)
+from fvc.config import load_config
+from fvc.sacct import SacctUnavailable, parse_sacct
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "sacct"
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def make_workdir(tmp_path: Path) -> Path:
+    """A workflow dir as the SLURM plugin leaves it after the recorded jobs 1-4 (tests/fixtures/sacct)."""
+    work = tmp_path / "wf"
+    (work / ".snakemake" / "log").mkdir(parents=True)
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    logs = work / ".snakemake" / "slurm_logs"
+    # Successful jobs' logs are deleted by the plugin; the run's snakemake log still names them.
+    (work / ".snakemake" / "log" / "2026-11-22T110443.snakemake.log").write_text(
+        "rule train:\n    jobid: 3\n"
+        f"Job 3 has been submitted with SLURM jobid 1 (log: {logs}/rule_train/naive_cnn_0/1.log).\n"
+        f"Job 4 has been submitted with SLURM jobid 2 (log: {logs}/rule_train/naive_cnn_1/2.log).\n"
+    )
+    # Failed jobs keep their log file (a run whose snakemake log is gone).
+    for rel in ("rule_infer/naive_cnn/3.log", "rule_augment/4.log", "rule_train/naive_cnn_1/2.log"):
+        (logs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (logs / rel).write_text("slurm log\n")
+    return work
+
+
+def recorded_sacct(calls: list):
+    def sacct(ids):
+        calls.append(list(ids))
+        return parse_sacct((FIXTURES / "jobs.txt").read_text())
+
+    return sacct
+
+
+def test_discover_jobs_from_logs_and_slurm_logs(tmp_path):
+    refs = discover_jobs(make_workdir(tmp_path))
+    assert refs == {
+        "1": JobRef("1", "train", "naive_cnn_0"),
+        "2": JobRef("2", "train", "naive_cnn_1"),
+        "3": JobRef("3", "infer", "naive_cnn"),
+        "4": JobRef("4", "augment", ""),
+    }
+
+
+@pytest.mark.parametrize(
+    ("rule", "wildcards", "expected"),
+    [
+        ("train", "naive_cnn_0", ("naive_cnn", 0)),
+        ("train", "vit_gru_12", ("vit_gru", 12)),
+        ("infer", "logistic_regression", ("logistic_regression", None)),
+        ("folds", "", (None, None)),
+    ],
+)
+def test_split_wildcards(rule, wildcards, expected):
+    assert split_wildcards(wildcards) == expected
+
+
+def test_audit_rows_on_recorded_jobs(tmp_path):
+    work, calls = make_workdir(tmp_path), []
+    result = audit_workflow(work, tmp_path / "a.csv", tmp_path / "a.parquet", sacct=recorded_sacct(calls))
+    assert len(calls) == 1 and sorted(calls[0]) == ["1", "2", "3", "4"]  # one sacct call for all jobs
+    rows = {r["job_id"]: r for r in result.rows}
+    assert result.source == "sacct"
+    assert rows["1"]["state"] == "COMPLETED" and rows["1"]["peak_mem_mb"] == pytest.approx(163.1)
+    assert rows["1"]["mem_eff"] == pytest.approx(40.8)  # reportseff's MemEff for this job: 40.8
+    assert rows["1"]["cpu_eff"] == pytest.approx(10.9) and rows["1"]["flag"] == "<60% used"
+    assert rows["2"]["state"] == "OUT_OF_MEMORY" and rows["2"]["flag"] == "OOM"  # allocation said COMPLETED
+    assert (rows["2"]["model"], rows["2"]["fold"]) == ("naive_cnn", 1)
+    assert rows["3"]["state"] == "FAILED" and rows["4"]["state"] == "CANCELLED"
+    assert rows["1"]["run"] == "6d1f5c0e-7a1b-4c2e-9a49-recorded0001"
+    import polars as pl
+
+    table = pl.read_parquet(tmp_path / "a.parquet")
+    assert table.height == 4 and pl.read_csv(tmp_path / "a.csv").columns == table.columns
+    text = render_table(result.rows, result.recommendations)
+    assert "OOM" in text and "models.naive_cnn.mem_mb: 1500 -> 300" in text
+
+
+def test_attempts_comment_and_old_formats():
+    """Attempts are numbered per rule+wildcards in submission order; the job comment names the rule."""
+    jobs = parse_sacct((FIXTURES / "old_release.txt").read_text())
+    refs = {j: JobRef(j, "?", "") for j in jobs}
+    jobs["107"] = parse_sacct((FIXTURES / "old_release.txt").read_text().replace("101", "107"))["107"]
+    refs["107"] = JobRef("107", "?", "")
+    rows = {r["job_id"]: r for r in sacct_rows(refs, jobs)}
+    assert (rows["101"]["rule"], rows["101"]["model"], rows["101"]["fold"]) == ("train", "vit_gru", 2)
+    assert rows["101"]["attempt"] == 1 and rows["107"]["attempt"] == 2
+    assert rows["101"]["cpu_eff"] == pytest.approx(100.0)  # TotalCPU 2-04:06:08 over 2 CPUs x 1-02:03:04
+    assert rows["102"]["state"] == "TIMEOUT" and rows["102"]["mem_eff"] == pytest.approx(90.0)
+    assert rows["103"]["state"] == "OUT_OF_MEMORY" and rows["103"]["flag"] == "OOM"
+    assert rows["104"]["state"] == "CANCELLED" and rows["104"]["elapsed_s"] is None
+    assert rows["105_1"]["flag"] == "<60% used"
+
+
+def test_recommend_and_snippet():
+    config = load_config(ROOT / "config.yaml")
+    jobs = parse_sacct((FIXTURES / "old_release.txt").read_text())
+    rows = sacct_rows({j: JobRef(j, "?", "") for j in jobs}, jobs)
+    recs = {(r.table, r.row, r.key): r for r in recommend(rows, config, safety_factor=1.2)}
+    vit = recs[("models", "vit_gru", "mem_mb")]  # peak 1536 MB x 1.2 = 1843 -> 1900
+    assert (vit.current, vit.recommended, vit.action) == (2500, 1900, "lower")
+    x3d = recs[("models", "x3d", "infer_mem_mb")]  # only ran out of memory at 3072 MB: x memory_growth 1.5
+    assert (x3d.recommended, x3d.action) == (4700, "raise-oom")
+    lr = recs[("models", "logistic_regression", "mem_mb")]  # peak 400 MB -> 480 -> 500
+    assert lr.recommended == 500
+    assert ("resources", "augment", "mem_mb") not in recs  # a TIMEOUT says nothing about memory
+    assert ("resources", "folds", "mem_mb") not in recs  # cancelled before it ran
+    shaped = yaml.safe_load(snippet(recs.values()))
+    assert shaped == {
+        "models": {
+            "logistic_regression": {"mem_mb": 500},
+            "vit_gru": {"mem_mb": 1900},
+            "x3d": {"infer_mem_mb": 4700},
+        }
+    }
+
+
+def test_apply_edits_numbers_in_place(tmp_path):
+    config_path = tmp_path / "config.yaml"
+    shutil.copy(ROOT / "config.yaml", config_path)
+    before = config_path.read_text()
+    config = load_config(config_path)
+    jobs = parse_sacct((FIXTURES / "old_release.txt").read_text())
+    recs = recommend(sacct_rows({j: JobRef(j, "?", "") for j in jobs}, jobs), config)
+    diff = apply_recommendations(config_path, recs)
+    after = config_path.read_text()
+    assert "-     mem_mb: 2500, runtime: 60, infer_mem_mb: 1500" in diff
+    assert "+     mem_mb: 1900, runtime: 60, infer_mem_mb: 1500" in diff
+    new = load_config(config_path)
+    assert new["models"]["vit_gru"]["mem_mb"] == 1900 and new["models"]["x3d"]["infer_mem_mb"] == 4700
+    assert new["models"]["vit_transformer"] == config["models"]["vit_transformer"]
+    assert [line for line in before.splitlines() if "#" in line] == [
+        line for line in after.splitlines() if "#" in line
+    ]
+    assert (
+        len(before.splitlines()) == len(after.splitlines())
+        and sum(a != b for a, b in zip(before.splitlines(), after.splitlines(), strict=True)) == 3
+    )
+    assert apply_recommendations(config_path, recs) == ""  # idempotent
+
+
+def test_edit_refuses_unknown_rows():
+    from fvc.audit import Recommendation
+
+    with pytest.raises(ValueError, match="no row `nope`"):
+        edit_config_text(
+            (ROOT / "config.yaml").read_text(),
+            [Recommendation("models", "nope", "mem_mb", 1, 2, "raise", "")],
+        )
+
+
+def write_benchmarks(work: Path) -> None:
+    for rel, rss in (
+        ("train/naive_cnn/fold0.tsv", 612.5),
+        ("infer/naive_cnn.tsv", 200.0),
+        ("folds/folds.tsv", 90),
+    ):
+        path = work / "logs" / "benchmarks" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(BENCH_HEADER + f"12.5\t0:00:12\t{rss}\t900\t{rss - 10}\t{rss}\t1\t2\t50\t6.25\n")
+
+
+def test_fallback_to_benchmarks_when_sacct_is_unreachable(tmp_path):
+    work = make_workdir(tmp_path)
+    write_benchmarks(work)
+
+    def down(ids):
+        raise SacctUnavailable("sacct cannot reach the accounting database: ... Connection refused")
+
+    result = audit_workflow(work, tmp_path / "a.csv", sacct=down)
+    assert result.source == "benchmark" and "Connection refused" in result.message
+    rows = {(r["rule"], r["wildcards"]): r for r in result.rows}
+    train = rows[("train", "naive_cnn_0")]
+    assert train["peak_mem_mb"] == pytest.approx(912.5) and train["req_mem_mb"] == 1500  # + 300 MB overhead
+    assert train["cpu_eff"] == pytest.approx(50.0) and rows[("folds", "")]["peak_mem_mb"] == 390
+    recs = {(r.table, r.row, r.key): r.recommended for r in result.recommendations}
+    assert recs == {
+        ("models", "naive_cnn", "mem_mb"): 1100,
+        ("models", "naive_cnn", "infer_mem_mb"): 600,
+        ("resources", "folds", "mem_mb"): 500,
+    }
+
+
+def test_cli_apply_with_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    work = tmp_path / "wf"
+    work.mkdir()
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    write_benchmarks(work)
+    assert cli(["--workdir", str(work), "--apply"]) == 0
+    out = capsys.readouterr().out
+    assert "folds" in out and "+  folds: {mem_mb: 500, runtime: 10}" in out
+    assert (work / "results" / "audit" / "audit.svg").read_text().lstrip().startswith("<?xml")
+    assert yaml.safe_load((work / "results" / "audit" / "recommended.yaml").read_text())["resources"] == {
+        "folds": {"mem_mb": 500}
+    }
+    assert load_config(work / "config.yaml")["resources"]["folds"]["mem_mb"] == 500
+
+
+def test_recommendation_stays_above_any_out_of_memory_request():
+    config = load_config(ROOT / "config.yaml")
+    rows = [
+        {
+            "job_id": "1",
+            "rule": "train",
+            "model": "svm",
+            "state": "COMPLETED",
+            "req_mem_mb": 1200.0,
+            "peak_mem_mb": 500.0,
+        },
+        {
+            "job_id": "2",
+            "rule": "train",
+            "model": "svm",
+            "state": "OUT_OF_MEMORY",
+            "req_mem_mb": 1200.0,
+            "peak_mem_mb": 2.0,
+        },
+    ]
+    (rec,) = recommend(rows, config)
+    assert (rec.recommended, rec.action) == (1800, "raise")  # not 600: fold 2 needed more than 1200 MB
+
+
+SLURM_SNAKEFILE = """
+configfile: "config.yaml"
+
+
+def mem(name):
+    return lambda wildcards: config["resources"][name]["mem_mb"]
+
+
+rule all:
+    input:
+        "out/index.txt",
+        "out/folds.txt",
+
+
+rule index:
+    output:
+        "out/index.txt",
+    resources:
+        mem_mb=mem("index"),
+        runtime=5,
+    shell:
+        "python3 -c 'import time; b = b\\"x\\" * (700 * 2**20); time.sleep(3)' && touch {output}"
+
+
+rule folds:
+    output:
+        "out/folds.txt",
+    resources:
+        mem_mb=mem("folds"),
+        runtime=5,
+    shell:
+        "python3 -c 'import time; b = b\\"x\\" * (100 * 2**20); time.sleep(3)' && touch {output}"
+"""
+
+
+def cluster_up() -> bool:
+    script = ROOT / "tests" / "slurm" / "cluster.sh"
+    return script.exists() and subprocess.run([script, "status"], capture_output=True).returncode == 0
+
+
+def run_on_slurm(work: Path) -> subprocess.CompletedProcess:
+    """The project's SLURM profile, without retries (each run is one attempt per job)."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    args = [bin_dir / "snakemake", "--profile", ROOT / "profiles" / "slurm", "--retries", "0", "--forceall",
+            "--jobs", "2", "--latency-wait", "5"]  # fmt: skip
+    return subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+
+
+def reportseff_mem_eff(job_ids: list[str]) -> dict[str, float]:
+    exe = Path(sys.executable).parent / "reportseff"
+    out = subprocess.run(
+        [exe, "--no-color", "--parsable", "--format", "JobID,MemEff", *job_ids],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.split("|")[0]: float(line.split("|")[1]) for line in out.splitlines()[1:] if line}
+
+
+@pytest.mark.slurm
+def test_audit_apply_rerun_on_cluster(tmp_path):
+    """Real jobs through the SLURM plugin: one runs out of memory, one asks far too much; the audit flags
+    both, --apply right-sizes config.yaml, and on the rerun every job's peak is 60-90 % of its request."""
+    if not cluster_up():
+        pytest.skip("test SLURM cluster not running (tests/slurm/cluster.sh start)")
+    work = tmp_path / "wf"
+    work.mkdir()
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    (work / "Snakefile").write_text(SLURM_SNAKEFILE)
+    run_on_slurm(work)  # index runs out of memory: the run fails
+    first = audit_workflow(work, work / "audit.csv")
+    by_rule = {r["rule"]: r for r in first.rows}
+    assert by_rule["index"]["state"] == "OUT_OF_MEMORY" and by_rule["index"]["flag"] == "OOM"
+    assert by_rule["folds"]["state"] == "COMPLETED" and by_rule["folds"]["flag"] == "<60% used"
+    print("\nbefore --apply:\n" + render_table(first.rows, first.recommendations))
+    diff = apply_recommendations(work / "config.yaml", first.recommendations)
+    assert "+  index: {mem_mb: 1200, runtime: 10}" in diff
+    done = run_on_slurm(work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    second = audit_workflow(work, work / "audit.csv")
+    print("after --apply and a rerun:\n" + render_table(second.rows, second.recommendations))
+    last_run = max(second.rows, key=lambda r: int(r["job_id"]))["run"]
+    rerun = [r for r in second.rows if r["run"] == last_run]
+    assert {r["rule"] for r in rerun} == {"index", "folds"}
+    for row in rerun:
+        assert row["state"] == "COMPLETED" and 60 <= row["mem_eff"] <= 90, row
+    if shutil.which("reportseff", path=str(Path(sys.executable).parent)):
+        theirs = reportseff_mem_eff([r["job_id"] for r in second.rows])
+        for row in second.rows:
+            assert abs(row["mem_eff"] - theirs[row["job_id"]]) <= 1.0, (row, theirs)
+
+
+def test_report_material_roc_and_metrics(tmp_path):
+    """ROC curves per fold and ensemble from infer's predictions, and the metrics table, as report files."""
+    import json
+
+    import polars as pl
+
+    from fvc.audit_plot import metrics_table
+
+    infer = tmp_path / "infer" / "naive_cnn"
+    infer.mkdir(parents=True)
+    labels = [0, 1, 0, 1, 1, 0]
+    pl.DataFrame(
+        {
+            "video_id": [f"v{i}" for i in range(6)],
+            "label": labels,
+            "prob_fold0": [0.1, 0.9, 0.4, 0.6, 0.8, 0.3],
+            "prob_fold1": [0.6, 0.7, 0.2, 0.4, 0.9, 0.1],
+            "prob_ensemble": [0.35, 0.8, 0.3, 0.5, 0.85, 0.2],
+        }
+    ).write_parquet(infer / "predictions.parquet")
+    scores = {"accuracy": 0.5, "auc": 0.75, "f1": 0.6}
+    (infer / "metrics.json").write_text(
+        json.dumps(
+            {
+                "model": "naive_cnn",
+                "folds": [{"fold": 0, **scores}, {"fold": 1, **scores}],
+                "ensemble": scores,
+            }
+        )
+    )
+    work = make_workdir(tmp_path)
+    audit_workflow(
+        work,
+        tmp_path / "a.csv",
+        sacct=recorded_sacct([]),
+        predictions={"naive_cnn": infer / "predictions.parquet"},
+        roc_dir=tmp_path / "roc",
+        metrics_html=tmp_path / "metrics.html",
+    )
+    svg = (tmp_path / "roc" / "naive_cnn.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "ensemble" in svg
+    page = (tmp_path / "metrics.html").read_text()
+    assert page.count("<tr>") == 4 and "ensemble" in page and "0.750" in page
+    table = metrics_table({"naive_cnn": infer / "metrics.json"})
+    assert table["fold"].to_list() == ["0", "1", "ensemble"]
+
+
+def test_edit_block_style_rows_keeps_comments():
+    from fvc.audit import Recommendation
+
+    text = (
+        "models:\n  svm:\n    mem_mb: 1200   # training\n    infer_mem_mb: 1000\n  x3d:\n    mem_mb: 2000\n"
+        "resources:\n  folds: {mem_mb: 800, runtime: 10}  # small\n"
+    )
+    recs = [
+        Recommendation("models", "svm", "mem_mb", 1200, 700, "lower", ""),
+        Recommendation("models", "svm", "infer_mem_mb", 1000, 600, "lower", ""),
+        Recommendation("resources", "folds", "mem_mb", 800, 400, "lower", ""),
+    ]
+    assert edit_config_text(text, recs) == (
+        "models:\n  svm:\n    mem_mb: 700   # training\n    infer_mem_mb: 600\n  x3d:\n    mem_mb: 2000\n"
+        "resources:\n  folds: {mem_mb: 400, runtime: 10}  # small\n"
+    )
+
+
+def test_real_plugin_run_matches_reportseff(tmp_path):
+    """Two real runs of snakemake-executor-plugin-slurm (the second after --apply): jobs found from the
+    snakemake logs alone, attempts per rule, and memory efficiency within 1 point of reportseff's."""
+    recorded = FIXTURES / "plugin_run"
+    work = tmp_path / "wf"
+    shutil.copytree(recorded / "log", work / ".snakemake" / "log")
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    result = audit_workflow(
+        work, tmp_path / "a.csv", sacct=lambda ids: parse_sacct((recorded / "sacct.txt").read_text())
+    )
+    rows = {(r["rule"], r["attempt"]): r for r in result.rows}
+    assert sorted(rows) == [("folds", 1), ("folds", 2), ("index", 1), ("index", 2)]
+    assert rows[("index", 1)]["state"] == "OUT_OF_MEMORY" and rows[("index", 2)]["state"] == "COMPLETED"
+    assert rows[("folds", 1)]["run"] != rows[("folds", 2)]["run"]
+    lines = (recorded / "reportseff.txt").read_text().splitlines()[1:]
+    theirs = {line.split("|")[0]: float(line.split("|")[2]) for line in lines}
+    for row in result.rows:
+        assert abs(row["mem_eff"] - theirs[row["job_id"]]) <= 1.0
+
+
+@pytest.mark.skipif(
+    shutil.which("sacct") is None or not Path("/etc/slurm/slurm.conf").exists(),
+    reason="needs the SLURM client and a slurm.conf",
+)
+def test_real_sacct_with_accounting_down_falls_back(tmp_path, monkeypatch):
+    """The real sacct, pointed at a port where no slurmdbd listens: a clear message and benchmark rows."""
+    conf = tmp_path / "slurm.conf"
+    lines = [
+        line
+        for line in Path("/etc/slurm/slurm.conf").read_text().splitlines()
+        if not line.startswith(("AccountingStorageHost", "AccountingStoragePort"))
+    ]
+    conf.write_text("\n".join([*lines, "AccountingStorageHost=localhost", "AccountingStoragePort=9"]) + "\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    work = make_workdir(tmp_path)
+    write_benchmarks(work)
+    result = audit_workflow(work, tmp_path / "a.csv")
+    assert result.source == "benchmark" and "Connection refused" in result.message
+    assert len(result.rows) == 3

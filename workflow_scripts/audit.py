@@ -1,0 +1,21 @@
+"""Snakemake adapter for rule `audit`."""
+
+from fvc.joblog import log_to
+
+log_to(snakemake.log.main)
+
+from fvc.audit import audit_workflow
+
+audit_workflow(
+    ".",
+    snakemake.output.csv,
+    out_parquet=snakemake.output.parquet,
+    safety_factor=snakemake.params.safety_factor,
+    config=dict(snakemake.config),
+    plot=snakemake.output.plot,
+    snippet_path=snakemake.output.recommended,
+    memory_log=snakemake.log.memory,
+    predictions=dict(zip(snakemake.params.models, snakemake.input.predictions, strict=True)),
+    roc_dir=snakemake.output.roc,
+    metrics_html=snakemake.output.metrics,
+)
