@@ -47,6 +47,11 @@ def rule_runtime(name):
     return config["resources"][name]["runtime"]
 
 
+def train_spec(wildcards):
+    """The model's row of the per-model table."""
+    return MODEL_SPECS[wildcards.model]
+
+
 def train_mem_mb(wildcards, attempt):
     """Training memory from the model's table row, growing with the attempt."""
     return grown(MODEL_SPECS[wildcards.model].mem_mb, attempt)

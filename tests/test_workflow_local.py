@@ -8,7 +8,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-
 from workflow_runner import copy_workflow, snakemake
 
 STAGES = ("demo_data", "download", "index", "augment", "folds", "train", "infer")

@@ -97,7 +97,9 @@ def model_specs(config: dict, source: str = "config") -> dict[str, ModelSpec]:
                 f"{spec.grad_accum_steps} = {spec.effective_batch}, but train.effective_batch is "
                 f"{train['effective_batch']}"
             )
-        if spec.num_frames > clip.get("num_frames", spec.num_frames) or spec.size > clip.get("size", spec.size):
+        if spec.num_frames > clip.get("num_frames", spec.num_frames) or spec.size > clip.get(
+            "size", spec.size
+        ):
             raise ConfigError(
                 f"{source}: models.{name}: num_frames {spec.num_frames} / size {spec.size} exceed the "
                 f"augmented clips' augment.num_frames {clip['num_frames']} / augment.size {clip['size']}"

@@ -11,5 +11,8 @@ def log_to(path: str | os.PathLike[str]) -> None:
     """Send stderr (progress bars, warnings, tracebacks) and INFO-level logging to `path`."""
     sys.stderr = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the job
     logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )

@@ -26,8 +26,11 @@ def _cgroup_file(name: str) -> Path | None:
         if controllers == "":
             candidate = Path("/sys/fs/cgroup") / rel.lstrip("/") / name
         elif "memory" in controllers.split(","):
-            v1 = {"memory.current": "memory.usage_in_bytes", "memory.peak": "memory.max_usage_in_bytes",
-                  "memory.max": "memory.limit_in_bytes"}[name]
+            v1 = {
+                "memory.current": "memory.usage_in_bytes",
+                "memory.peak": "memory.max_usage_in_bytes",
+                "memory.max": "memory.limit_in_bytes",
+            }[name]
             candidate = Path("/sys/fs/cgroup/memory") / rel.lstrip("/") / v1
         else:
             continue
@@ -93,7 +96,12 @@ class MemoryLog:
 
     def mark(self, point: str, **extra: Any) -> dict[str, Any]:
         """Record the memory at `point`; `extra` fields (e.g. video id, epoch) go into the same line."""
-        record: dict[str, Any] = {"time": time.time(), "stage": self.stage, "point": point, "pid": os.getpid()}
+        record: dict[str, Any] = {
+            "time": time.time(),
+            "stage": self.stage,
+            "point": point,
+            "pid": os.getpid(),
+        }
         record.update(snapshot())
         record.update(extra)
         if self.path is not None:

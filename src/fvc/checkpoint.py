@@ -1,0 +1,112 @@
+"""Atomic epoch checkpoints: safetensors tensor files + one JSON state that names them.
+
+Layout of a checkpoint folder: `{group}.epoch{N:04d}.safetensors` per tensor group (e.g. `model`,
+`optimizer`, `best`) and `state.json`. Each file is written to a temporary name, flushed and moved into place
+with `os.replace`; `state.json` is written last and is the only thing a reader trusts, so a job killed at any
+moment leaves either the previous complete checkpoint or the new one. Files no longer named by `state.json`
+are removed after it is written. No pickle anywhere: optimizer state is flattened to tensors + JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+STATE = "state.json"
+
+
+def _fsync_replace(tmp: Path, path: Path) -> None:
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write `tensors` (moved to CPU, contiguous) as safetensors at `path`, atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
+    _fsync_replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write `obj` as JSON at `path`, atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    _fsync_replace(tmp, path)
+
+
+def load_state(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The last complete checkpoint's state, or None when there is none."""
+    path = Path(checkpoint_dir) / STATE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}: corrupt checkpoint state ({exc}); delete the folder to start over"
+        ) from exc
+    for group, name in state.get("files", {}).items():
+        if not (path.parent / name).is_file():
+            raise FileNotFoundError(f"{path}: names {group} file {name}, which is missing")
+    return state
+
+
+def load_tensors(
+    checkpoint_dir: str | os.PathLike[str], state: dict[str, Any], group: str
+) -> dict[str, torch.Tensor]:
+    """The tensors of `group` in the checkpoint described by `state`."""
+    return load_file(str(Path(checkpoint_dir) / state["files"][group]))
+
+
+def save_checkpoint(
+    checkpoint_dir: str | os.PathLike[str],
+    epoch: int,
+    groups: dict[str, dict[str, torch.Tensor]],
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the tensor `groups` of `epoch`, then `state.json` (with `epoch` and `files`); groups not given
+    keep the file the previous state named. Returns the state written."""
+    folder = Path(checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    previous = load_state(folder) or {}
+    files = dict(previous.get("files", {}))
+    for group, tensors in groups.items():
+        name = f"{group}.epoch{epoch:04d}.safetensors"
+        write_tensors(folder / name, tensors)
+        files[group] = name
+    state = {**state, "epoch": epoch, "files": files}
+    write_json(folder / STATE, state)
+    for path in folder.glob("*.safetensors"):
+        if path.name not in files.values():
+            path.unlink()
+    return state
+
+
+def flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state dict as tensors (`state.{param}.{key}`) + the JSON-able rest."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {"param_groups": state_dict["param_groups"], "state": {}}
+    for idx, entry in state_dict["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{idx}.{key}"] = value
+            else:
+                meta["state"].setdefault(str(idx), {})[key] = value
+    return tensors, meta
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of `flatten_optimizer`."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, entry in meta["state"].items():
+        state.setdefault(int(idx), {}).update(entry)
+    return {"state": state, "param_groups": meta["param_groups"]}

@@ -1,0 +1,199 @@
+"""ViT models (transformers' ViTModel backbone): per-frame ViT + GRU, and a tubelet-embedding ViT with a
+temporal transformer head.
+
+params (both):
+- `backbone`: a local folder written by `save_pretrained` (loaded with `from_pretrained`; nothing is
+  downloaded). Without it, a small random ViT is built from `vit` (ViTConfig overrides).
+- `freeze_backbone`: default true with a pretrained `backbone`, false for a random one. A frozen backbone
+  trains only the new parts (vit_gru: the GRU head; vit_transformer: the tubelet embedding and the head).
+vit_gru: `gru_hidden` (default 64). vit_transformer: `tubelet` (frames per tubelet, default 2),
+`temporal_layers` (default 1), `temporal_heads` (default 4).
+
+On the meta device (`with torch.device("meta")`) only the backbone's config is read, never its weights; the
+exported params carry the backbone's config as `vit`, so inference needs no backbone folder.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from fvc.models.base import ClipClassifier
+
+if TYPE_CHECKING:
+    from transformers import ViTModel
+
+TINY_VIT = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "patch_size": 8,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+}
+
+
+def _on_meta() -> bool:
+    return torch.empty(0).device.type == "meta"
+
+
+def load_backbone(params: dict[str, Any], size: int) -> ViTModel:
+    """The ViT backbone named by `params` (pretrained folder or random config), without pooling layer.
+    transformers is imported here, not at module level: it takes seconds, and most models never need it."""
+    from transformers import ViTConfig, ViTModel
+
+    if params.get("backbone"):
+        path = str(params["backbone"])
+        if _on_meta():
+            return ViTModel(ViTConfig.from_pretrained(path), add_pooling_layer=False)
+        try:
+            return ViTModel.from_pretrained(path, add_pooling_layer=False)
+        except OSError as exc:
+            raise FileNotFoundError(f"ViT backbone {path!r}: not a save_pretrained folder ({exc})") from exc
+    config = ViTConfig(**{**TINY_VIT, "image_size": size, **params.get("vit", {})})
+    return ViTModel(config, add_pooling_layer=False)
+
+
+class _ViTBase(ClipClassifier):
+    """Backbone loading, freezing and the backbone-free export params."""
+
+    def __init__(self, params: dict[str, Any], num_frames: int, size: int) -> None:
+        super().__init__(params, num_frames, size)
+        self.backbone = load_backbone(params, size)
+        self.freeze_backbone = bool(params.get("freeze_backbone", bool(params.get("backbone"))))
+        self.backbone.requires_grad_(not self.freeze_backbone)
+        self.hidden = self.backbone.config.hidden_size
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        super().set_gradient_checkpointing(enabled)
+        if enabled:
+            self.backbone.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            self.backbone.activation_checkpointing_disable()
+
+    def export_params(self) -> dict[str, Any]:
+        from transformers import ViTConfig
+
+        params = {k: v for k, v in self.params.items() if k != "backbone"}
+        config = self.backbone.config.to_dict()
+        params["vit"] = {
+            k: config[k]
+            for k in ViTConfig().to_dict()
+            if k in config
+            and not k.startswith("_")
+            and k not in ("transformers_version", "architectures", "model_type")
+        }
+        params["freeze_backbone"] = self.freeze_backbone
+        return params
+
+
+class ViTGRU(_ViTBase):
+    """ViT on every frame (its CLS token) -> GRU over time -> linear. A frozen backbone runs without grad."""
+
+    def __init__(self, params: dict[str, Any], num_frames: int, size: int) -> None:
+        super().__init__(params, num_frames, size)
+        hidden = int(params.get("gru_hidden", 64))
+        self.head = _GRUHead(self.hidden, hidden)
+        self.trainable = {"backbone": not self.freeze_backbone, "head": True}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        b, t = x.shape[:2]
+        pixels = x.flatten(0, 1) * 2.0 - 1.0
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+            out = self.backbone(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
+        return self.head(out[:, 0].reshape(b, t, -1))
+
+
+class _GRUHead(nn.Module):
+    def __init__(self, features: int, hidden: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(features, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, 1)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        _, last = self.gru(seq.to(self.fc.weight.dtype))  # autocast leaves GRU inputs in bf16; match weights
+        return self.fc(last[-1]).squeeze(-1)
+
+
+class TubeletEmbedding(nn.Module):
+    """Spatio-temporal patch embedding: Conv3d with kernel = stride = (tubelet, patch, patch). Initialised by
+    inflating the backbone's 2-D patch projection (its weights spread evenly over the tubelet's frames)."""
+
+    def __init__(self, projection: nn.Conv2d, tubelet: int) -> None:
+        super().__init__()
+        p = projection.kernel_size
+        self.proj = nn.Conv3d(3, projection.out_channels, (tubelet, *p), stride=(tubelet, *p))
+        if projection.weight.device.type != "meta":
+            with torch.no_grad():
+                self.proj.weight.copy_(projection.weight.unsqueeze(2).repeat(1, 1, tubelet, 1, 1) / tubelet)
+                self.proj.bias.copy_(projection.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, T, 3, H, W]` -> tokens `[B, T', N, D]`."""
+        h = self.proj(x.transpose(1, 2).contiguous())
+        return h.flatten(3).permute(0, 2, 3, 1)
+
+
+class ViTTransformer(_ViTBase):
+    """Tubelet embedding (replacing the ViT's 2-D patch embedding) -> ViT layers per tubelet slot (CLS token,
+    interpolated position embeddings) -> temporal transformer over the slots' CLS tokens -> linear."""
+
+    def __init__(self, params: dict[str, Any], num_frames: int, size: int) -> None:
+        super().__init__(params, num_frames, size)
+        tubelet = int(params.get("tubelet", 2))
+        if num_frames % tubelet:
+            raise ValueError(
+                f"vit_transformer: num_frames {num_frames} is not a multiple of tubelet {tubelet}"
+            )
+        self.embedding = TubeletEmbedding(self.backbone.embeddings.patch_embeddings.projection, tubelet)
+        self.backbone.embeddings.patch_embeddings = nn.Identity()
+        self.head = _TemporalHead(
+            self.hidden,
+            num_frames // tubelet,
+            int(params.get("temporal_layers", 1)),
+            int(params.get("temporal_heads", 4)),
+        )
+        self.trainable = {"backbone": not self.freeze_backbone, "embedding": True, "head": True}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        tokens = self.embedding(x * 2.0 - 1.0)
+        b, slots, n, d = tokens.shape
+        tokens = tokens.reshape(b * slots, n, d)
+        emb = self.backbone.embeddings
+        h = torch.cat([emb.cls_token.expand(b * slots, -1, -1).to(tokens.dtype), tokens], dim=1)
+        h = emb.dropout(h + emb.interpolate_pos_encoding(h, self.size, self.size))
+        for layer in self.backbone.layers:
+            h = layer(h, None)
+        cls = self.backbone.layernorm(h)[:, 0].reshape(b, slots, d)
+        return self.head(cls)
+
+
+class _TemporalHead(nn.Module):
+    def __init__(self, dim: int, slots: int, layers: int, heads: int) -> None:
+        super().__init__()
+        self.position = nn.Parameter(torch.zeros(1, slots, dim))
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, 1)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(seq + self.position)
+        return self.fc(self.norm(h.mean(dim=1))).squeeze(-1)
+
+
+def vit_gru(params: dict[str, Any], num_frames: int, size: int) -> ClipClassifier:
+    """Build the per-frame ViT + GRU model."""
+    return ViTGRU(params, num_frames, size)
+
+
+def vit_transformer(params: dict[str, Any], num_frames: int, size: int) -> ClipClassifier:
+    """Build the tubelet ViT + temporal transformer model."""
+    return ViTTransformer(params, num_frames, size)
