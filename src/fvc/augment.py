@@ -1,0 +1,391 @@
+"""The shared augmented clips: for every indexed video, its original clip (aug_idx 0: frames sampled evenly,
+only resized) and `num_augmentations` augmented clips, made once and filtered per fold later.
+
+Every clip depends only on (seed, video_id, aug_idx) and the video's bytes: its randomness comes from local
+generators seeded with `stable_seed(seed, video_id, aug_idx)`, so the result is the same in every run,
+process and processing order. Frames are decoded sparsely (only the sampled ones), one clip at a time.
+Each clip is written atomically, then journalled row by row; a killed run resumes from the journal and ends
+with the same clips.csv and clip files as an uninterrupted one."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import ctypes
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import polars as pl
+import torch
+from kornia.enhance import (
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    jpeg_codec_differentiable,
+)
+from kornia.filters import gaussian_blur2d
+from kornia.geometry.transform import hflip
+from torch.nn.functional import interpolate
+from tqdm import tqdm
+
+from fvc.clip_store import write_clip
+from fvc.journal import Journal, read_journal
+from fvc.manifest import check_video_id
+from fvc.memory import MemoryLog
+from fvc.seeding import stable_seed
+from fvc.video import VideoReadError, read_frames
+
+log = logging.getLogger(__name__)
+
+CLIP_COLUMNS = (
+    "clip_path", "label", "group", "original_video", "aug_idx", "seed", "num_frames", "height", "width",
+)  # fmt: skip
+REJECTED_COLUMNS = ("video_id", "path", "reason")
+INDEX_COLUMNS = ("video_id", "path", "label", "group", "frames")
+WORK_SCALE = 2  # augmented clips are decoded at WORK_SCALE x size, then cropped and resized to size
+# What read_frames raises for a broken or truncated file (PyAV's errors are OSError/ValueError subclasses).
+DECODE_ERRORS = (VideoReadError, IndexError, OSError, EOFError, ValueError, RuntimeError, av.FFmpegError)
+
+
+def _glibc_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, when this process runs on glibc."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+MALLOC_TRIM = _glibc_malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give freed heap pages back to the OS after each video: decoder and tensor buffers of varied sizes
+    otherwise fragment the heap, and RSS creeps up by megabytes per hundred videos."""
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
+
+
+class AugmentError(ValueError):
+    """An index that cannot be augmented; the message names the file and the row."""
+
+
+class VideoRejected(Exception):
+    """A video whose frames cannot be decoded; the message gives the decoder's reason."""
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The parameters of one augmented clip, applied alike to all of its frames. The crop box is in
+    fractions of the frame; `hue` in radians; blur and JPEG are off when None."""
+
+    crop: tuple[float, float, float, float]  # x0, y0, width, height
+    flip: bool
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    blur_sigma: float | None
+    jpeg_quality: float | None
+
+
+@dataclass(frozen=True)
+class AugmentReport:
+    """What a run produced: clip rows written to clips.csv, rejected videos, clips made (not resumed)."""
+
+    clips: int
+    rejected: int
+    made: int
+
+
+def clip_seed(seed: int, video_id: str, aug_idx: int) -> int:
+    """The seed of one clip, from the base seed and the video's relative id (never its absolute path)."""
+    return stable_seed(seed, video_id, aug_idx)
+
+
+def original_indices(frames: int, num_frames: int) -> np.ndarray:
+    """Evenly spaced frame indices: the centres of `num_frames` equal segments of the video."""
+    return (2 * np.arange(num_frames, dtype=np.int64) + 1) * frames // (2 * num_frames)
+
+
+def jittered_indices(frames: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of a random temporal window (60-100 % of the video at a random offset), one random
+    frame in each of its `num_frames` equal segments."""
+    span = max(1.0, rng.uniform(0.6, 1.0) * frames)
+    start = rng.uniform(0.0, frames - span)
+    offsets = (np.arange(num_frames) + rng.random(num_frames)) * span / num_frames
+    return np.clip(np.floor(start + offsets), 0, frames - 1).astype(np.int64)
+
+
+def sample_augmentation(rng: np.random.Generator) -> Augmentation:
+    """Random crop (50-100 % of the area, aspect 3/4-4/3), flip, colour jitter, blur and JPEG artefacts."""
+    area, aspect = rng.uniform(0.5, 1.0), math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+    width, height = min(1.0, math.sqrt(area * aspect)), min(1.0, math.sqrt(area / aspect))
+    crop = (rng.uniform(0, 1 - width), rng.uniform(0, 1 - height), width, height)
+    jitter = rng.random() < 0.8
+    return Augmentation(
+        crop=crop,
+        flip=bool(rng.random() < 0.5),
+        brightness=rng.uniform(-0.15, 0.15) if jitter else 0.0,
+        contrast=rng.uniform(0.8, 1.2) if jitter else 1.0,
+        saturation=rng.uniform(0.7, 1.3) if jitter else 1.0,
+        hue=rng.uniform(-0.2, 0.2) if jitter else 0.0,
+        blur_sigma=rng.uniform(0.3, 1.2) if rng.random() < 0.3 else None,
+        jpeg_quality=rng.uniform(30, 90) if rng.random() < 0.3 else None,
+    )
+
+
+@contextlib.contextmanager
+def _plain_cpu_ops() -> Iterator[None]:
+    """Run torch ops on one thread and without oneDNN, restoring both settings: results do not depend on the
+    thread count, and oneDNN's per-shape primitive cache cannot grow the process from clip to clip."""
+    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = mkldnn
+
+
+def apply_augmentation(frames: np.ndarray, aug: Augmentation, size: int) -> np.ndarray:
+    """Apply `aug` to every frame of a uint8 [T, H, W, 3] clip alike (torch and kornia functional ops, no
+    RNG); return uint8 [T, size, size, 3]."""
+    height, width = frames.shape[1:3]
+    x0, y0, cw, ch = aug.crop
+    left, top = round(x0 * width), round(y0 * height)
+    right, bottom = max(left + 1, round((x0 + cw) * width)), max(top + 1, round((y0 + ch) * height))
+    with _plain_cpu_ops():
+        x = torch.from_numpy(frames[:, top:bottom, left:right]).permute(0, 3, 1, 2).float().div_(255)
+        # torch's own antialiased resize: kornia's blurs with a kernel per crop shape, and memory grows.
+        x = interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = x.clamp_(0, 1)
+        if aug.flip:
+            x = hflip(x)
+        x = adjust_brightness(x, aug.brightness)
+        x = adjust_contrast(x, aug.contrast)
+        x = adjust_saturation(x, aug.saturation)
+        x = adjust_hue(x, aug.hue).clamp_(0, 1)
+        if aug.blur_sigma is not None:
+            kernel = 2 * math.ceil(2 * aug.blur_sigma) + 1
+            x = gaussian_blur2d(x, (kernel, kernel), (aug.blur_sigma, aug.blur_sigma))
+        if aug.jpeg_quality is not None:
+            x = jpeg_codec_differentiable(x, torch.tensor([aug.jpeg_quality]))
+        out = x.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return out.numpy()
+
+
+def _decode(path: str, indices: np.ndarray, size: int) -> np.ndarray:
+    try:
+        return read_frames(path, indices, size=size)
+    except DECODE_ERRORS as exc:
+        raise VideoRejected(f"{type(exc).__name__}: {exc}") from exc
+
+
+def make_clip(path: str, frames: int, num_frames: int, size: int, aug_idx: int, seed: int) -> np.ndarray:
+    """Decode and (for aug_idx > 0) augment one clip of a `frames`-frame video: uint8 [T, size, size, 3].
+    Raises VideoRejected when the video cannot be decoded."""
+    if aug_idx == 0:
+        return _decode(path, original_indices(frames, num_frames), size)
+    rng = np.random.default_rng(seed)
+    indices = jittered_indices(frames, num_frames, rng)
+    aug = sample_augmentation(rng)
+    return apply_augmentation(_decode(path, indices, WORK_SCALE * size), aug, size)
+
+
+def clip_name(video_id: str, aug_idx: int) -> str:
+    """The clip's path inside the clips folder: the video's relative id plus `.aug<k>.safetensors`."""
+    return f"{video_id}.aug{aug_idx}.safetensors"
+
+
+def read_index(index_parquet: str | os.PathLike[str]) -> pl.DataFrame:
+    """The index columns augment needs, sorted by video_id, with ids checked to be safe relative paths."""
+    try:
+        index = pl.read_parquet(index_parquet, columns=list(INDEX_COLUMNS))
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise AugmentError(f"{index_parquet}: cannot read the index ({exc})") from exc
+    index = index.with_columns(pl.col("video_id", "path", "group").cast(pl.String)).sort("video_id")
+    for row, video_id in enumerate(index["video_id"]):
+        problem = "is missing" if video_id is None else check_video_id(video_id)
+        if problem:
+            raise AugmentError(f"{index_parquet}: row {row}: video_id {problem}")
+    duplicated = index.filter(pl.col("video_id").is_duplicated())["video_id"].unique().sort()
+    if duplicated.len():
+        raise AugmentError(f"{index_parquet}: duplicate video_id {duplicated.head(5).to_list()}")
+    return index
+
+
+def _check_names(video_ids: list[str], num_augmentations: int, index_parquet: object) -> None:
+    """No two clips may share a file name, and no clip file may be a folder of another video's clips."""
+    names = {clip_name(v, a) for v in video_ids for a in range(num_augmentations + 1)}
+    folders = {str(p) for v in video_ids for p in Path(v).parents}
+    clash = sorted(names & folders)
+    if clash:
+        raise AugmentError(f"{index_parquet}: clip file {clash[0]!r} would also be a folder of another video")
+
+
+def _clip_row(clips_dir: str, video: dict, aug_idx: int, seed: int, num_frames: int, size: int) -> dict:
+    return {
+        "clip_path": (Path(clips_dir) / clip_name(video["video_id"], aug_idx)).as_posix(),
+        "label": str(video["label"]),
+        "group": str(video["group"]),
+        "original_video": video["video_id"],
+        "aug_idx": str(aug_idx),
+        "seed": str(seed),
+        "num_frames": str(num_frames),
+        "height": str(size),
+        "width": str(size),
+    }
+
+
+def _write_rows_atomic(path: str | os.PathLike[str], columns: tuple[str, ...], rows: list[dict]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _augment_video(video: dict, expected: list[dict], done: dict, journal: Journal, **clip: int) -> int:
+    """Make the clips of one video that the journal lacks; return how many were made. Raises VideoRejected
+    when the video cannot be decoded."""
+    made = 0
+    for aug_idx, row in enumerate(expected):
+        if (video["video_id"], aug_idx) in done:
+            continue
+        frames = make_clip(
+            video["path"], video["frames"], clip["num_frames"], clip["size"], aug_idx, int(row["seed"])
+        )
+        write_clip(
+            row["clip_path"],
+            frames,
+            {"video_id": video["video_id"], "aug_idx": str(aug_idx), "seed": row["seed"]},
+        )
+        del frames
+        journal.append(row)
+        done[(video["video_id"], aug_idx)] = row
+        made += 1
+    return made
+
+
+def augment_all(
+    index_parquet: str | os.PathLike[str],
+    out_csv: str | os.PathLike[str],
+    rejected_csv: str | os.PathLike[str],
+    clips_dir: str | os.PathLike[str],
+    journal: str | os.PathLike[str],
+    num_frames: int,
+    size: int,
+    num_augmentations: int,
+    seed: int,
+    memory_log: str | os.PathLike[str] | None = None,
+) -> AugmentReport:
+    """Make every indexed video's clips (resuming from `journal`), then write clips.csv sorted by
+    (original_video, aug_idx) and rejected.csv (video_id,path,reason) for videos that cannot be decoded."""
+    if num_frames < 1 or size < 8 or num_augmentations < 0:
+        raise AugmentError(
+            f"need num_frames >= 1, size >= 8, num_augmentations >= 0; got {num_frames}, "
+            f"{size}, {num_augmentations}"
+        )
+    mem = MemoryLog(memory_log, "augment")
+    index = read_index(index_parquet)
+    videos = index.to_dicts()
+    del index
+    _check_names([v["video_id"] for v in videos], num_augmentations, index_parquet)
+    clips_dir = str(clips_dir)
+    expected = {
+        v["video_id"]: [
+            _clip_row(clips_dir, v, a, clip_seed(seed, v["video_id"], a), num_frames, size)
+            for a in range(num_augmentations + 1)
+        ]
+        for v in videos
+    }
+    done = {}
+    for row in read_journal(journal, CLIP_COLUMNS):
+        rows = expected.get(row["original_video"])
+        aug = int(row["aug_idx"]) if row["aug_idx"].isdigit() else -1
+        if rows and 0 <= aug < len(rows) and rows[aug] == row and Path(row["clip_path"]).is_file():
+            done[(row["original_video"], aug)] = row
+    mem.mark("start", videos=len(videos), resumed_clips=len(done))
+    log.info("augment: %d videos, %d clips already in %s", len(videos), len(done), journal)
+    rejected: list[dict] = []
+    made = 0
+    with Journal(journal, CLIP_COLUMNS, done.values()) as jr:
+        for number, video in enumerate(tqdm(videos, desc="augment", unit="video", file=sys.stderr)):
+            reason = None
+            if video["frames"] is None or video["frames"] < 1:
+                reason = f"the index gives no frame count ({video['frames']})"
+            else:
+                try:
+                    made += _augment_video(
+                        video, expected[video["video_id"]], done, jr, num_frames=num_frames, size=size
+                    )
+                except VideoRejected as exc:
+                    reason = str(exc)
+            if reason:
+                log.warning("augment: rejecting %s: %s", video["video_id"], reason)
+                rejected.append({"video_id": video["video_id"], "path": video["path"], "reason": reason})
+            release_freed_memory()
+            mem.mark("video", video_id=video["video_id"], number=number, made=made)
+    bad = {r["video_id"] for r in rejected}
+    rows = [row for v in videos if v["video_id"] not in bad for row in expected[v["video_id"]]]
+    _write_rows_atomic(rejected_csv, REJECTED_COLUMNS, rejected)
+    if not rows:
+        raise AugmentError(
+            f"{index_parquet}: every one of the {len(videos)} videos was rejected (reasons in {rejected_csv})"
+        )
+    _write_rows_atomic(out_csv, CLIP_COLUMNS, rows)
+    mem.mark("end", clips=len(rows), rejected=len(rejected), made=made)
+    log.info(
+        "augment: %d clips of %d videos (%d made now), %d rejected",
+        len(rows),
+        len(videos) - len(bad),
+        made,
+        len(rejected),
+    )
+    return AugmentReport(clips=len(rows), rejected=len(rejected), made=made)
+
+
+def cli(argv: list[str]) -> int:
+    """`fvc augment INDEX_PARQUET OUT_DIR [...]`: clips.csv, rejected.csv, clips/, journal in OUT_DIR."""
+    parser = argparse.ArgumentParser(prog="fvc augment", description="make the shared augmented clips")
+    parser.add_argument("index", help="index/video_index.parquet")
+    parser.add_argument("out_dir", help="folder for clips.csv, rejected.csv, clips/ and clips.partial.csv")
+    parser.add_argument("--num-frames", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--num-augmentations", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--memory-log", default=None, help="JSON-lines memory log")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(args.out_dir)
+    try:
+        augment_all(
+            args.index,
+            out / "clips.csv",
+            out / "rejected.csv",
+            out / "clips",
+            out / "clips.partial.csv",
+            args.num_frames,
+            args.size,
+            args.num_augmentations,
+            args.seed,
+            args.memory_log,
+        )
+    except AugmentError as exc:
+        print(f"fvc augment: {exc}", file=sys.stderr)
+        return 1
+    return 0

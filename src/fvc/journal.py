@@ -1,0 +1,86 @@
+"""A CSV journal of finished work: one row appended, flushed and fsynced per item, so that a job killed at
+any point can resume from it. Only the last line can be torn by a kill; it (and any line with the wrong
+number of fields) is dropped on reading, and the item it stood for is simply done again."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+
+def read_journal(path: str | os.PathLike[str], columns: Iterable[str]) -> list[dict[str, str]]:
+    """The complete rows of a journal (none if it is missing or was written with other columns)."""
+    path, columns = Path(path), list(columns)
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    if lines[-1]:
+        log.warning("%s: dropping a torn last line (no newline): %r", path, lines[-1][:200])
+    lines = lines[:-1]
+    if not lines or _fields(lines[0]) != columns:
+        log.warning("%s: header is not %s; starting the journal afresh", path, ",".join(columns))
+        return []
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = _fields(line)
+        if fields is None or len(fields) != len(columns):
+            log.warning("%s: line %d: dropping a malformed row: %r", path, number, line[:200])
+            continue
+        rows.append(dict(zip(columns, fields, strict=True)))
+    return rows
+
+
+def _fields(line: bytes) -> list[str] | None:
+    try:
+        return next(csv.reader([line.decode("utf-8")]), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None
+
+
+def _line(values: Iterable[object]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
+
+
+class Journal:
+    """An open journal: `rows` (kept from an earlier run) are rewritten atomically with the header, then each
+    `append` adds one durable line."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], columns: Iterable[str], rows: Iterable[dict] = ()
+    ) -> None:
+        self.path = Path(path)
+        self.columns = list(columns)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as fh:
+            fh.write(_line(self.columns))
+            for row in rows:
+                fh.write(_line(row[c] for c in self.columns))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        self._fh: IO[str] = self.path.open("a", newline="")
+
+    def append(self, row: dict) -> None:
+        """Add one row and make it durable before returning."""
+        self._fh.write(_line(row[c] for c in self.columns))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

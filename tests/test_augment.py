@@ -1,0 +1,269 @@
+"""Augment: original clips are only resized, augmented clips share one parameter set across their frames,
+and clips are byte-identical across processes, orders and kills at any point."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from video_factory import frame_index, make_video
+
+from fvc import augment
+from fvc.augment import AugmentError, augment_all, original_indices
+from fvc.clip_store import read_clip
+from fvc.seeding import stable_seed
+from fvc.video import read_frames
+
+ARGS = {"num_frames": 8, "size": 32, "num_augmentations": 2, "seed": 1234}
+CLI_ARGS = ["--num-frames", "8", "--size", "32", "--num-augmentations", "2", "--seed", "1234"]
+
+
+def write_index(path: Path, rows: list[dict]) -> Path:
+    pl.DataFrame(rows).write_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Six varied real videos (sizes, GOPs, B-frames, nested ids) and one corrupt file, with their index."""
+    root = tmp_path_factory.mktemp("augment_data")
+    rows = []
+    for i in range(6):
+        label = i % 2
+        video_id = f"{'fake' if label else 'real'}/g{i // 2:02d}/v{i}.mp4"
+        frames = 20 + 7 * i
+        path = make_video(
+            root / "videos" / video_id, frames, size=(48 + 16 * i, 40 + 8 * i), gop=5 + i, bframes=i % 3
+        )
+        rows.append(
+            {
+                "video_id": video_id,
+                "path": str(path),
+                "label": label,
+                "group": f"{i // 2:02d}",
+                "frames": frames,
+            }
+        )
+    broken = root / "videos" / "real/broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    rows.append({"video_id": "real/broken.mp4", "path": str(broken), "label": 0, "group": "99", "frames": 30})
+    return {"root": root, "rows": rows, "index": write_index(root / "index.parquet", rows)}
+
+
+def run_in(workdir: Path, index: Path) -> augment.AugmentReport:
+    """augment_all with the workflow's relative layout, from `workdir`."""
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        return augment_all(
+            index,
+            "out/clips.csv",
+            "out/rejected.csv",
+            "out/clips",
+            "out/clips.partial.csv",
+            memory_log="out/memory.jsonl",
+            **ARGS,
+        )
+    finally:
+        os.chdir(cwd)
+
+
+def outputs(workdir: Path) -> dict[str, bytes]:
+    """clips.csv and every clip file listed in it, by path."""
+    out = {"clips.csv": (workdir / "out/clips.csv").read_bytes()}
+    for clip in pl.read_csv(workdir / "out/clips.csv")["clip_path"]:
+        out[clip] = (workdir / clip).read_bytes()
+    return out
+
+
+@pytest.fixture(scope="module")
+def baseline(dataset: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run, in process."""
+    workdir = tmp_path_factory.mktemp("baseline")
+    report = run_in(workdir, dataset["index"])
+    assert report == augment.AugmentReport(clips=18, rejected=1, made=18)
+    return workdir
+
+
+def test_clips_csv_and_original_clips(dataset: dict, baseline: Path) -> None:
+    clips = pl.read_csv(baseline / "out/clips.csv", schema_overrides={"group": pl.String, "seed": pl.UInt64})
+    assert clips.columns == list(augment.CLIP_COLUMNS)
+    good = sorted(r["video_id"] for r in dataset["rows"] if "broken" not in r["video_id"])
+    assert clips["original_video"].unique().sort().to_list() == good
+    assert clips.select("original_video", "aug_idx").rows() == [(v, a) for v in good for a in range(3)]
+    assert clips["clip_path"][0] == f"out/clips/{good[0]}.aug0.safetensors"
+    by_id = {r["video_id"]: r for r in dataset["rows"]}
+    for row in clips.iter_rows(named=True):
+        frames, meta = read_clip(baseline / row["clip_path"])
+        assert frames.dtype == np.uint8 and frames.shape == (8, 32, 32, 3)
+        video = by_id[row["original_video"]]
+        seed = stable_seed(1234, video["video_id"], row["aug_idx"])
+        assert meta == {"video_id": video["video_id"], "aug_idx": str(row["aug_idx"]), "seed": str(seed)}
+        assert row["seed"] == seed and row["label"] == video["label"] and row["group"] == video["group"]
+        if row["aug_idx"] == 0:
+            # The original clip: evenly spaced frames, only resized.
+            wanted = original_indices(video["frames"], 8)
+            assert [frame_index(f) for f in frames] == wanted.tolist()
+            assert np.array_equal(frames, read_frames(video["path"], wanted, size=32))
+        else:
+            original, _ = read_clip(baseline / row["clip_path"].replace(f".aug{row['aug_idx']}.", ".aug0."))
+            assert not np.array_equal(frames, original)
+
+
+def test_rejected_video_is_reported_and_the_stage_goes_on(baseline: Path) -> None:
+    rejected = pl.read_csv(baseline / "out/rejected.csv")
+    assert rejected.columns == ["video_id", "path", "reason"]
+    assert rejected["video_id"].to_list() == ["real/broken.mp4"]
+    assert "broken.mp4" in rejected["reason"][0]
+    marks = [line for line in (baseline / "out/memory.jsonl").read_text().splitlines() if '"video"' in line]
+    assert len(marks) == 7  # one memory mark per video
+
+
+def test_temporal_sampling() -> None:
+    assert original_indices(40, 8).tolist() == [2, 7, 12, 17, 22, 27, 32, 37]
+    assert original_indices(3, 8).tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    spans = set()
+    for seed in range(50):
+        idx = augment.jittered_indices(40, 8, np.random.default_rng(seed))
+        assert np.all(np.diff(idx) >= 0) and idx.min() >= 0 and idx.max() <= 39
+        spans.add((int(idx[0]), int(idx[-1])))
+    assert len(spans) > 20  # offsets and jitter vary by seed
+
+
+def test_same_parameters_on_every_frame() -> None:
+    """Identical frames in, identical frames out: crop, flip, colour, blur and JPEG are set per clip."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (1, 48, 64, 3), dtype=np.uint8)
+    kinds = set()
+    for seed in range(12):
+        aug = augment.sample_augmentation(np.random.default_rng(seed))
+        kinds |= {aug.flip, aug.blur_sigma is not None, aug.jpeg_quality is not None}
+        out = augment.apply_augmentation(np.repeat(frame, 5, axis=0), aug, 32)
+        assert out.shape == (5, 32, 32, 3) and out.dtype == np.uint8
+        assert all(np.array_equal(out[0], f) for f in out[1:])
+    assert kinds == {True, False}
+
+
+def test_global_rng_untouched(dataset: dict, tmp_path: Path) -> None:
+    random.seed(5)
+    np.random.seed(5)
+    torch.manual_seed(5)
+    threads = torch.get_num_threads()
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    run_in(tmp_path, dataset["index"])
+    after = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    assert states[0] == after[0]
+    assert all(np.array_equal(a, b) for a, b in zip(states[1][1:], after[1][1:], strict=True))
+    assert torch.equal(states[2], after[2])
+    assert torch.get_num_threads() == threads and torch.backends.mkldnn.enabled
+
+
+def test_identical_across_processes_hash_seeds_and_order(
+    dataset: dict, baseline: Path, tmp_path: Path
+) -> None:
+    """Another process, another PYTHONHASHSEED, the index in reverse order, another working directory."""
+    reversed_index = write_index(tmp_path / "reversed.parquet", dataset["rows"][::-1])
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    env = {**os.environ, "PYTHONHASHSEED": "4242", "OMP_NUM_THREADS": "2"}
+    subprocess.run(
+        [sys.executable, "-m", "fvc.cli", "augment", str(reversed_index), "out", *CLI_ARGS],
+        cwd=workdir,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert outputs(workdir) == outputs(baseline)
+
+
+def journal_rows(path: Path) -> int:
+    try:
+        return max(0, path.read_bytes().count(b"\n") - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def test_killed_at_random_points_resumes_to_identical_result(
+    dataset: dict, baseline: Path, tmp_path: Path
+) -> None:
+    """SIGKILL after 1 journal row, after 7 rows, and after a random delay (maybe still starting up), then
+    resume each time: the final result equals the uninterrupted run, byte for byte."""
+    command = [sys.executable, "-m", "fvc.cli", "augment", str(dataset["index"]), "out", *CLI_ARGS]
+    journal = tmp_path / "out/clips.partial.csv"
+    delay = random.Random(7).uniform(0.5, 4.0)
+    for rows_before_kill in (1, 7, None):
+        proc = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.DEVNULL)
+        start = time.monotonic()
+        while proc.poll() is None:
+            if rows_before_kill is None and time.monotonic() - start > delay:
+                break
+            if rows_before_kill is not None and journal_rows(journal) >= rows_before_kill:
+                break
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (tmp_path / "out/clips.csv").exists() or rows_before_kill is None
+    run_in(tmp_path, dataset["index"])
+    assert outputs(tmp_path) == outputs(baseline)
+    assert journal_rows(journal) == 18  # no duplicates, no gaps
+
+
+def test_torn_journal_and_orphan_clip(dataset: dict, baseline: Path, tmp_path: Path) -> None:
+    """A torn last line, a clip file whose row never made it, and a half-written temp file."""
+    shutil.copytree(baseline / "out", tmp_path / "out")
+    journal = tmp_path / "out/clips.partial.csv"
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2])  # drops 2 rows, tears one
+    (tmp_path / "out/clips.csv").unlink()
+    (tmp_path / "out/clips/real/g00/v0.mp4.aug1.safetensors.tmp").write_bytes(b"half")
+    report = run_in(tmp_path, dataset["index"])
+    assert report.made == 2
+    assert outputs(tmp_path) == outputs(baseline)
+    assert journal.read_text().count("\n") == 19
+
+
+def test_changed_parameters_redo_the_clips(dataset: dict, baseline: Path, tmp_path: Path) -> None:
+    shutil.copytree(baseline / "out", tmp_path / "out")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        report = augment_all(
+            dataset["index"],
+            "out/clips.csv",
+            "out/rejected.csv",
+            "out/clips",
+            "out/clips.partial.csv",
+            **{**ARGS, "seed": 99},
+        )
+    finally:
+        os.chdir(cwd)
+    assert report.made == 18
+    assert set(pl.read_csv(tmp_path / "out/clips.csv")["seed"]) != set(
+        pl.read_csv(baseline / "out/clips.csv")["seed"]
+    )
+
+
+def test_bad_index(dataset: dict, tmp_path: Path) -> None:
+    row = dict(dataset["rows"][0])
+    for video_id, message in (("/abs/v.mp4", "relative POSIX path"), ("a/../b.mp4", r"'\.\.'")):
+        index = write_index(tmp_path / "bad.parquet", [{**row, "video_id": video_id}])
+        with pytest.raises(AugmentError, match=rf"bad.parquet: row 0: video_id .*{message}"):
+            run_in(tmp_path, index)
+    index = write_index(tmp_path / "dup.parquet", [row, row])
+    with pytest.raises(AugmentError, match="duplicate video_id"):
+        run_in(tmp_path, index)
+    clash = [{**row, "video_id": "a.mp4"}, {**row, "video_id": "a.mp4.aug0.safetensors/b.mp4"}]
+    with pytest.raises(AugmentError, match="would also be a folder"):
+        run_in(tmp_path, write_index(tmp_path / "clash.parquet", clash))
+    with pytest.raises(AugmentError, match="every one of the 1 videos was rejected"):
+        run_in(tmp_path, write_index(tmp_path / "broken.parquet", dataset["rows"][-1:]))

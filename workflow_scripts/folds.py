@@ -1,0 +1,16 @@
+"""Snakemake adapter for rule `folds`."""
+
+from fvc.joblog import log_to
+
+log_to(snakemake.log.main)
+
+from fvc.folds import make_folds
+
+make_folds(
+    snakemake.input.clips,
+    snakemake.output.folds,
+    k=snakemake.params.k,
+    test_fraction=snakemake.params.test_fraction,
+    seed=snakemake.params.seed,
+    memory_log=snakemake.log.memory,
+)
