@@ -29,6 +29,7 @@ from fvc.sacct import SacctUnavailable, parse_sacct
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "sacct"
+RECORDED_CONFIG = FIXTURES / "config.yaml"  # the numbers the recorded jobs asked for
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
 
@@ -36,7 +37,7 @@ def make_workdir(tmp_path: Path) -> Path:
     """A workflow dir as the SLURM plugin leaves it after the recorded jobs 1-4 (tests/fixtures/sacct)."""
     work = tmp_path / "wf"
     (work / ".snakemake" / "log").mkdir(parents=True)
-    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    shutil.copy(RECORDED_CONFIG, work / "config.yaml")
     logs = work / ".snakemake" / "slurm_logs"
     # Successful jobs' logs are deleted by the plugin; the run's snakemake log still names them.
     (work / ".snakemake" / "log" / "2026-11-22T110443.snakemake.log").write_text(
@@ -120,7 +121,7 @@ def test_attempts_comment_and_old_formats():
 
 
 def test_recommend_and_snippet():
-    config = load_config(ROOT / "config.yaml")
+    config = load_config(RECORDED_CONFIG)
     jobs = parse_sacct((FIXTURES / "old_release.txt").read_text())
     rows = sacct_rows({j: JobRef(j, "?", "") for j in jobs}, jobs)
     recs = {(r.table, r.row, r.key): r for r in recommend(rows, config, safety_factor=1.2)}
@@ -144,7 +145,7 @@ def test_recommend_and_snippet():
 
 def test_apply_edits_numbers_in_place(tmp_path):
     config_path = tmp_path / "config.yaml"
-    shutil.copy(ROOT / "config.yaml", config_path)
+    shutil.copy(RECORDED_CONFIG, config_path)
     before = config_path.read_text()
     config = load_config(config_path)
     jobs = parse_sacct((FIXTURES / "old_release.txt").read_text())
@@ -171,7 +172,7 @@ def test_edit_refuses_unknown_rows():
 
     with pytest.raises(ValueError, match="no row `nope`"):
         edit_config_text(
-            (ROOT / "config.yaml").read_text(),
+            (RECORDED_CONFIG).read_text(),
             [Recommendation("models", "nope", "mem_mb", 1, 2, "raise", "")],
         )
 
@@ -212,7 +213,7 @@ def test_cli_apply_with_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     work = tmp_path / "wf"
     work.mkdir()
-    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    shutil.copy(RECORDED_CONFIG, work / "config.yaml")
     write_benchmarks(work)
     assert cli(["--workdir", str(work), "--apply"]) == 0
     out = capsys.readouterr().out
@@ -225,7 +226,7 @@ def test_cli_apply_with_plot(tmp_path, capsys):
 
 
 def test_recommendation_stays_above_any_out_of_memory_request():
-    config = load_config(ROOT / "config.yaml")
+    config = load_config(RECORDED_CONFIG)
     rows = [
         {
             "job_id": "1",
