@@ -7,6 +7,7 @@ rule demo_data:
         memory="logs/demo_data/demo_data.memory.jsonl",
     benchmark:
         "logs/benchmarks/demo_data/demo_data.tsv"
+    localrule: True
     conda:
         "../envs/fvc.yaml"
     resources:
@@ -29,6 +30,7 @@ rule download:
         memory="logs/download/download.memory.jsonl",
     benchmark:
         "logs/benchmarks/download/download.tsv"
+    localrule: True
     conda:
         "../envs/fvc.yaml"
     resources:
