@@ -6,6 +6,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
+from slurm_support import slurm_cluster_fixture  # noqa: F401  (the session's test cluster: `slurm_cluster`)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,3 +33,12 @@ def sample_videos() -> dict[str, Path]:
     videos = {p.name: p for p in sorted(data.glob("*.mp4"))}
     assert "bigbuckbunny.mp4" in videos and "bikes.mp4" in videos, f"sample videos missing in {data}"
     return videos
+
+
+@pytest.fixture()
+def one_thread():
+    """One intra-op torch thread: on a busy 2-core machine two OpenMP threads can run 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -284,11 +284,6 @@ rule folds:
 """
 
 
-def cluster_up() -> bool:
-    script = ROOT / "tests" / "slurm" / "cluster.sh"
-    return script.exists() and subprocess.run([script, "status"], capture_output=True).returncode == 0
-
-
 def run_on_slurm(work: Path) -> subprocess.CompletedProcess:
     """The project's SLURM profile, without retries (each run is one attempt per job)."""
     bin_dir = Path(sys.executable).parent
@@ -310,11 +305,9 @@ def reportseff_mem_eff(job_ids: list[str]) -> dict[str, float]:
 
 
 @pytest.mark.slurm
-def test_audit_apply_rerun_on_cluster(tmp_path):
+def test_audit_apply_rerun_on_cluster(slurm_cluster, tmp_path):
     """Real jobs through the SLURM plugin: one runs out of memory, one asks far too much; the audit flags
     both, --apply right-sizes config.yaml, and on the rerun every job's peak is 60-90 % of its request."""
-    if not cluster_up():
-        pytest.skip("test SLURM cluster not running (tests/slurm/cluster.sh start)")
     work = tmp_path / "wf"
     work.mkdir()
     shutil.copy(ROOT / "config.yaml", work / "config.yaml")
@@ -427,11 +420,8 @@ def test_real_plugin_run_matches_reportseff(tmp_path):
         assert abs(row["mem_eff"] - theirs[row["job_id"]]) <= 1.0
 
 
-@pytest.mark.skipif(
-    shutil.which("sacct") is None or not Path("/etc/slurm/slurm.conf").exists(),
-    reason="needs the SLURM client and a slurm.conf",
-)
-def test_real_sacct_with_accounting_down_falls_back(tmp_path, monkeypatch):
+@pytest.mark.slurm
+def test_real_sacct_with_accounting_down_falls_back(slurm_cluster, tmp_path, monkeypatch):
     """The real sacct, pointed at a port where no slurmdbd listens: a clear message and benchmark rows."""
     conf = tmp_path / "slurm.conf"
     lines = [

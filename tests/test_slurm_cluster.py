@@ -13,7 +13,6 @@ from slurm_support import (
     by_job,
     cluster,
     sacct,
-    slurm_cluster_fixture,  # noqa: F401  (the session's cluster, requested as `slurm_cluster`)
     slurm_env,
     submitted,
 )

@@ -22,7 +22,6 @@ from slurm_support import (
     by_job,
     run_snakemake,
     sacct,
-    slurm_cluster_fixture,  # noqa: F401  (the session's cluster, requested as `slurm_cluster`)
     submitted,
     wait_until,
 )

@@ -22,14 +22,7 @@ from fvc.folds import fold_clips
 from fvc.models import MODEL_NAMES, build_model
 from fvc.train import _train_epoch, train_fold
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two OpenMP threads can be 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -43,16 +43,12 @@ def conv_bn(
     return nn.Sequential(*layers)
 
 
-class Bottleneck(nn.Module):
-    """3-D ResNet bottleneck: (kt x 1 x 1) -> (1 x 3 x 3, spatial stride) -> (1 x 1 x 1), residual."""
+class Residual(nn.Module):
+    """`relu(body(x) + shortcut(x))`, the shortcut a strided 1x1x1 projection when the shape changes."""
 
-    def __init__(self, cin: int, inner: int, cout: int, kt: int, stride: int) -> None:
+    def __init__(self, body: nn.Module, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            conv_bn(cin, inner, (kt, 1, 1)),
-            conv_bn(inner, inner, (1, 3, 3), (1, stride, stride)),
-            conv_bn(inner, cout, (1, 1, 1), relu=False),
-        )
+        self.body = body
         self.shortcut = (
             nn.Identity()
             if cin == cout and stride == 1
@@ -62,6 +58,18 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.body(x) + self.shortcut(x))
+
+
+class Bottleneck(Residual):
+    """3-D ResNet bottleneck: (kt x 1 x 1) -> (1 x 3 x 3, spatial stride) -> (1 x 1 x 1), residual."""
+
+    def __init__(self, cin: int, inner: int, cout: int, kt: int, stride: int) -> None:
+        body = nn.Sequential(
+            conv_bn(cin, inner, (kt, 1, 1)),
+            conv_bn(inner, inner, (1, 3, 3), (1, stride, stride)),
+            conv_bn(inner, cout, (1, 1, 1), relu=False),
+        )
+        super().__init__(body, cin, cout, stride)
 
 
 def stage(cin: int, inner: int, cout: int, depth: int, kt: int, stride: int) -> nn.Sequential:

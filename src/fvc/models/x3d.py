@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fvc.models.base import ClipClassifier
-from fvc.models.slowfast import conv_bn, temporal_kernel
+from fvc.models.slowfast import Residual, conv_bn, temporal_kernel
 
 
 class SqueezeExcite(nn.Module):
@@ -35,27 +35,18 @@ class SqueezeExcite(nn.Module):
         return x * self.fc(x.mean(dim=(2, 3, 4), keepdim=True))
 
 
-class X3DBlock(nn.Module):
+class X3DBlock(Residual):
     """Expanded bottleneck with a depthwise 3x3x3 convolution."""
 
     def __init__(self, cin: int, inner: int, cout: int, kt: int, stride: int, se_ratio: float) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
+        body = nn.Sequential(
             conv_bn(cin, inner, (1, 1, 1)),
             conv_bn(inner, inner, (kt, 3, 3), (1, stride, stride), groups=inner, relu=False),
             SqueezeExcite(inner, se_ratio) if se_ratio > 0 else nn.Identity(),
             nn.SiLU(inplace=True),
             conv_bn(inner, cout, (1, 1, 1), relu=False),
         )
-        self.shortcut = (
-            nn.Identity()
-            if cin == cout and stride == 1
-            else conv_bn(cin, cout, (1, 1, 1), (1, stride, stride), relu=False)
-        )
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.body(x) + self.shortcut(x))
+        super().__init__(body, cin, cout, stride)
 
 
 class X3D(ClipClassifier):
