@@ -51,3 +51,13 @@ def test_rerun_has_nothing_to_do(local_run: Path) -> None:
     result = snakemake(local_run, "--profile", "profiles/local", "-n")
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_report_holds_the_audit_plot_roc_curves_and_metrics(local_run: Path) -> None:
+    result = snakemake(local_run, "--profile", "profiles/local", "--report", "report.html")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = (local_run / "report.html").read_text()
+    for name in ("audit.svg", "metrics.html", "logistic_regression.svg", "naive_cnn.svg"):
+        assert name in html, name
+    audit = pl.read_csv(local_run / "results" / "audit" / "audit.csv")
+    assert {"train", "infer", "augment"} <= set(audit["rule"])
