@@ -10,7 +10,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "workflow_scripts", "schemas", "envs", "profiles", "report")
+WORKFLOW_FILES = (
+    "Snakefile",
+    "config.yaml",
+    "rules",
+    "workflow_scripts",
+    "schemas",
+    "envs",
+    "profiles",
+    "report",
+)
 
 
 def copy_workflow(dest: Path, configfile: Path = ROOT / "tests" / "configs" / "tiny.yaml") -> Path:
