@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import json
+import subprocess
+import sys
 from pathlib import Path
-
-import numpy as np
 
 from fvc.memory import MemoryLog, snapshot
 
@@ -19,13 +18,18 @@ def test_snapshot_has_process_figures() -> None:
 
 
 def test_log_appends_json_lines_with_extra_fields(tmp_path: Path) -> None:
-    gc.collect()  # earlier tests' garbage must not be freed between the two marks
-    log = MemoryLog(tmp_path / "sub" / "job.memory.jsonl", stage="test")
-    log.mark("start")
-    block = np.ones(64 * 1024 * 1024, dtype=np.uint8)  # 64 MB, touched
-    log.mark("allocated", video="a.mp4")
-    del block
-    lines = [json.loads(line) for line in (tmp_path / "sub" / "job.memory.jsonl").read_text().splitlines()]
+    """In a fresh process, so the 64 MB cannot reuse pages an earlier test left resident in the heap."""
+    path = tmp_path / "sub" / "job.memory.jsonl"
+    code = (
+        "import sys, numpy as np\n"
+        "from fvc.memory import MemoryLog\n"
+        "log = MemoryLog(sys.argv[1], stage='test')\n"
+        "log.mark('start')\n"
+        "block = np.ones(64 * 1024 * 1024, dtype=np.uint8)\n"
+        "log.mark('allocated', video='a.mp4')\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["point"] for line in lines] == ["start", "allocated"]
     assert lines[1]["video"] == "a.mp4" and lines[1]["stage"] == "test"
     assert lines[1]["rss_mb"] - lines[0]["rss_mb"] > 50
