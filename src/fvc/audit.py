@@ -511,7 +511,6 @@ def cli(argv: list[str]) -> int:
     )
     parser.add_argument("--apply", action="store_true", help="write the recommendations into the config")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     config_path = Path(args.config or Path(args.workdir) / "config.yaml")
     config = load_config(config_path)
     out = Path(args.out or Path(args.workdir) / config["results_dir"] / "audit" / "audit.csv")

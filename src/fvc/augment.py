@@ -370,7 +370,6 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--memory-log", default=None, help="JSON-lines memory log")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out_dir)
     try:
         augment_all(

@@ -401,7 +401,6 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--max-failed-fraction", type=float, default=0.0)
     parser.add_argument("--memory-log", default=None, help="JSON-lines memory log")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         report = download_all(
             args.manifest,

@@ -249,7 +249,6 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--memory-log", default=None, help="JSON-lines memory log")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         make_folds(args.clips_csv, args.out_csv, args.k, args.test_fraction, args.seed, args.memory_log)
     except FoldError as exc:

@@ -265,7 +265,6 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--reserved-mb", type=int, default=0, help="memory of other processes in the job")
     parser.add_argument("--memory-log", default=None, help="JSON-lines memory log")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out_dir)
     try:
         metrics = infer_model(

@@ -333,7 +333,6 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--memory-log", default=None)
     parser.add_argument("--root", default=".", help="folder clip paths are relative to")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     config = load_config(args.config)
     specs = model_specs(config, args.config)
     if args.model not in specs:
