@@ -4,6 +4,8 @@
    frame as an RGB array in a list (the old pipeline). Target: peak RSS >= 30x lower, time no worse.
 2. Frames decoded per frame returned on long-GOP videos, against the minimum possible (each target's
    distance back to its preceding keyframe, shared stretches counted once).
+3. Decoder threads against peak RSS for the same sparse read: why the thread count is set, not left to
+   FFmpeg's one per core.
 
 Usage: .venv/bin/python benchmarks/decode_memory.py [--frames 300] [--width 1920] [--height 1080]
 """
@@ -40,7 +42,7 @@ def _child(spec: dict) -> dict:
     """Run one case in this (fresh) process; baseline = peak RSS after the imports."""
     import av
 
-    from fvc.video import decode_frames
+    from fvc.video import DECODE_THREADS, decode_frames
 
     baseline = peak_rss()
     start = time.perf_counter()
@@ -50,7 +52,8 @@ def _child(spec: dict) -> dict:
         picked = np.stack([frames[i] for i in spec["indices"]])
         decoded = len(frames)
     else:
-        picked, stats = decode_frames(spec["path"], spec["indices"], spec.get("size"))
+        threads = spec.get("threads", DECODE_THREADS)
+        picked, stats = decode_frames(spec["path"], spec["indices"], spec.get("size"), threads)
         decoded = stats.frames_decoded
     seconds = time.perf_counter() - start
     peak = peak_rss()
@@ -77,10 +80,7 @@ def min_decodes(path: Path, indices: list[int]) -> int:
     return len(needed)
 
 
-def memory_and_time(workdir: Path, frames: int, width: int, height: int) -> bool:
-    path = make_video(
-        workdir / "hd.mp4", frames, size=(width, height), gop=50, bframes=2, options={"preset": "ultrafast"}
-    )
+def memory_and_time(path: Path, frames: int, width: int, height: int) -> bool:
     indices = np.linspace(0, frames - 1, 8).round().astype(int).tolist()
     print(f"1. 8 of {frames} frames, {width}x{height} H.264 (GOP 50, B-frames), indices {indices}")
     full = run_case(case="full", path=str(path), indices=indices)
@@ -131,6 +131,16 @@ def decodes_per_frame(workdir: Path, sample_dir: Path | None) -> None:
         print(f"{path.name:<22}{n:>7}{r['decoded']:>9}{r['decoded'] / 8:>11.1f}{least:>9}{least / 8:>11.1f}")
 
 
+def decoder_threads(path: Path, frames: int) -> None:
+    indices = np.linspace(0, frames - 1, 8).round().astype(int).tolist()
+    print("\n3. decoder threads against peak RSS (the same 8 frames, size=224)")
+    print(f"{'threads':>8}{'peak RSS MB':>13}{'above imports MB':>18}{'time s':>9}")
+    for threads in (1, 2, 4, 8, 16):
+        r = run_case(case="sparse", path=str(path), indices=indices, size=224, threads=threads)
+        extra = (r["peak"] - r["baseline"]) / MB
+        print(f"{threads:>8}{r['peak'] / MB:>13.0f}{extra:>18.0f}{r['seconds']:>9.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -148,8 +158,17 @@ def main() -> int:
     except (ImportError, RuntimeError):
         sample_dir = None
     with tempfile.TemporaryDirectory() as tmp:
-        ok = memory_and_time(Path(tmp), args.frames, args.width, args.height)
+        hd = make_video(
+            Path(tmp) / "hd.mp4",
+            args.frames,
+            size=(args.width, args.height),
+            gop=50,
+            bframes=2,
+            options={"preset": "ultrafast"},
+        )
+        ok = memory_and_time(hd, args.frames, args.width, args.height)
         decodes_per_frame(Path(tmp), sample_dir)
+        decoder_threads(hd, args.frames)
     print(f"\nverdict: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 

@@ -27,8 +27,14 @@ from fvc.infer import load_export, predict
 from fvc.models import build_model, export_config
 
 MB = 1024 * 1024
-VIT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-            "image_size": 224, "patch_size": 16}
+VIT_BASE = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "image_size": 224,
+    "patch_size": 16,
+}
 
 CHILD = r"""
 import json, resource, sys, torch, transformers
@@ -61,8 +67,9 @@ print(json.dumps({"peak_increase": peak - base, "dtype": str(next(model.paramete
 
 def run_child(method: str, folder: Path) -> dict:
     """Load with `method` in a fresh interpreter; its peak RSS increase over the post-import baseline."""
-    out = subprocess.run([sys.executable, "-c", CHILD, method, str(folder)], check=True, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, method, str(folder)], check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -104,11 +111,16 @@ def main() -> int:
         results = {m: run_child(m, folder) for m in ("naive", "from_pretrained", "lean")}
         agreement = fp16_agreement(folder)
     a, b, c = (results[m]["peak_increase"] for m in ("naive", "from_pretrained", "lean"))
-    print(f"ViT-Base-sized ViTModel: {fp16 / MB:.0f} MB fp16 ({2 * fp16 / MB:.0f} MB fp32), "
-          f"largest tensor {largest / MB:.1f} MB fp16")
+    print(
+        f"ViT-Base-sized ViTModel: {fp16 / MB:.0f} MB fp16 ({2 * fp16 / MB:.0f} MB fp32), "
+        f"largest tensor {largest / MB:.1f} MB fp16"
+    )
     print(f"{'method':<44} {'peak RSS increase':>18} {'weights':>8}")
-    labels = {"naive": "(a) load_file + load_state_dict, fp32", "from_pretrained": "(b) from_pretrained fp16",
-              "lean": "(c) fvc lean_load, fp16 export"}
+    labels = {
+        "naive": "(a) load_file + load_state_dict, fp32",
+        "from_pretrained": "(b) from_pretrained fp16",
+        "lean": "(c) fvc lean_load, fp16 export",
+    }
     for method, label in labels.items():
         print(f"{label:<44} {results[method]['peak_increase'] / MB:>15.0f} MB {results[method]['dtype']:>14}")
     budget = fp16 + largest + 64 * MB

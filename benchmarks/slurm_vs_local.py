@@ -82,8 +82,12 @@ def finish_times(text: str) -> dict[str, datetime]:
 
 def sacct_jobs(job_ids: list[str]) -> list[dict[str, str]]:
     fields = ["JobID", "Comment", "Submit", "Start", "End", "ElapsedRaw"]
-    out = subprocess.run(["sacct", "-P", "-n", "-X", "-j", ",".join(job_ids), f"--format={','.join(fields)}"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["sacct", "-P", "-n", "-X", "-j", ",".join(job_ids), f"--format={','.join(fields)}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line]
 
 
@@ -119,13 +123,15 @@ def breakdown(workdir: Path, text: str) -> list[dict[str, float | str]]:
         elapsed = float(job["ElapsedRaw"])
         work = rule_seconds(workdir / tsv[job["JobID"]]) if job["JobID"] in tsv else None
         seen = finished.get(job["JobID"])
-        rows.append({
-            "job": job["Comment"].removeprefix("rule_").replace("_wildcards_", " "),
-            "queue": (start - submit).total_seconds(),
-            "startup": elapsed - work if work is not None else float("nan"),
-            "work": work if work is not None else float("nan"),
-            "poll": (seen - end).total_seconds() if seen else float("nan"),
-        })
+        rows.append(
+            {
+                "job": job["Comment"].removeprefix("rule_").replace("_wildcards_", " "),
+                "queue": (start - submit).total_seconds(),
+                "startup": elapsed - work if work is not None else float("nan"),
+                "work": work if work is not None else float("nan"),
+                "poll": (seen - end).total_seconds() if seen else float("nan"),
+            }
+        )
     return rows
 
 
@@ -161,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{'SLURM job':<32} {'queue s':>8} {'start-up s':>10} {'work s':>7} {'poll lag s':>10}")
     for row in jobs:
-        print(f"{row['job']:<32} {row['queue']:8.1f} {row['startup']:10.1f} {row['work']:7.1f} "
-              f"{row['poll']:10.1f}")
+        print(
+            f"{row['job']:<32} {row['queue']:8.1f} {row['startup']:10.1f} {row['work']:7.1f} "
+            f"{row['poll']:10.1f}"
+        )
     for key in ("queue", "startup", "work", "poll"):
         values = [float(row[key]) for row in jobs if row[key] == row[key]]
         if values:

@@ -11,6 +11,7 @@ rule augment:
         "logs/benchmarks/augment/augment.tsv"
     conda:
         "../envs/fvc.yaml"
+    threads: config["augment"]["decode_threads"]
     resources:
         mem_mb=rule_mem_mb("augment"),
         runtime=rule_runtime("augment"),

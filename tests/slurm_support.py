@@ -19,8 +19,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_SH = ROOT / "tests" / "slurm" / "cluster.sh"
 TINY_CONFIG = ROOT / "tests" / "slurm" / "tiny_config.yaml"
 BIN = Path(sys.executable).parent
-SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "ReqMem", "MaxRSS", "Comment", "Account",
-                "Partition", "Submit", "Start", "End")
+SACCT_FIELDS = (
+    "JobID",
+    "JobName",
+    "State",
+    "ExitCode",
+    "ReqMem",
+    "MaxRSS",
+    "Comment",
+    "Account",
+    "Partition",
+    "Submit",
+    "Start",
+    "End",
+)
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
 
 
@@ -51,8 +63,12 @@ def slurm_cluster_fixture() -> Iterator[str]:
 
 def slurm_env() -> dict[str, str]:
     """A snakemake run's environment: the venv first on PATH, the test cluster's account and partition."""
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "FVC_SLURM_ACCOUNT": "fvc", "FVC_SLURM_PARTITION": "debug"}
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "FVC_SLURM_ACCOUNT": "fvc",
+        "FVC_SLURM_PARTITION": "debug",
+    }
 
 
 def snakemake_cmd(
@@ -64,8 +80,15 @@ def snakemake_cmd(
 
 def run_snakemake(workdir: Path, *args: str, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
     """Run snakemake to the end; stdout and stderr merged into `.stdout`."""
-    return subprocess.run(snakemake_cmd(*args, **kwargs), cwd=workdir, env=slurm_env(), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    return subprocess.run(
+        snakemake_cmd(*args, **kwargs),
+        cwd=workdir,
+        env=slurm_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
+    )
 
 
 @dataclass
@@ -78,8 +101,15 @@ class Background:
     @classmethod
     def start(cls, workdir: Path, log: Path, *args: str, **kwargs) -> Background:
         with log.open("w") as out:
-            proc = subprocess.Popen(snakemake_cmd(*args, **kwargs), cwd=workdir, env=slurm_env(), text=True,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                snakemake_cmd(*args, **kwargs),
+                cwd=workdir,
+                env=slurm_env(),
+                text=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return cls(proc, log)
 
     def text(self) -> str:
@@ -122,8 +152,14 @@ def sacct(job_ids: list[str] | set[str], steps: bool = True, timeout: float = 30
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows = [dict(zip(SACCT_FIELDS, line.split("|"), strict=True)) for line in out.splitlines() if line]
         jobs = [r for r in rows if "." not in r["JobID"]]
-        done = {r["JobID"] for r in jobs if r["End"] != "Unknown" and not r["ReqMem"].endswith("?")
-                and r["JobName"] != "allocation" and r["State"] not in ("RUNNING", "PENDING")}
+        done = {
+            r["JobID"]
+            for r in jobs
+            if r["End"] != "Unknown"
+            and not r["ReqMem"].endswith("?")
+            and r["JobName"] != "allocation"
+            and r["State"] not in ("RUNNING", "PENDING")
+        }
         return rows if done >= set(job_ids) else None
 
     return wait_until(final, timeout, f"final sacct records of jobs {sorted(job_ids)}", interval=0.5)

@@ -171,19 +171,41 @@ def test_global_rng_untouched(dataset: dict, tmp_path: Path) -> None:
 def test_identical_across_processes_hash_seeds_and_order(
     dataset: dict, baseline: Path, tmp_path: Path
 ) -> None:
-    """Another process, another PYTHONHASHSEED, the index in reverse order, another working directory."""
+    """Another process, another PYTHONHASHSEED, the index in reverse order, another working directory, one
+    decoder thread instead of two."""
     reversed_index = write_index(tmp_path / "reversed.parquet", dataset["rows"][::-1])
     workdir = tmp_path / "run"
     workdir.mkdir()
     env = {**os.environ, "PYTHONHASHSEED": "4242", "OMP_NUM_THREADS": "2"}
     subprocess.run(
-        [sys.executable, "-m", "fvc.cli", "augment", str(reversed_index), "out", *CLI_ARGS],
+        [
+            sys.executable,
+            "-m",
+            "fvc.cli",
+            "augment",
+            str(reversed_index),
+            "out",
+            *CLI_ARGS,
+            "--decode-threads",
+            "1",
+        ],
         cwd=workdir,
         env=env,
         check=True,
         capture_output=True,
     )
     assert outputs(workdir) == outputs(baseline)
+
+
+def test_frame_counts_come_from_the_stream_not_the_index(
+    dataset: dict, baseline: Path, tmp_path: Path
+) -> None:
+    """An index whose counts are estimates (too high, as a WebM duration can give, or too low) still yields
+    the clips of the real counts: no good video rejected for an index past its last frame."""
+    rows = [{**row, "frames": row["frames"] + (2 if i % 2 else -3)} for i, row in enumerate(dataset["rows"])]
+    report = run_in(tmp_path, write_index(tmp_path / "estimated.parquet", rows))
+    assert report == augment.AugmentReport(clips=18, rejected=1, made=18)
+    assert outputs(tmp_path) == outputs(baseline)
 
 
 def journal_rows(path: Path) -> int:

@@ -169,8 +169,9 @@ def test_sequential_folds_hold_one_model_at_a_time(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_clip_set(tmp_path)
     vit = {"hidden_size": 512, "num_hidden_layers": 16, "num_attention_heads": 8, "intermediate_size": 2048}
-    [fold0], [model] = export_folds("vit_transformer", {"vit": vit}, 2, 16, tmp_path / "models", 1,
-                                    fast_init=True)
+    [fold0], [model] = export_folds(
+        "vit_transformer", {"vit": vit}, 2, 16, tmp_path / "models", 1, fast_init=True
+    )
     model_mb = sum(t.numel() * 2 for t in model.state_dict().values()) / MB
     assert 90 < model_mb < 110
     del model

@@ -79,14 +79,23 @@ def test_a_job_over_its_memory_is_killed(slurm_cluster: str) -> None:
 def test_profile_caps_jobs_at_mem_mb_and_retries_an_oom_job(slurm_cluster: str, tmp_path: Path) -> None:
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     cmd = [str(BIN / "snakemake"), "--profile", PROFILE]
-    result = subprocess.run(cmd, cwd=tmp_path, env=slurm_env(), text=True, timeout=600,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    result = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        env=slurm_env(),
+        text=True,
+        timeout=600,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     assert result.returncode == 0, result.stdout[-4000:]
     assert (tmp_path / "out" / "hungry.txt").read_text() == "ok\n"
     jobs = by_job(sacct(set(submitted(result.stdout))))
     allocations = sorted((rows[0] for rows in jobs.values()), key=lambda r: int(r["JobID"]))
     assert [(r["Comment"], r["ReqMem"]) for r in allocations if r["Comment"] != "rule_hungry"] == [
-        ("rule_a", "500M"), ("rule_b", "600M")]
+        ("rule_a", "500M"),
+        ("rule_b", "600M"),
+    ]
     assert all(r["Account"] == "fvc" and r["Partition"] == "debug" for r in allocations)
     first, second = [r for r in allocations if r["Comment"] == "rule_hungry"]
     assert first["ReqMem"] == "500M" and second["ReqMem"] == "1000M"
@@ -109,7 +118,8 @@ def test_profile_takes_account_and_partition_from_the_environment(tmp_path: Path
 
 def run_dry(workdir: Path, env: dict[str, str]) -> str:
     cmd = [str(BIN / "snakemake"), "--profile", PROFILE, "-n", "out/a.txt"]
-    result = subprocess.run(cmd, cwd=workdir, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, timeout=120)
+    result = subprocess.run(
+        cmd, cwd=workdir, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120
+    )
     assert result.returncode == 0, result.stdout
     return result.stdout

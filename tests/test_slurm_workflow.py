@@ -94,11 +94,13 @@ def test_every_job_ran_once_with_the_memory_its_table_asked_for(slurm_run: Run) 
         assert (row["Account"], row["Partition"]) == ("fvc", "debug")
 
 
-def test_a_train_job_killed_for_memory_is_retried_with_more(slurm_run: Run, slurm_cluster: str,
-                                                            tmp_path: Path) -> None:
+def test_a_train_job_killed_for_memory_is_retried_with_more(
+    slurm_run: Run, slurm_cluster: str, tmp_path: Path
+) -> None:
     workdir = copy_run(slurm_run, tmp_path / "oom")
-    (workdir / "oom.yaml").write_text(yaml.safe_dump({"models": {"naive_cnn": {"mem_mb": 300}},
-                                                      "memory_growth": 4}))
+    (workdir / "oom.yaml").write_text(
+        yaml.safe_dump({"models": {"naive_cnn": {"mem_mb": 300}}, "memory_growth": 4})
+    )
     target = "results/train/naive_cnn/fold0/metrics.json"
     configfiles = ("test_config.yaml", "oom.yaml")
     result = run_snakemake(workdir, target, "--forcerun", target, configfiles=configfiles)
@@ -120,8 +122,9 @@ def running_train_job(log: str, model: str) -> tuple[str, int] | None:
     ids = submitted(log)
     if not ids:
         return None
-    out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k", "-j", ",".join(ids)],
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "RUNNING", "-o", "%i %k", "-j", ",".join(ids)], capture_output=True, text=True
+    ).stdout
     for line in out.splitlines():
         job_id, comment = line.split(maxsplit=1)
         if match := re.fullmatch(rf"rule_train_wildcards_{model}_(\d+)", comment.strip()):

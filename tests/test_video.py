@@ -13,11 +13,11 @@ from fvc import video
 from fvc.video import VideoReadError, decode_frames, frame_table, read_frames
 
 
-def assert_matches(path, indices, reference, size=None):
+def assert_matches(path, indices, reference, size=None, threads=video.DECODE_THREADS):
     """read_frames(indices) equals the reference decode row by row, without any fallback."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got, stats = decode_frames(path, indices, size)
+        got, stats = decode_frames(path, indices, size, threads)
     assert got.dtype == np.uint8 and got.shape == (len(indices), *reference[indices[0]].shape)
     for row, i in enumerate(indices):
         assert np.array_equal(got[row], reference[i]), f"{path.name}: row {row} (frame {i}) differs"
@@ -68,6 +68,31 @@ def test_synthetic_videos_match_sequential_decode(tmp_path, name):
     rng = np.random.default_rng(len(name))
     for indices in ([44, 0, 22, 22], sorted(rng.integers(0, 45, 6)), list(rng.integers(0, 45, 6))):
         assert_matches(path, indices, reference)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_every_decoder_thread_count_returns_the_same_frames(tmp_path, sample_videos, threads, monkeypatch):
+    counts = []
+    decoder_stream = video._decoder_stream
+
+    def spy(container, path, n):
+        stream = decoder_stream(container, path, n)
+        counts.append(stream.codec_context.thread_count)
+        return stream
+
+    monkeypatch.setattr(video, "_decoder_stream", spy)
+    for path in (make_video(tmp_path / "b3.mp4", 45, gop=30, bframes=3), sample_videos["bikes.mp4"]):
+        n = len(frame_table(path))
+        indices = [n - 1, 3, n // 2, 0]
+        assert_matches(path, indices, decode_all(path, keep=set(indices)), threads=threads)
+    assert counts and set(counts) == {threads}
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_decoder_threads_must_be_a_positive_count(tmp_path, threads):
+    path = make_video(tmp_path / "v.mp4", 5, size=(32, 16))
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        read_frames(path, [0], threads=threads)
 
 
 def test_webm_reports_no_frame_count_but_indices_still_map(tmp_path):

@@ -28,8 +28,10 @@ def test_snakefmt_check_is_clean() -> None:
 
 
 def test_ruff_is_clean() -> None:
-    result = run(BIN / "ruff", "check", "src", "tests", "benchmarks", "workflow_scripts")
-    assert result.returncode == 0, result.stdout + result.stderr
+    folders = ("src", "tests", "benchmarks", "workflow_scripts")
+    for command in (("check",), ("format", "--check")):
+        result = run(BIN / "ruff", *command, *folders)
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dry_run_of_default_profile_plans_every_stage() -> None:

@@ -17,4 +17,5 @@ augment_all(
     num_augmentations=snakemake.params.num_augmentations,
     seed=snakemake.params.seed,
     memory_log=snakemake.log.memory,
+    decode_threads=snakemake.threads,
 )

@@ -42,7 +42,7 @@ from fvc.journal import Journal, read_journal
 from fvc.manifest import check_video_id
 from fvc.memory import MemoryLog
 from fvc.seeding import stable_seed
-from fvc.video import VideoReadError, read_frames
+from fvc.video import DECODE_THREADS, VideoReadError, count_frames, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -185,22 +185,44 @@ def apply_augmentation(frames: np.ndarray, aug: Augmentation, size: int) -> np.n
     return out.numpy()
 
 
-def _decode(path: str, indices: np.ndarray, size: int) -> np.ndarray:
+def _decode(path: str, indices: np.ndarray, size: int, threads: int) -> np.ndarray:
     try:
-        return read_frames(path, indices, size=size)
+        return read_frames(path, indices, size=size, threads=threads)
     except DECODE_ERRORS as exc:
         raise VideoRejected(f"{type(exc).__name__}: {exc}") from exc
 
 
-def make_clip(path: str, frames: int, num_frames: int, size: int, aug_idx: int, seed: int) -> np.ndarray:
-    """Decode and (for aug_idx > 0) augment one clip of a `frames`-frame video: uint8 [T, size, size, 3].
-    Raises VideoRejected when the video cannot be decoded."""
+def make_clip(
+    path: str,
+    frames: int,
+    num_frames: int,
+    size: int,
+    aug_idx: int,
+    seed: int,
+    threads: int = DECODE_THREADS,
+) -> np.ndarray:
+    """Decode (with `threads` decoder threads) and, for aug_idx > 0, augment one clip of a `frames`-frame
+    video: uint8 [T, size, size, 3]. Raises VideoRejected when the video cannot be decoded."""
     if aug_idx == 0:
-        return _decode(path, original_indices(frames, num_frames), size)
+        return _decode(path, original_indices(frames, num_frames), size, threads)
     rng = np.random.default_rng(seed)
     indices = jittered_indices(frames, num_frames, rng)
     aug = sample_augmentation(rng)
-    return apply_augmentation(_decode(path, indices, WORK_SCALE * size), aug, size)
+    return apply_augmentation(_decode(path, indices, WORK_SCALE * size, threads), aug, size)
+
+
+def stream_frame_count(video: dict) -> int:
+    """The video's frames counted from its packets (demux only, nothing decoded). The index's count can be
+    an estimate from the duration (WebM/MKV), and a count one too high would reject a good video."""
+    try:
+        count = count_frames(video["path"])
+    except DECODE_ERRORS as exc:
+        raise VideoRejected(f"counting frames failed: {type(exc).__name__}: {exc}") from exc
+    if count < 1:
+        raise VideoRejected("the stream has no video frames")
+    if count != video["frames"]:
+        log.info("augment: %s has %d frames (the index says %d)", video["video_id"], count, video["frames"])
+    return count
 
 
 def clip_name(video_id: str, aug_idx: int) -> str:
@@ -263,11 +285,19 @@ def _augment_video(video: dict, expected: list[dict], done: dict, journal: Journ
     """Make the clips of one video that the journal lacks; return how many were made. Raises VideoRejected
     when the video cannot be decoded."""
     made = 0
+    count = None
     for aug_idx, row in enumerate(expected):
         if (video["video_id"], aug_idx) in done:
             continue
+        count = count or stream_frame_count(video)
         frames = make_clip(
-            video["path"], video["frames"], clip["num_frames"], clip["size"], aug_idx, int(row["seed"])
+            video["path"],
+            count,
+            clip["num_frames"],
+            clip["size"],
+            aug_idx,
+            int(row["seed"]),
+            clip["threads"],
         )
         write_clip(
             row["clip_path"],
@@ -292,13 +322,14 @@ def augment_all(
     num_augmentations: int,
     seed: int,
     memory_log: str | os.PathLike[str] | None = None,
+    decode_threads: int = DECODE_THREADS,
 ) -> AugmentReport:
     """Make every indexed video's clips (resuming from `journal`), then write clips.csv sorted by
     (original_video, aug_idx) and rejected.csv (video_id,path,reason) for videos that cannot be decoded."""
-    if num_frames < 1 or size < 8 or num_augmentations < 0:
+    if num_frames < 1 or size < 8 or num_augmentations < 0 or decode_threads < 1:
         raise AugmentError(
-            f"need num_frames >= 1, size >= 8, num_augmentations >= 0; got {num_frames}, "
-            f"{size}, {num_augmentations}"
+            f"need num_frames >= 1, size >= 8, num_augmentations >= 0, decode_threads >= 1; got "
+            f"{num_frames}, {size}, {num_augmentations}, {decode_threads}"
         )
     mem = MemoryLog(memory_log, "augment")
     index = read_index(index_parquet)
@@ -331,7 +362,13 @@ def augment_all(
             else:
                 try:
                     made += _augment_video(
-                        video, expected[video["video_id"]], done, jr, num_frames=num_frames, size=size
+                        video,
+                        expected[video["video_id"]],
+                        done,
+                        jr,
+                        num_frames=num_frames,
+                        size=size,
+                        threads=decode_threads,
                     )
                 except VideoRejected as exc:
                     reason = str(exc)
@@ -368,6 +405,7 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--num-augmentations", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--decode-threads", type=int, default=DECODE_THREADS)
     parser.add_argument("--memory-log", default=None, help="JSON-lines memory log")
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
@@ -383,6 +421,7 @@ def cli(argv: list[str]) -> int:
             args.num_augmentations,
             args.seed,
             args.memory_log,
+            args.decode_threads,
         )
     except AugmentError as exc:
         print(f"fvc augment: {exc}", file=sys.stderr)

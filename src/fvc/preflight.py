@@ -132,6 +132,13 @@ def preflight(
             f"infer {model_name}: needs ~{host_need / MB:.0f} MB ({need.describe()}) but the job may use "
             f"{allowance / MB:.0f} MB ({source}, minus {reserved_bytes / MB:.0f} MB reserved); {fix}"
         )
-    log.info("pre-flight %s: needs ~%.0f MB (%s), may use %.0f MB (%s, minus %.0f MB reserved)", model_name,
-             host_need / MB, need.describe(), allowance / MB, source, reserved_bytes / MB)
+    log.info(
+        "pre-flight %s: needs ~%.0f MB (%s), may use %.0f MB (%s, minus %.0f MB reserved)",
+        model_name,
+        host_need / MB,
+        need.describe(),
+        allowance / MB,
+        source,
+        reserved_bytes / MB,
+    )
     return need

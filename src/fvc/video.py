@@ -7,6 +7,10 @@ that report no frame count. Targets are decoded in one forward pass; the reader 
 or before a target) only when that keyframe lies beyond the last decoded frame, and keeps decoded frames
 only when their pts equals a target's pts. When seeking fails or the timestamps cannot be trusted, it falls
 back, with a warning, to a sequential decode of the frames up to the last one needed.
+
+Decoder memory grows with its thread count (each frame thread holds pictures in flight: about 6 MB per
+thread at 1080p), so the count is set explicitly rather than left to FFmpeg's one per core, which would make
+memory depend on the node a job lands on.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import av
 import numpy as np
 
 Size = int | tuple[int, int]
+DECODE_THREADS = 2
 
 
 class VideoReadError(ValueError):
@@ -144,6 +149,16 @@ class _Output:
         self.array[self.rows[k]] = image
 
 
+def _decoder_stream(
+    container: av.container.InputContainer, path: Path, threads: int
+) -> av.video.stream.VideoStream:
+    """The first video stream, set to decode with `threads` threads (frame or slice threading)."""
+    stream = _video_stream(container, path)
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads
+    return stream
+
+
 def _frames_from(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, seek_pts: int | None
 ) -> Iterator[av.VideoFrame]:
@@ -157,12 +172,11 @@ def _frames_from(
         yield from packet.decode()
 
 
-def _sparse_pass(path: Path, table: FrameTable, out: _Output, stats: DecodeStats) -> None:
+def _sparse_pass(path: Path, table: FrameTable, out: _Output, stats: DecodeStats, threads: int) -> None:
     """One forward pass over the targets, seeking only when the target's keyframe lies past the decoder."""
     target_pts = table.pts[out.targets]
     with _open(path) as container:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
+        stream = _decoder_stream(container, path, threads)
         frames: Iterator[av.VideoFrame] | None = None
         last_pts: int | None = None
         for k, target in enumerate(target_pts):
@@ -186,13 +200,12 @@ def _sparse_pass(path: Path, table: FrameTable, out: _Output, stats: DecodeStats
                 raise _SeekFailed(f"the stream ended before target pts {target}")
 
 
-def _sequential_pass(path: Path, out: _Output, stats: DecodeStats) -> None:
+def _sequential_pass(path: Path, out: _Output, stats: DecodeStats, threads: int) -> None:
     """Decode from the start up to the last target, numbering frames in decode output order."""
     last = int(out.targets[-1])
     k = 0
     with _open(path) as container:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
+        stream = _decoder_stream(container, path, threads)
         for i, frame in enumerate(container.decode(stream)):
             stats.frames_decoded += 1
             if i == out.targets[k]:
@@ -204,12 +217,20 @@ def _sequential_pass(path: Path, out: _Output, stats: DecodeStats) -> None:
 
 
 def decode_frames(
-    path: str | os.PathLike[str], indices: Sequence[int] | np.ndarray, size: Size | None = None
+    path: str | os.PathLike[str],
+    indices: Sequence[int] | np.ndarray,
+    size: Size | None = None,
+    threads: int = DECODE_THREADS,
 ) -> tuple[np.ndarray, DecodeStats]:
     """`read_frames` that also returns what the read cost (frames decoded, seeks, fallback)."""
     path = Path(path)
     wanted = _indices(path, indices)
     dims = _dims(size)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(
+            f"threads must be an integer >= 1, got {threads!r} (FFmpeg's automatic count, one per core, "
+            "would make decoder memory depend on the node)"
+        )
     stats = DecodeStats(frames_returned=len(wanted))
     with _open(path) as container:
         stream = _video_stream(container, path)
@@ -226,7 +247,7 @@ def decode_frames(
     reason = "packet timestamps do not identify frames"
     if table is not None:
         try:
-            _sparse_pass(path, table, out, stats)
+            _sparse_pass(path, table, out, stats, threads)
             return out.array, stats
         except _SeekFailed as exc:
             reason = str(exc)
@@ -240,17 +261,21 @@ def decode_frames(
     stats.sequential_fallback = True
     out.array = None
     try:
-        _sequential_pass(path, out, stats)
+        _sequential_pass(path, out, stats, threads)
     except av.FFmpegError as exc:
         raise VideoReadError(f"{path}: decoding failed ({exc})") from exc
     return out.array, stats
 
 
 def read_frames(
-    path: str | os.PathLike[str], indices: Sequence[int] | np.ndarray, size: Size | None = None
+    path: str | os.PathLike[str],
+    indices: Sequence[int] | np.ndarray,
+    size: Size | None = None,
+    threads: int = DECODE_THREADS,
 ) -> np.ndarray:
     """The frames at `indices` (presentation order, 0-based; any order, repeats allowed) as RGB uint8
     [T, H, W, 3], in the order asked. `size` resizes each frame as it is decoded: an int for size x size, or
-    (width, height). Raises IndexError naming the file, index and frame count for an index out of range, and
-    VideoReadError for a file that is missing, not media, without a video stream, or that fails to decode."""
-    return decode_frames(path, indices, size)[0]
+    (width, height). `threads`: decoder threads (its memory grows with them). Raises IndexError naming the
+    file, index and frame count for an index out of range, and VideoReadError for a file that is missing,
+    not media, without a video stream, or that fails to decode."""
+    return decode_frames(path, indices, size, threads)[0]
