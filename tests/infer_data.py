@@ -6,8 +6,8 @@ from pathlib import Path
 
 import polars as pl
 import torch
-from safetensors.torch import save_file
 from torch import nn
+from train_fixtures import save_clip
 
 from fvc.export import export_fp16
 from fvc.models import build_model, export_config
@@ -25,21 +25,8 @@ def write_clip_set(root: Path, videos: int = 8, test: int = 4, num_frames: int =
         for aug in (0, 1):
             shape = (num_frames, size, size, 3)
             frames = torch.randint(0, 128, shape, generator=generator, dtype=torch.uint8) + 100 * label
-            path = f"clips/v{v}_{aug}.safetensors"
-            save_file({"frames": frames}, root / path, metadata={"video_id": video_id, "aug_idx": str(aug)})
-            clip_rows.append(
-                {
-                    "clip_path": path,
-                    "label": label,
-                    "group": f"g{v}",
-                    "original_video": video_id,
-                    "aug_idx": aug,
-                    "seed": v,
-                    "num_frames": num_frames,
-                    "height": size,
-                    "width": size,
-                }
-            )
+            rel = f"clips/v{v}_{aug}.safetensors"
+            clip_rows.append(save_clip(root, rel, frames, video_id, label, aug, v))
         split = "test" if v < test else "cv"
         fold_rows.append(
             {

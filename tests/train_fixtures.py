@@ -30,6 +30,30 @@ def make_clip(rng: np.random.Generator, label: int, num_frames: int, size: int) 
     return frames
 
 
+def save_clip(
+    root: Path, rel: str, frames: torch.Tensor, video_id: str, label: int, aug: int, seed: int
+) -> dict:
+    """Write one uint8 [T, H, W, 3] clip at `root/rel` as the augment stage does; return its clips.csv row
+    (group g<seed>)."""
+    save_file(
+        {"frames": frames},
+        str(root / rel),
+        metadata={"video_id": video_id, "aug_idx": str(aug), "seed": str(seed)},
+    )
+    num_frames, height, width = frames.shape[:3]
+    return {
+        "clip_path": rel,
+        "label": label,
+        "group": f"g{seed}",
+        "original_video": video_id,
+        "aug_idx": aug,
+        "seed": seed,
+        "num_frames": num_frames,
+        "height": height,
+        "width": width,
+    }
+
+
 def write_dataset(
     root: Path,
     videos: int = 12,
@@ -50,26 +74,9 @@ def write_dataset(
             {"video_id": video_id, "group": f"g{v}", "label": label, "split": "cv", "fold": (v // 2) % k}
         )
         for aug in range(augmentations + 1):
-            rel = f"clips/v{v:03d}_{aug}.safetensors"
             frames = torch.from_numpy(make_clip(rng, label, num_frames, size))
-            save_file(
-                {"frames": frames},
-                str(root / rel),
-                metadata={"video_id": video_id, "aug_idx": str(aug), "seed": str(v)},
-            )
-            clips.append(
-                {
-                    "clip_path": rel,
-                    "label": label,
-                    "group": f"g{v}",
-                    "original_video": video_id,
-                    "aug_idx": aug,
-                    "seed": v,
-                    "num_frames": num_frames,
-                    "height": size,
-                    "width": size,
-                }
-            )
+            rel = f"clips/v{v:03d}_{aug}.safetensors"
+            clips.append(save_clip(root, rel, frames, video_id, label, aug, v))
     pl.DataFrame(clips).write_csv(root / "clips.csv")
     pl.DataFrame(folds).write_csv(root / "folds.csv")
     return root / "clips.csv", root / "folds.csv"
