@@ -22,7 +22,7 @@ from fvc import augment
 from fvc.augment import AugmentError, augment_all, original_indices
 from fvc.clip_store import read_clip
 from fvc.seeding import stable_seed
-from fvc.video import read_frames
+from fvc.video import frame_table, read_frames
 
 ARGS = {"num_frames": 8, "size": 32, "num_augmentations": 2, "seed": 1234}
 CLI_ARGS = ["--num-frames", "8", "--size", "32", "--num-augmentations", "2", "--seed", "1234"]
@@ -198,12 +198,15 @@ def test_identical_across_processes_hash_seeds_and_order(
 
 
 def test_frame_counts_come_from_the_stream_not_the_index(
-    dataset: dict, baseline: Path, tmp_path: Path
+    dataset: dict, baseline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An index whose counts are estimates (too high, as a WebM duration can give, or too low) still yields
     the clips of the real counts: no good video rejected for an index past its last frame."""
     rows = [{**row, "frames": row["frames"] + (2 if i % 2 else -3)} for i, row in enumerate(dataset["rows"])]
+    demuxed = []
+    monkeypatch.setattr(augment, "frame_table", lambda path: demuxed.append(path) or frame_table(path))
     report = run_in(tmp_path, write_index(tmp_path / "estimated.parquet", rows))
+    assert sorted(demuxed) == sorted(row["path"] for row in rows)  # once per video, for all of its clips
     assert report == augment.AugmentReport(clips=18, rejected=1, made=18)
     assert outputs(tmp_path) == outputs(baseline)
 

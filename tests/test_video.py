@@ -88,6 +88,14 @@ def test_every_decoder_thread_count_returns_the_same_frames(tmp_path, sample_vid
     assert counts and set(counts) == {threads}
 
 
+def test_a_given_frame_table_is_used_instead_of_demuxing_again(tmp_path, monkeypatch):
+    path = make_video(tmp_path / "b2.mp4", 40, gop=9, bframes=2)
+    table, indices = frame_table(path), [37, 2, 20]
+    expected = read_frames(path, indices)
+    monkeypatch.setattr(video, "_demux_table", lambda *_: pytest.fail("demuxed again"))
+    assert np.array_equal(read_frames(path, indices, table=table), expected)
+
+
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True])
 def test_decoder_threads_must_be_a_positive_count(tmp_path, threads):
     path = make_video(tmp_path / "v.mp4", 5, size=(32, 16))

@@ -42,7 +42,7 @@ from fvc.journal import Journal, read_journal
 from fvc.manifest import check_video_id
 from fvc.memory import MemoryLog
 from fvc.seeding import stable_seed
-from fvc.video import DECODE_THREADS, VideoReadError, count_frames, read_frames
+from fvc.video import DECODE_THREADS, FrameTable, VideoReadError, count_frames, frame_table, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -185,44 +185,50 @@ def apply_augmentation(frames: np.ndarray, aug: Augmentation, size: int) -> np.n
     return out.numpy()
 
 
-def _decode(path: str, indices: np.ndarray, size: int, threads: int) -> np.ndarray:
+@dataclass(frozen=True)
+class SourceVideo:
+    """A video as its clips are read: its frame table, demuxed once for all of its clips (None when packet
+    timestamps cannot identify frames), and its frame count."""
+
+    path: str
+    table: FrameTable | None
+    frames: int
+
+
+def source_video(video: dict) -> SourceVideo:
+    """Demux an index row's video (nothing decoded). Frames are counted from its packets: the index's
+    count can be an estimate from the duration (WebM/MKV), and one too high would reject a good video."""
+    path = video["path"]
     try:
-        return read_frames(path, indices, size=size, threads=threads)
+        table = frame_table(path)
+        count = len(table) if table is not None else count_frames(path)
+    except DECODE_ERRORS as exc:
+        raise VideoRejected(f"demuxing failed: {type(exc).__name__}: {exc}") from exc
+    if count < 1:
+        raise VideoRejected("the stream has no video frames")
+    if count != video["frames"]:
+        log.info("augment: %s has %d frames (the index says %d)", video["video_id"], count, video["frames"])
+    return SourceVideo(path, table, count)
+
+
+def _decode(source: SourceVideo, indices: np.ndarray, size: int, threads: int) -> np.ndarray:
+    try:
+        return read_frames(source.path, indices, size=size, threads=threads, table=source.table)
     except DECODE_ERRORS as exc:
         raise VideoRejected(f"{type(exc).__name__}: {exc}") from exc
 
 
 def make_clip(
-    path: str,
-    frames: int,
-    num_frames: int,
-    size: int,
-    aug_idx: int,
-    seed: int,
-    threads: int = DECODE_THREADS,
+    source: SourceVideo, num_frames: int, size: int, aug_idx: int, seed: int, threads: int = DECODE_THREADS
 ) -> np.ndarray:
-    """Decode (with `threads` decoder threads) and, for aug_idx > 0, augment one clip of a `frames`-frame
-    video: uint8 [T, size, size, 3]. Raises VideoRejected when the video cannot be decoded."""
+    """Decode (with `threads` decoder threads) and, for aug_idx > 0, augment one clip of `source`: uint8
+    [T, size, size, 3]. Raises VideoRejected when the video cannot be decoded."""
     if aug_idx == 0:
-        return _decode(path, original_indices(frames, num_frames), size, threads)
+        return _decode(source, original_indices(source.frames, num_frames), size, threads)
     rng = np.random.default_rng(seed)
-    indices = jittered_indices(frames, num_frames, rng)
+    indices = jittered_indices(source.frames, num_frames, rng)
     aug = sample_augmentation(rng)
-    return apply_augmentation(_decode(path, indices, WORK_SCALE * size, threads), aug, size)
-
-
-def stream_frame_count(video: dict) -> int:
-    """The video's frames counted from its packets (demux only, nothing decoded). The index's count can be
-    an estimate from the duration (WebM/MKV), and a count one too high would reject a good video."""
-    try:
-        count = count_frames(video["path"])
-    except DECODE_ERRORS as exc:
-        raise VideoRejected(f"counting frames failed: {type(exc).__name__}: {exc}") from exc
-    if count < 1:
-        raise VideoRejected("the stream has no video frames")
-    if count != video["frames"]:
-        log.info("augment: %s has %d frames (the index says %d)", video["video_id"], count, video["frames"])
-    return count
+    return apply_augmentation(_decode(source, indices, WORK_SCALE * size, threads), aug, size)
 
 
 def clip_name(video_id: str, aug_idx: int) -> str:
@@ -285,19 +291,13 @@ def _augment_video(video: dict, expected: list[dict], done: dict, journal: Journ
     """Make the clips of one video that the journal lacks; return how many were made. Raises VideoRejected
     when the video cannot be decoded."""
     made = 0
-    count = None
+    source = None
     for aug_idx, row in enumerate(expected):
         if (video["video_id"], aug_idx) in done:
             continue
-        count = count or stream_frame_count(video)
+        source = source or source_video(video)
         frames = make_clip(
-            video["path"],
-            count,
-            clip["num_frames"],
-            clip["size"],
-            aug_idx,
-            int(row["seed"]),
-            clip["threads"],
+            source, clip["num_frames"], clip["size"], aug_idx, int(row["seed"]), clip["threads"]
         )
         write_clip(
             row["clip_path"],

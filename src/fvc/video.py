@@ -221,6 +221,7 @@ def decode_frames(
     indices: Sequence[int] | np.ndarray,
     size: Size | None = None,
     threads: int = DECODE_THREADS,
+    table: FrameTable | None = None,
 ) -> tuple[np.ndarray, DecodeStats]:
     """`read_frames` that also returns what the read cost (frames decoded, seeks, fallback)."""
     path = Path(path)
@@ -235,7 +236,8 @@ def decode_frames(
     with _open(path) as container:
         stream = _video_stream(container, path)
         shape = (dims.get("height", stream.height), dims.get("width", stream.width))
-        table = _demux_table(container, stream)
+        if table is None:
+            table = _demux_table(container, stream)
         count = len(table) if table is not None else stream.frames
     if wanted.size == 0:
         return np.empty((0, *shape, 3), np.uint8), stats
@@ -272,10 +274,12 @@ def read_frames(
     indices: Sequence[int] | np.ndarray,
     size: Size | None = None,
     threads: int = DECODE_THREADS,
+    table: FrameTable | None = None,
 ) -> np.ndarray:
     """The frames at `indices` (presentation order, 0-based; any order, repeats allowed) as RGB uint8
     [T, H, W, 3], in the order asked. `size` resizes each frame as it is decoded: an int for size x size, or
-    (width, height). `threads`: decoder threads (its memory grows with them). Raises IndexError naming the
-    file, index and frame count for an index out of range, and VideoReadError for a file that is missing,
-    not media, without a video stream, or that fails to decode."""
-    return decode_frames(path, indices, size, threads)[0]
+    (width, height). `threads`: decoder threads (its memory grows with them). `table`: this file's
+    `frame_table`, so that several reads of one video demux it once. Raises IndexError naming the file, index
+    and frame count for an index out of range, and VideoReadError for a file that is missing, not media,
+    without a video stream, or that fails to decode."""
+    return decode_frames(path, indices, size, threads, table)[0]
