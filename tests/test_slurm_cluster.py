@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -59,6 +60,28 @@ def test_start_is_idempotent_and_status_names_the_daemons(slurm_cluster: str) ->
     assert status.returncode == 0, status.stdout
     for daemon in ("slurmdbd", "slurmctld", "slurmd"):
         assert f"{daemon}: running" in status.stdout
+
+
+@pytest.mark.slurm
+def test_start_writes_the_configs_when_none_exist(slurm_cluster: str, tmp_path: Path) -> None:
+    """A fresh machine has no /etc/slurm/*.conf: `start` must write them, not fail on their digest."""
+    confs = [Path("/etc/slurm") / name for name in ("slurm.conf", "cgroup.conf", "slurmdbd.conf")]
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for conf in confs:
+        shutil.copy2(conf, aside / conf.name)
+        conf.unlink()
+    try:
+        result = cluster("start")
+        assert result.returncode == 0, result.stderr
+        for conf in confs:
+            assert conf.is_file() and conf.stat().st_size > 0, f"{conf} not written"
+        assert cluster("status").returncode == 0
+    finally:
+        for saved in aside.iterdir():
+            target = Path("/etc/slurm") / saved.name
+            if not target.exists():
+                shutil.copy2(saved, target)
 
 
 @pytest.mark.slurm

@@ -46,9 +46,27 @@ install_packages() {
     ((${#missing[@]})) || return 0
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Another apt/dpkg may hold the locks for a while (unattended upgrades, a parallel install): wait, don't fail.
+    local apt=(apt-get -o DPkg::Lock::Timeout=1200 -o Acquire::Retries=3)
+    retry 40 "${apt[@]}" update -qq
+    retry 5 "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# Run a command up to $1 times, 30 s apart (apt-get update has no lock timeout of its own for its lists).
+retry() {
+    local tries=$1 i
+    shift
+    for ((i = 1; i <= tries; i++)); do
+        "$@" && return 0
+        ((i < tries)) || break
+        log "'$*' failed (attempt $i of $tries); retrying in 30 s"
+        sleep 30
+    done
+    return 1
+}
+
+# A digest of the configuration files; empty input (files not written yet) is a digest too.
+config_digest() { cat "$CONF_DIR"/{slurm,cgroup,slurmdbd}.conf 2>/dev/null | md5sum || true; }
 
 # cgroup when the v1 memory controller lets us create a group and set its limit, else poll.
 memory_mode() {
@@ -215,10 +233,10 @@ start() {
     flock 9
     local mode before
     if alive slurmctld && [[ -s $STATE/mode ]]; then mode=$(<"$STATE/mode"); else mode=$(memory_mode); fi
-    before=$(cat "$CONF_DIR"/{slurm,cgroup,slurmdbd}.conf 2>/dev/null | md5sum)
+    before=$(config_digest)
     write_configs "$mode"
     echo "$mode" >"$STATE/mode"
-    if alive slurmctld && [[ $before != $(cat "$CONF_DIR"/{slurm,cgroup,slurmdbd}.conf | md5sum) ]]; then
+    if alive slurmctld && [[ $before != $(config_digest) ]]; then
         log "configuration changed: scontrol reconfigure"
         scontrol reconfigure
     fi
