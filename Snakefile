@@ -1,4 +1,6 @@
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from fvc.core.config import validate_config
 
 min_version("9.14")
 
@@ -6,7 +8,7 @@ min_version("9.14")
 configfile: "config.yaml"
 
 
-validate(config, schema="schemas/config.schema.yaml")
+validate_config(config, "config.yaml")
 
 
 report: "report/workflow.rst"

@@ -1,8 +1,8 @@
 """Augment stage peak memory against the number of videos: it must stay flat (one video, one clip at a time).
 
-Makes 60 small, varied demo videos once (`fvc.demo_data`: 96x72 to 192x144, 16-48 frames, varied GOP/CRF),
+Makes 60 small, varied demo videos once (`fvc.data.demo`: 96x72 to 192x144, 16-48 frames, varied GOP/CRF),
 lists them cyclically under distinct ids up to 200 videos (each id gets its own augmentation seeds), indexes
-them with `fvc.probe.build_index`, then runs `fvc.augment.augment_all` over the first 10, 50 and 200, each in
+them with `fvc.data.index.build_index`, then runs `augment_all` over the first 10, 50 and 200, each in
 a fresh subprocess, and compares the peak RSS (ru_maxrss). Target: every peak within +-10 % of the first.
 
 Usage: .venv/bin/python benchmarks/augment_memory.py [--sizes 10 50 200] [--workdir DIR]
@@ -27,7 +27,7 @@ CLIP = {"num_frames": 8, "size": 64, "num_augmentations": 2, "seed": 1234}
 
 def _child(spec: dict) -> dict:
     """One augment run in this (fresh) process: peak RSS after imports and at the end, time, clips made."""
-    from fvc.augment import augment_all
+    from fvc.clips.augment import augment_all
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out = Path(spec["out"])
@@ -66,9 +66,9 @@ def make_index(workdir: Path, videos: int, distinct: int) -> Path:
     into a video index (parquet)."""
     import polars as pl
 
-    from fvc.archive import safe_extract
-    from fvc.demo_data import make_demo_dataset
-    from fvc.probe import build_index
+    from fvc.data.archive import safe_extract
+    from fvc.data.demo import make_demo_dataset
+    from fvc.data.index import build_index
 
     rows = make_demo_dataset(workdir / "demo", videos=min(videos, distinct), seed=11)
     safe_extract(workdir / "demo" / "fvc_demo.tar.gz", workdir / "videos")

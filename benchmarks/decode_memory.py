@@ -1,6 +1,6 @@
 """Sparse vs full decoding: peak memory, time and frames decoded, each case in a fresh subprocess.
 
-1. 8 frames from a 1080p, 300-frame video: `fvc.video.read_frames` against a full decode that keeps every
+1. 8 frames from a 1080p, 300-frame video: `fvc.data.video.read_frames` against a full decode that keeps every
    frame as an RGB array in a list (the old pipeline). Target: peak RSS >= 30x lower, time no worse.
 2. Frames decoded per frame returned on long-GOP videos, against the minimum possible (each target's
    distance back to its preceding keyframe, shared stretches counted once).
@@ -42,7 +42,7 @@ def _child(spec: dict) -> dict:
     """Run one case in this (fresh) process; baseline = peak RSS after the imports."""
     import av
 
-    from fvc.video import DECODE_THREADS, decode_frames
+    from fvc.data.video import DECODE_THREADS, decode_frames
 
     baseline = peak_rss()
     start = time.perf_counter()
@@ -70,7 +70,7 @@ def run_case(**spec) -> dict:
 
 def min_decodes(path: Path, indices: list[int]) -> int:
     """Fewest frames any decoder must decode: the union of [preceding keyframe, target] over the targets."""
-    from fvc.video import frame_table
+    from fvc.data.video import frame_table
 
     table = frame_table(path)
     keys = np.searchsorted(table.pts, table.keyframes)
@@ -122,7 +122,7 @@ def decodes_per_frame(workdir: Path, sample_dir: Path | None) -> None:
     print("\n2. frames decoded per frame returned (8 evenly spaced frames)")
     print(f"{'video':<22}{'frames':>7}{'decoded':>9}{'per frame':>11}{'minimum':>9}{'min/frame':>11}")
     for path in videos:
-        from fvc.video import frame_table
+        from fvc.data.video import frame_table
 
         n = len(frame_table(path))
         indices = np.linspace(0, n - 1, 8).round().astype(int).tolist()

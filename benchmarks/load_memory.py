@@ -2,7 +2,7 @@
 
 (a) naive: normally built fp32 model + `safetensors.torch.load_file` + `load_state_dict` (fp32);
 (b) transformers `ViTModel.from_pretrained(folder, dtype=torch.float16)`;
-(c) fvc's lean loader (`fvc.lean_load.lean_load`) from an fvc fp16 export.
+(c) fvc's lean loader (`fvc.weights.lean_load.lean_load`) from an fvc fp16 export.
 
 Each child imports torch + transformers + fvc first, resets its peak RSS (`/proc/self/clear_refs`), loads,
 then touches every weight (a sum per tensor, so memory-mapped weights count as resident), and reports its
@@ -22,9 +22,9 @@ import torch
 from safetensors.torch import save_file
 from transformers import ViTConfig, ViTModel
 
-from fvc.export import export_fp16
-from fvc.infer import load_export, predict
+from fvc.infer.inference import load_export, predict
 from fvc.models import build_model, export_config
+from fvc.weights.export import export_fp16
 
 MB = 1024 * 1024
 VIT_BASE = {
@@ -40,7 +40,7 @@ CHILD = r"""
 import json, resource, sys, torch, transformers
 from safetensors.torch import load_file
 from transformers import ViTConfig, ViTModel
-from fvc.lean_load import lean_load
+from fvc.weights.lean_load import lean_load
 
 def hwm():
     for line in open("/proc/self/status"):

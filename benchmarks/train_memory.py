@@ -23,15 +23,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from train_fixtures import write_dataset  # noqa: E402
 
-from fvc.config import load_config, model_specs  # noqa: E402
+from fvc.core.config import load_config, model_specs  # noqa: E402
 
 OVERHEAD_MB = 300
 MAX_SLACK = 1.4
 
 CHILD = """
 import json, resource, sys
-from fvc.config import ModelSpec
-from fvc.train import train_fold
+from fvc.core.config import ModelSpec
+from fvc.train.training import train_fold
 args = json.loads(sys.argv[1])
 spec = ModelSpec(**args["spec"])
 out = args["out"]

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from fvc.config import model_specs
+from fvc.core.config import model_specs
 
 RESULTS = config["results_dir"]
 MODEL_SPECS = model_specs(config, "config.yaml")

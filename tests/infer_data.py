@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from train_fixtures import save_clip
 
-from fvc.export import export_fp16
 from fvc.models import build_model, export_config
+from fvc.weights.export import export_fp16
 
 
 def write_clip_set(root: Path, videos: int = 8, test: int = 4, num_frames: int = 4, size: int = 16) -> None:

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from fvc.archive import UnsafeArchiveError, member_problems, safe_extract
+from fvc.data.archive import UnsafeArchiveError, member_problems, safe_extract
 
 
 def make_tar(path, members):

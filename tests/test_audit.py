@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fvc.audit import (
+from fvc.core.config import load_config
+from fvc.slurm.audit import (
     JobRef,
     apply_recommendations,
     audit_workflow,
@@ -24,8 +25,7 @@ from fvc.audit import (
     snippet,
     split_wildcards,
 )
-from fvc.config import load_config
-from fvc.sacct import SacctUnavailable, parse_sacct
+from fvc.slurm.sacct import SacctUnavailable, parse_sacct
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "sacct"
@@ -168,7 +168,7 @@ def test_apply_edits_numbers_in_place(tmp_path):
 
 
 def test_edit_refuses_unknown_rows():
-    from fvc.audit import Recommendation
+    from fvc.slurm.audit import Recommendation
 
     with pytest.raises(ValueError, match="no row `nope`"):
         edit_config_text(
@@ -341,7 +341,7 @@ def test_report_material_roc_and_metrics(tmp_path):
 
     import polars as pl
 
-    from fvc.audit_plot import metrics_table
+    from fvc.slurm.plots import metrics_table
 
     infer = tmp_path / "infer" / "naive_cnn"
     infer.mkdir(parents=True)
@@ -383,7 +383,7 @@ def test_report_material_roc_and_metrics(tmp_path):
 
 
 def test_edit_block_style_rows_keeps_comments():
-    from fvc.audit import Recommendation
+    from fvc.slurm.audit import Recommendation
 
     text = (
         "models:\n  svm:\n    mem_mb: 1200   # training\n    infer_mem_mb: 1000\n  x3d:\n    mem_mb: 2000\n"

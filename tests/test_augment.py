@@ -18,11 +18,11 @@ import pytest
 import torch
 from video_factory import frame_index, make_video
 
-from fvc import augment
-from fvc.augment import AugmentError, augment_all, original_indices
-from fvc.clip_store import read_clip
-from fvc.seeding import stable_seed
-from fvc.video import frame_table, read_frames
+from fvc.clips import augment
+from fvc.clips.augment import AugmentError, augment_all, original_indices
+from fvc.clips.store import read_clip
+from fvc.core.seeding import stable_seed
+from fvc.data.video import frame_table, read_frames
 
 ARGS = {"num_frames": 8, "size": 32, "num_augmentations": 2, "seed": 1234}
 CLI_ARGS = ["--num-frames", "8", "--size", "32", "--num-augmentations", "2", "--seed", "1234"]

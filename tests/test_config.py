@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fvc.config import ConfigError, load_config, model_specs, validate_config
+from fvc.core.config import ConfigError, load_config, model_specs, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,8 @@ import av
 import numpy as np
 import pytest
 
-from fvc.demo_data import ARCHIVE_NAME, make_demo_dataset, plan_videos, scene_frames
-from fvc.download import download_all
+from fvc.data.demo import ARCHIVE_NAME, make_demo_dataset, plan_videos, scene_frames
+from fvc.data.download import download_all
 
 
 @pytest.fixture(scope="module")

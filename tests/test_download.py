@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from http_server import LoopbackServer, refused_url
 
-from fvc.download import DownloadFailed, download_all
+from fvc.data.download import DownloadFailed, download_all
 
 CHUNK = 16 * 1024
 

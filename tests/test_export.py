@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from fvc.export import export_fp16, index_path, shard_name
+from fvc.weights.export import export_fp16, index_path, shard_name
 
 CONFIG = {"model": "naive_cnn", "params": {"widths": [4]}, "num_frames": 4, "size": 16}
 

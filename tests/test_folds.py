@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from fvc import folds
-from fvc.folds import FoldError, fold_clips, make_folds
+from fvc.clips import folds
+from fvc.clips.folds import FoldError, fold_clips, make_folds
 
 CLIP_COLUMNS = (
     "clip_path",
@@ -115,8 +115,8 @@ def test_mixed_label_groups_stay_together(tmp_path: Path) -> None:
 def test_deterministic_across_processes_and_seed_sensitive(tmp_path: Path, clips_csv: Path) -> None:
     make_folds(clips_csv, tmp_path / "a.csv", k=3, test_fraction=0.25, seed=1)
     code = (
-        f"from fvc.folds import make_folds; make_folds({str(clips_csv)!r}, {str(tmp_path / 'b.csv')!r}, "
-        "k=3, test_fraction=0.25, seed=1)"
+        "from fvc.clips.folds import make_folds; "
+        f"make_folds({str(clips_csv)!r}, {str(tmp_path / 'b.csv')!r}, k=3, test_fraction=0.25, seed=1)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONHASHSEED": "123", "PATH": ""})
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()

@@ -17,10 +17,10 @@ from infer_data import export_folds, write_clip_set
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fvc.clip_dataset import read_clip
-from fvc.infer import FP16, FP32_FROM_FP16, binary_metrics, cli, infer_model, predict
-from fvc.lean_load import LoadError
+from fvc.clips.dataset import read_clip
+from fvc.infer.inference import FP16, FP32_FROM_FP16, binary_metrics, cli, infer_model, predict
 from fvc.models import scale_clips
+from fvc.weights.lean_load import LoadError
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
@@ -157,7 +157,7 @@ def test_cpu_fallback_computes_in_fp32_from_fp16_storage():
 
 MEMORY_SCRIPT = """
 import json, sys
-from fvc.infer import infer_model
+from fvc.infer.inference import infer_model
 infer_model("vit_transformer", sys.argv[1:], "clips.csv", "folds.csv", "p.parquet", "p.csv", "m.json",
             device="cpu", batch_size=4, memory_log="mem.jsonl")
 """

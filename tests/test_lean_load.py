@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 
-from fvc.export import export_fp16
-from fvc.lean_load import LoadError, lean_load, tensor_infos, weight_files
+from fvc.weights.export import export_fp16
+from fvc.weights.lean_load import LoadError, lean_load, tensor_infos, weight_files
 
 
 class Mixed(nn.Module):

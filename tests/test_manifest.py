@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fvc.manifest import ManifestError, check_video_id, read_manifest
+from fvc.data.manifest import ManifestError, check_video_id, read_manifest
 
 SHA = "ab" * 32
 

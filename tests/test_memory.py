@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fvc.memory import MemoryLog, snapshot
+from fvc.core.memory import MemoryLog, snapshot
 
 
 def test_snapshot_has_process_figures() -> None:
@@ -22,7 +22,7 @@ def test_log_appends_json_lines_with_extra_fields(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "job.memory.jsonl"
     code = (
         "import sys, numpy as np\n"
-        "from fvc.memory import MemoryLog\n"
+        "from fvc.core.memory import MemoryLog\n"
         "log = MemoryLog(sys.argv[1], stage='test')\n"
         "log.mark('start')\n"
         "block = np.ones(64 * 1024 * 1024, dtype=np.uint8)\n"
@@ -49,7 +49,7 @@ def test_peak_is_this_process_not_its_parent() -> None:
     code = (
         "import subprocess, sys, numpy as np\n"
         "a = np.ones(300 * 1024 * 1024, dtype=np.uint8)\n"
-        "out = subprocess.run([sys.executable, '-c', 'from fvc.memory import snapshot; "
+        "out = subprocess.run([sys.executable, '-c', 'from fvc.core.memory import snapshot; "
         'print(snapshot()["peak_rss_mb"])\'], capture_output=True, text=True, check=True).stdout\n'
         "print(out.strip())\n"
     )

@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-import fvc.preflight as pf
-from fvc.export import export_fp16
-from fvc.preflight import MB, PreflightError, estimate, host_allowance, preflight
+import fvc.infer.preflight as pf
+from fvc.infer.preflight import MB, PreflightError, estimate, host_allowance, preflight
+from fvc.weights.export import export_fp16
 
 SLURM_VARS = ("SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU", "SLURM_CPUS_ON_NODE")
 

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from video_factory import make_audio, make_video
 
-from fvc.probe import INDEX_SCHEMA, ProbeError, build_index, cli, probe_video
-from fvc.video import read_frames
+from fvc.data.index import INDEX_SCHEMA, ProbeError, build_index, cli, probe_video
+from fvc.data.video import read_frames
 
 
 def test_sample_videos_probe_like_a_full_demux(sample_videos):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fvc.sacct import (
+from fvc.slurm.sacct import (
     FIELDS,
     MB,
     SacctUnavailable,

@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 
-from fvc.seeding import stable_seed
+from fvc.core.seeding import stable_seed
 
 
 def test_seed_is_stable_across_processes_and_hash_seeds() -> None:
-    code = "from fvc.seeding import stable_seed; print(stable_seed(1234, 'fake/a.mp4', 2))"
+    code = "from fvc.core.seeding import stable_seed; print(stable_seed(1234, 'fake/a.mp4', 2))"
     seeds = {
         subprocess.run(
             [sys.executable, "-c", code],

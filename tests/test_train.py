@@ -16,11 +16,11 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from train_fixtures import ROOT, tiny_spec, write_config, write_dataset
 
-from fvc import checkpoint
-from fvc.clip_dataset import ClipDataset, frame_indices, read_clip
-from fvc.folds import fold_clips
+from fvc.clips.dataset import ClipDataset, frame_indices, read_clip
+from fvc.clips.folds import fold_clips
 from fvc.models import MODEL_NAMES, build_model
-from fvc.train import _train_epoch, train_fold
+from fvc.train import checkpoint
+from fvc.train.training import _train_epoch, train_fold
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from video_factory import decode_all, frame_index, make_video
 
-from fvc import video
-from fvc.video import VideoReadError, decode_frames, frame_table, read_frames
+from fvc.data import video
+from fvc.data.video import VideoReadError, decode_frames, frame_table, read_frames
 
 
 def assert_matches(path, indices, reference, size=None, threads=video.DECODE_THREADS):

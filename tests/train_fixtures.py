@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from fvc.config import ModelSpec
+from fvc.core.config import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 

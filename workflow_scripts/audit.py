@@ -1,10 +1,10 @@
 """Snakemake adapter for rule `audit`."""
 
-from fvc.joblog import log_to
+from fvc.core.joblog import log_to
 
 log_to(snakemake.log.main)
 
-from fvc.audit import audit_workflow
+from fvc.slurm.audit import audit_workflow
 
 audit_workflow(
     ".",

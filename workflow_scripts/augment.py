@@ -1,10 +1,10 @@
 """Snakemake adapter for rule `augment`."""
 
-from fvc.joblog import log_to
+from fvc.core.joblog import log_to
 
 log_to(snakemake.log.main)
 
-from fvc.augment import augment_all
+from fvc.clips.augment import augment_all
 
 augment_all(
     snakemake.input.index,

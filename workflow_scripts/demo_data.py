@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from fvc.joblog import log_to
+from fvc.core.joblog import log_to
 
 log_to(snakemake.log.main)
 
-from fvc.demo_data import make_demo_dataset
+from fvc.data.demo import make_demo_dataset
 
 make_demo_dataset(
     Path(snakemake.output.manifest).parent,

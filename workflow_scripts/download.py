@@ -1,10 +1,10 @@
 """Snakemake adapter for rule `download`."""
 
-from fvc.joblog import log_to
+from fvc.core.joblog import log_to
 
 log_to(snakemake.log.main)
 
-from fvc.download import download_all
+from fvc.data.download import download_all
 
 download_all(
     snakemake.input.manifest,

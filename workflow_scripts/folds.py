@@ -1,10 +1,10 @@
 """Snakemake adapter for rule `folds`."""
 
-from fvc.joblog import log_to
+from fvc.core.joblog import log_to
 
 log_to(snakemake.log.main)
 
-from fvc.folds import make_folds
+from fvc.clips.folds import make_folds
 
 make_folds(
     snakemake.input.clips,

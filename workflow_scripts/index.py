@@ -1,10 +1,10 @@
 """Snakemake adapter for rule `index`."""
 
-from fvc.joblog import log_to
+from fvc.core.joblog import log_to
 
 log_to(snakemake.log.main)
 
-from fvc.probe import build_index
+from fvc.data.index import build_index
 
 build_index(
     snakemake.input.videos,

@@ -1,10 +1,10 @@
 """Snakemake adapter for rule `infer`."""
 
-from fvc.joblog import log_to
+from fvc.core.joblog import log_to
 
 log_to(snakemake.log.main)
 
-from fvc.infer import infer_model
+from fvc.infer.inference import infer_model
 
 infer_model(
     snakemake.wildcards.model,

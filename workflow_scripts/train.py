@@ -1,10 +1,10 @@
 """Snakemake adapter for rule `train`."""
 
-from fvc.joblog import log_to
+from fvc.core.joblog import log_to
 
 log_to(snakemake.log.main)
 
-from fvc.train import train_fold
+from fvc.train.training import train_fold
 
 train_fold(
     snakemake.input.clips,

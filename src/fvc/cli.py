@@ -7,14 +7,14 @@ import logging
 import sys
 
 COMMANDS = {
-    "demo-data": ("fvc.demo_data", "make the demo dataset (videos, archive, manifest)"),
-    "download": ("fvc.download", "fetch a manifest's videos: resumable, checksummed, atomic"),
-    "index": ("fvc.probe", "probe videos without decoding them; quarantine bad files"),
-    "augment": ("fvc.augment", "make the shared, deterministic augmented clips"),
-    "folds": ("fvc.folds", "grouped, stratified k-fold split"),
-    "train": ("fvc.train", "train one (model, fold)"),
-    "infer": ("fvc.infer", "fp16 inference and fold ensemble of one model"),
-    "audit": ("fvc.audit", "requested vs used memory per SLURM job, and right-sized mem_mb"),
+    "demo-data": ("fvc.data.demo", "make the demo dataset (videos, archive, manifest)"),
+    "download": ("fvc.data.download", "fetch a manifest's videos: resumable, checksummed, atomic"),
+    "index": ("fvc.data.index", "probe videos without decoding them; quarantine bad files"),
+    "augment": ("fvc.clips.augment", "make the shared, deterministic augmented clips"),
+    "folds": ("fvc.clips.folds", "grouped, stratified k-fold split"),
+    "train": ("fvc.train.training", "train one (model, fold)"),
+    "infer": ("fvc.infer.inference", "fp16 inference and fold ensemble of one model"),
+    "audit": ("fvc.slurm.audit", "requested vs used memory per SLURM job, and right-sized mem_mb"),
 }
 
 

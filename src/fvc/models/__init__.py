@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fvc.config import MODEL_NAMES
+from fvc.core.config import MODEL_NAMES
 from fvc.models.base import ClipClassifier, scale_clips
 from fvc.models.cnn import naive_cnn
 from fvc.models.freezing import FreezingError, check_trainable, non_persistent_buffers, trainable_report

@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")  # package data: ships in the wheel
 MODEL_NAMES = ("logistic_regression", "svm", "naive_cnn", "vit_gru", "vit_transformer", "slowfast", "x3d")
 
 

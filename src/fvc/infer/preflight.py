@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import psutil
 import torch
 
-from fvc.lean_load import tensor_infos
-from fvc.memory import cgroup_bytes
+from fvc.core.memory import cgroup_bytes
+from fvc.weights.lean_load import tensor_infos
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024

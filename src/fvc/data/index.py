@@ -23,8 +23,8 @@ import av
 import polars as pl
 from tqdm import tqdm
 
-from fvc.memory import MemoryLog
-from fvc.video import count_frames
+from fvc.core.memory import MemoryLog
+from fvc.data.video import count_frames
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import polars as pl  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 if TYPE_CHECKING:
-    from fvc.audit import Recommendation
+    from fvc.slurm.audit import Recommendation
 
 
 def plot_audit(rows: list[dict], recs: Iterable[Recommendation], out: str | Path) -> None:

@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from fvc.export import INDEX_KEY
+from fvc.weights.export import INDEX_KEY
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -102,7 +102,7 @@ def _refuse_pickle(path: Path) -> None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise LoadError(
             f"{path}: pickle checkpoints ({', '.join(PICKLE_SUFFIXES)}) are never loaded (unpickling runs "
-            "arbitrary code); export the weights as safetensors (fvc.export.export_fp16)"
+            "arbitrary code); export the weights as safetensors (fvc.weights.export.export_fp16)"
         )
 
 

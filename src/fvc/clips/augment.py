@@ -37,12 +37,12 @@ from kornia.geometry.transform import hflip
 from torch.nn.functional import interpolate
 from tqdm import tqdm
 
-from fvc.clip_store import write_clip
-from fvc.journal import Journal, read_journal
-from fvc.manifest import check_video_id
-from fvc.memory import MemoryLog
-from fvc.seeding import stable_seed
-from fvc.video import DECODE_THREADS, FrameTable, VideoReadError, count_frames, frame_table, read_frames
+from fvc.clips.journal import Journal, read_journal
+from fvc.clips.store import write_clip
+from fvc.core.memory import MemoryLog
+from fvc.core.seeding import stable_seed
+from fvc.data.manifest import check_video_id
+from fvc.data.video import DECODE_THREADS, FrameTable, VideoReadError, count_frames, frame_table, read_frames
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import numpy as np
 import polars as pl
 from sklearn.model_selection import StratifiedGroupKFold
 
-from fvc.memory import MemoryLog
-from fvc.seeding import stable_seed
+from fvc.core.memory import MemoryLog
+from fvc.core.seeding import stable_seed
 
 log = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from fvc import checkpoint
-from fvc.clip_dataset import ClipDataset
-from fvc.config import ModelSpec, load_config, model_specs
-from fvc.export import export_fp16
-from fvc.folds import fold_clips
-from fvc.memory import MemoryLog
+from fvc.clips.dataset import ClipDataset
+from fvc.clips.folds import fold_clips
+from fvc.core.config import ModelSpec, load_config, model_specs
+from fvc.core.memory import MemoryLog
+from fvc.core.seeding import stable_seed
 from fvc.models import ClipClassifier, build_model, check_trainable, export_config, scale_clips
-from fvc.seeding import stable_seed
+from fvc.train import checkpoint
+from fvc.weights.export import export_fp16
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from fvc.config import MODEL_NAMES, load_config
-from fvc.memory import MemoryLog
-from fvc.sacct import MB, Job, SacctUnavailable, read_sacct
+from fvc.core.config import MODEL_NAMES, load_config
+from fvc.core.memory import MemoryLog
+from fvc.slurm.sacct import MB, Job, SacctUnavailable, read_sacct
 
 log = logging.getLogger(__name__)
 
@@ -483,7 +483,7 @@ def audit_workflow(
     recs = recommend(rows, config, safety_factor)
     _write_table(rows, out_csv, out_parquet)
     if plot is not None or predictions:
-        from fvc import audit_plot  # matplotlib only when plotting
+        from fvc.slurm import plots as audit_plot  # matplotlib only when plotting
 
         if plot is not None:
             audit_plot.plot_audit(rows, recs, plot)

@@ -25,9 +25,9 @@ from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
-from fvc.archive import member_problems, safe_extract
-from fvc.manifest import ManifestEntry, read_manifest
-from fvc.memory import MemoryLog
+from fvc.core.memory import MemoryLog
+from fvc.data.archive import member_problems, safe_extract
+from fvc.data.manifest import ManifestEntry, read_manifest
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from fvc.memory import MemoryLog
-from fvc.seeding import stable_seed
+from fvc.core.memory import MemoryLog
+from fvc.core.seeding import stable_seed
 
 ARCHIVE_NAME = "fvc_demo.tar.gz"
 MANIFEST_NAME = "manifest.csv"

@@ -28,13 +28,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from fvc.clip_dataset import ClipDataset
-from fvc.export import config_path
-from fvc.folds import test_clips
-from fvc.lean_load import LoadError, check_tensors, lean_load, tensor_infos
-from fvc.memory import MB, MemoryLog
+from fvc.clips.dataset import ClipDataset
+from fvc.clips.folds import test_clips
+from fvc.core.memory import MB, MemoryLog
+from fvc.infer.preflight import PreflightError, preflight
 from fvc.models import build_model, scale_clips
-from fvc.preflight import PreflightError, preflight
+from fvc.weights.export import config_path
+from fvc.weights.lean_load import LoadError, check_tensors, lean_load, tensor_infos
 
 log = logging.getLogger(__name__)
 FP16 = "fp16"

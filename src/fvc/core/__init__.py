@@ -1,0 +1,1 @@
+"""Shared plumbing: config, memory log, job logs, seeding."""

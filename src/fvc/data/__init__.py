@@ -1,0 +1,1 @@
+"""Getting videos in: manifests, download, archives, the index, video decoding, demo data."""

@@ -1,0 +1,1 @@
+"""Inference: pre-flight memory check, fold models one at a time, the ensemble."""

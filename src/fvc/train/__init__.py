@@ -1,0 +1,1 @@
+"""Training one (model, fold): the loop and its checkpoints."""

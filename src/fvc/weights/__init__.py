@@ -1,0 +1,1 @@
+"""Weight files: fp16 export and lean, streamed loading."""
