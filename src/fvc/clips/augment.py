@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from fvc.clips.journal import Journal, read_journal
 from fvc.clips.store import write_clip
+from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.core.seeding import stable_seed
 from fvc.data.manifest import check_video_id
@@ -74,7 +75,7 @@ def release_freed_memory() -> None:
         MALLOC_TRIM(0)
 
 
-class AugmentError(ValueError):
+class AugmentError(FvcError, ValueError):
     """An index that cannot be augmented; the message names the file and the row."""
 
 

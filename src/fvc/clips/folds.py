@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 from sklearn.model_selection import StratifiedGroupKFold
 
+from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.core.seeding import stable_seed
 
@@ -42,7 +43,7 @@ FOLDS_SCHEMA = {
 }
 
 
-class FoldError(ValueError):
+class FoldError(FvcError, ValueError):
     """Inputs that cannot be split as asked; the message names the file and the numbers."""
 
 

@@ -10,11 +10,13 @@ from typing import Any
 import jsonschema
 import yaml
 
+from fvc.core.errors import FvcError
+
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")  # package data: ships in the wheel
 MODEL_NAMES = ("logistic_regression", "svm", "naive_cnn", "vit_gru", "vit_transformer", "slowfast", "x3d")
 
 
-class ConfigError(ValueError):
+class ConfigError(FvcError, ValueError):
     """A config that does not validate; the message names the file and the key."""
 
 

@@ -14,10 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from fvc.core.errors import FvcError
+
 COPY_BUFFER = 1 << 20
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(FvcError, ValueError):
     """An archive member that would escape the target folder or is not a regular file."""
 
 

@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
+from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.data.archive import member_problems, safe_extract
 from fvc.data.manifest import ManifestEntry, read_manifest
@@ -38,7 +39,7 @@ USER_AGENT = "fvc-download/0.1"
 BAR = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, "mininterval": 2}
 
 
-class FetchError(RuntimeError):
+class FetchError(FvcError, RuntimeError):
     """One source could not be fetched or verified; the message is the reason."""
 
 
@@ -46,7 +47,7 @@ class FetchError(RuntimeError):
 ARCHIVE_ERRORS = (FetchError, OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile, ValueError)
 
 
-class DownloadFailed(RuntimeError):
+class DownloadFailed(FvcError, RuntimeError):
     """More entries failed than `max_failed_fraction` allows; the message lists them."""
 
 

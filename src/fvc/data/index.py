@@ -23,6 +23,7 @@ import av
 import polars as pl
 from tqdm import tqdm
 
+from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.data.video import count_frames
 
@@ -39,7 +40,7 @@ TAIL_SECONDS = 1.0
 DURATION_TAG = re.compile(r"(\d+):(\d+):(\d+(?:\.\d+)?)")
 
 
-class ProbeError(ValueError):
+class ProbeError(FvcError, ValueError):
     """A file that is not a usable video; the message is the reason recorded in rejected.csv."""
 
 

@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from fvc.core.errors import FvcError
+
 FVC_COLUMNS = ("video_id", "url", "label", "group", "sha256", "size")
 FVC_CSV_COLUMNS = ("cascade_id", "video_url", "label")
 LABELS = {"real": 0, "fake": 1, "0": 0, "1": 1}
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
-class ManifestError(ValueError):
+class ManifestError(FvcError, ValueError):
     """A manifest that cannot be read; the message names the file, the line and the field."""
 
 

@@ -25,11 +25,13 @@ from pathlib import Path
 import av
 import numpy as np
 
+from fvc.core.errors import FvcError
+
 Size = int | tuple[int, int]
 DECODE_THREADS = 2
 
 
-class VideoReadError(ValueError):
+class VideoReadError(FvcError, ValueError):
     """A video that cannot be read; the message names the file."""
 
 

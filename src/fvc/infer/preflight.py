@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 
+from fvc.core.errors import FvcError
 from fvc.core.memory import cgroup_bytes
 from fvc.weights.lean_load import tensor_infos
 
@@ -31,7 +32,7 @@ MB = 1024 * 1024
 ACTIVATION_FACTOR = 32
 
 
-class PreflightError(MemoryError):
+class PreflightError(FvcError, MemoryError):
     """The job cannot fit; the message gives both numbers and the config line to change."""
 
 

@@ -7,12 +7,13 @@ from typing import Any
 
 from torch import nn
 
+from fvc.core.errors import FvcError
 from fvc.models.base import ClipClassifier
 
 log = logging.getLogger(__name__)
 
 
-class FreezingError(RuntimeError):
+class FreezingError(FvcError, RuntimeError):
     """Trainable parameters do not match the model's declaration."""
 
 

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from fvc.core.errors import FvcError
+
 log = logging.getLogger(__name__)
 
 FIELDS = tuple(
@@ -45,7 +47,7 @@ MB = 1024**2
 MAX_IDS_PER_CALL = 400
 
 
-class SacctUnavailable(RuntimeError):
+class SacctUnavailable(FvcError, RuntimeError):
     """sacct is missing or the accounting database cannot be reached."""
 
 

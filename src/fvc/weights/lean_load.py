@@ -20,6 +20,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from fvc.core.errors import FvcError
 from fvc.weights.export import INDEX_KEY
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
@@ -44,7 +45,7 @@ DTYPE_BYTES = {
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 
 
-class LoadError(ValueError):
+class LoadError(FvcError, ValueError):
     """Weights that cannot be loaded into the module; the message names the file and the tensors."""
 
 
