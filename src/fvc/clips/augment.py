@@ -9,7 +9,6 @@ with the same clips.csv and clip files as an uninterrupted one."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import ctypes
@@ -395,36 +394,3 @@ def augment_all(
         len(rejected),
     )
     return AugmentReport(clips=len(rows), rejected=len(rejected), made=made)
-
-
-def cli(argv: list[str]) -> int:
-    """`fvc augment INDEX_PARQUET OUT_DIR [...]`: clips.csv, rejected.csv, clips/, journal in OUT_DIR."""
-    parser = argparse.ArgumentParser(prog="fvc augment", description="make the shared augmented clips")
-    parser.add_argument("index", help="index/video_index.parquet")
-    parser.add_argument("out_dir", help="folder for clips.csv, rejected.csv, clips/ and clips.partial.csv")
-    parser.add_argument("--num-frames", type=int, default=8)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--num-augmentations", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--decode-threads", type=int, default=DECODE_THREADS)
-    parser.add_argument("--memory-log", default=None, help="JSON-lines memory log")
-    args = parser.parse_args(argv)
-    out = Path(args.out_dir)
-    try:
-        augment_all(
-            args.index,
-            out / "clips.csv",
-            out / "rejected.csv",
-            out / "clips",
-            out / "clips.partial.csv",
-            args.num_frames,
-            args.size,
-            args.num_augmentations,
-            args.seed,
-            args.memory_log,
-            args.decode_threads,
-        )
-    except AugmentError as exc:
-        print(f"fvc augment: {exc}", file=sys.stderr)
-        return 1
-    return 0

@@ -6,10 +6,8 @@ validation or test. Validation and test use only the original clips (aug_idx 0);
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -238,21 +236,3 @@ def test_clips(clips_csv: str | os.PathLike[str], folds_csv: str | os.PathLike[s
     """The original clips (aug_idx 0) of the held-out test videos."""
     clips = _clips_with_folds(clips_csv, folds_csv)
     return clips.filter((pl.col("split") == "test") & (pl.col("aug_idx") == 0))
-
-
-def cli(argv: list[str]) -> int:
-    """`fvc folds CLIPS_CSV OUT_CSV [--k K] [--test-fraction F] [--seed S] [--memory-log PATH]`."""
-    parser = argparse.ArgumentParser(prog="fvc folds", description="grouped, stratified k-fold split")
-    parser.add_argument("clips_csv", help="augment/clips.csv")
-    parser.add_argument("out_csv", help="folds.csv to write")
-    parser.add_argument("--k", type=int, default=3, help="number of cv folds (default 3)")
-    parser.add_argument("--test-fraction", type=float, default=0.25, help="held-out share of groups (0.25)")
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--memory-log", default=None, help="JSON-lines memory log")
-    args = parser.parse_args(argv)
-    try:
-        make_folds(args.clips_csv, args.out_csv, args.k, args.test_fraction, args.seed, args.memory_log)
-    except FoldError as exc:
-        print(f"fvc folds: {exc}", file=sys.stderr)
-        return 1
-    return 0

@@ -8,7 +8,6 @@ as FVC's cascades do. The same seed gives byte-identical files."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import gzip
 import hashlib
@@ -205,17 +204,3 @@ def make_demo_dataset(
         tmp_manifest.unlink(missing_ok=True)
     memory.mark("end", videos=len(rows), archive_bytes=archive.stat().st_size)
     return rows
-
-
-def cli(argv: list[str]) -> int:
-    """`fvc demo-data --out DIR [--videos N] [--seed S]`"""
-    parser = argparse.ArgumentParser(prog="fvc demo-data", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="resources/demo", help="folder for manifest.csv and fvc_demo.tar.gz")
-    parser.add_argument("--videos", type=int, default=24, help="number of videos (default 24)")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--memory-log", default=None, help="JSON-lines memory log")
-    args = parser.parse_args(argv)
-    rows = make_demo_dataset(args.out, args.videos, args.seed, args.memory_log)
-    fake = sum(row["label"] == "fake" for row in rows)
-    print(f"{len(rows)} videos ({fake} fake, {len(rows) - fake} real) in {Path(args.out) / ARCHIVE_NAME}")
-    return 0

@@ -3,7 +3,6 @@ members), verify size and sha256, install atomically, skip what already verifies
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import http.client
@@ -11,7 +10,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tarfile
 import time
 import urllib.request
@@ -387,38 +385,3 @@ def download_all(
         )
     _write_csv(table, VIDEO_COLUMNS, report.rows)
     return report
-
-
-def cli(argv: list[str]) -> int:
-    """`fvc download MANIFEST [--out-dir DIR] [--table CSV] ...`"""
-    parser = argparse.ArgumentParser(prog="fvc download", description=__doc__)
-    parser.add_argument("manifest", help="manifest CSV (fvc format or FVC.csv)")
-    parser.add_argument("--out-dir", default="results/download/videos", help="where videos go")
-    parser.add_argument("--table", default="results/download/videos.csv", help="videos.csv to write")
-    parser.add_argument("--failed", default=None, help="failed.csv to write (default: next to --table)")
-    parser.add_argument("--chunk-bytes", type=int, default=262144)
-    parser.add_argument("--retries", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
-    parser.add_argument("--max-failed-fraction", type=float, default=0.0)
-    parser.add_argument("--memory-log", default=None, help="JSON-lines memory log")
-    args = parser.parse_args(argv)
-    try:
-        report = download_all(
-            args.manifest,
-            args.out_dir,
-            args.table,
-            failed_csv=args.failed,
-            chunk_bytes=args.chunk_bytes,
-            retries=args.retries,
-            timeout_s=args.timeout,
-            max_failed_fraction=args.max_failed_fraction,
-            memory_log=args.memory_log,
-        )
-    except (DownloadFailed, ValueError) as exc:
-        print(f"fvc download: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"{len(report.rows)} videos in {args.table} ({report.fetched} fetched, {report.skipped} present, "
-        f"{len(report.failed)} failed)"
-    )
-    return 0

@@ -9,7 +9,6 @@ media, audio only, without frames or truncated go to rejected.csv with the reaso
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -214,24 +213,3 @@ def build_index(
         log.warning("%s: no readable video; every one is in %s", videos_csv, rejected_csv)
     memory.mark("end", indexed=len(rows), rejected=len(rejected))
     return IndexReport(indexed=len(rows), rejected=len(rejected))
-
-
-def cli(argv: list[str]) -> int:
-    """`fvc index VIDEOS_CSV [--out-dir DIR] [--memory-log FILE]`."""
-    parser = argparse.ArgumentParser(prog="fvc index", description="Probe videos without decoding them.")
-    parser.add_argument("videos_csv", help="download/videos.csv (paths relative to the working directory)")
-    parser.add_argument(
-        "--out-dir", default="results/index", help="writes video_index.{parquet,csv}, rejected.csv"
-    )
-    parser.add_argument("--memory-log", help="JSON-lines memory log")
-    args = parser.parse_args(argv)
-    out = Path(args.out_dir)
-    report = build_index(
-        args.videos_csv,
-        out / "video_index.parquet",
-        out / "video_index.csv",
-        out / "rejected.csv",
-        args.memory_log,
-    )
-    print(f"indexed {report.indexed} videos, rejected {report.rejected} (see {out / 'rejected.csv'})")
-    return 0

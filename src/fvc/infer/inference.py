@@ -8,7 +8,6 @@ from fp16 storage"), so the model is never held in fp32. The log and metrics.jso
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import json
@@ -31,7 +30,7 @@ from tqdm import tqdm
 from fvc.clips.dataset import ClipDataset
 from fvc.clips.folds import test_clips
 from fvc.core.memory import MB, MemoryLog
-from fvc.infer.preflight import PreflightError, preflight
+from fvc.infer.preflight import preflight
 from fvc.models import build_model, scale_clips
 from fvc.weights.export import config_path
 from fvc.weights.lean_load import LoadError, check_tensors, lean_load, tensor_infos
@@ -250,38 +249,3 @@ def infer_model(
     _replace_atomic(out_metrics, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2) + "\n"))
     memory.mark("end", videos=videos.height)
     return metrics
-
-
-def cli(argv: list[str]) -> int:
-    """`fvc infer MODEL CLIPS_CSV FOLDS_CSV OUT_DIR --weights FOLD0 [FOLD1 ...] [--device D] [...]`."""
-    parser = argparse.ArgumentParser(prog="fvc infer", description="fp16 inference and fold ensemble")
-    parser.add_argument("model", help="model name (models.<name> in config.yaml)")
-    parser.add_argument("clips_csv", help="augment/clips.csv")
-    parser.add_argument("folds_csv", help="folds/folds.csv")
-    parser.add_argument("out_dir", help="writes predictions.parquet, predictions.csv, metrics.json here")
-    parser.add_argument("--weights", nargs="+", required=True, help="fp16 exports, in fold order")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--reserved-mb", type=int, default=0, help="memory of other processes in the job")
-    parser.add_argument("--memory-log", default=None, help="JSON-lines memory log")
-    args = parser.parse_args(argv)
-    out = Path(args.out_dir)
-    try:
-        metrics = infer_model(
-            args.model,
-            args.weights,
-            args.clips_csv,
-            args.folds_csv,
-            out / "predictions.parquet",
-            out / "predictions.csv",
-            out / "metrics.json",
-            args.device,
-            args.batch_size,
-            args.memory_log,
-            args.reserved_mb,
-        )
-    except (PreflightError, LoadError, ValueError) as exc:
-        print(f"fvc infer: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(metrics["ensemble"]))
-    return 0

@@ -7,12 +7,10 @@ Jobs are found from what snakemake-executor-plugin-slurm leaves in the workflow 
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import logging
 import math
 import re
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -498,40 +496,3 @@ def audit_workflow(
         Path(snippet_path).write_text(snippet(recs))
     mem.mark("end")
     return AuditResult(rows, recs, source, message)
-
-
-def cli(argv: list[str]) -> int:
-    """`fvc audit [--apply] [--config config.yaml]`: table, plot, YAML snippet and optional config update."""
-    parser = argparse.ArgumentParser(prog="fvc audit", description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default=".", help="workflow directory (default: .)")
-    parser.add_argument("--config", default=None, help="config file (default: <workdir>/config.yaml)")
-    parser.add_argument("--out", default=None, help="audit CSV (default: <results>/audit/audit.csv)")
-    parser.add_argument(
-        "--safety-factor", type=float, default=None, help="default: config audit.safety_factor"
-    )
-    parser.add_argument("--apply", action="store_true", help="write the recommendations into the config")
-    args = parser.parse_args(argv)
-    config_path = Path(args.config or Path(args.workdir) / "config.yaml")
-    config = load_config(config_path)
-    out = Path(args.out or Path(args.workdir) / config["results_dir"] / "audit" / "audit.csv")
-    factor = args.safety_factor or config["audit"]["safety_factor"]
-    result = audit_workflow(
-        args.workdir,
-        out,
-        out.with_suffix(".parquet"),
-        factor,
-        config=config,
-        plot=out.with_name("audit.svg"),
-        snippet_path=out.with_name("recommended.yaml"),
-    )
-    if result.message:
-        print(result.message, file=sys.stderr)
-    print(render_table(result.rows, result.recommendations))
-    print(
-        f"\nwrote {out}, {out.with_suffix('.parquet')}, {out.with_name('audit.svg')}, "
-        f"{out.with_name('recommended.yaml')}"
-    )
-    if args.apply:
-        diff = apply_recommendations(config_path, result.recommendations)
-        print(diff or f"{config_path}: already right-sized, nothing changed")
-    return 0

@@ -10,7 +10,6 @@ validation loss (defined even when a small validation fold has one class, unlike
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from fvc.clips.dataset import ClipDataset
 from fvc.clips.folds import fold_clips
-from fvc.core.config import ModelSpec, load_config, model_specs
+from fvc.core.config import ModelSpec
 from fvc.core.memory import MemoryLog
 from fvc.core.seeding import stable_seed
 from fvc.models import ClipClassifier, build_model, check_trainable, export_config, scale_clips
@@ -312,44 +311,3 @@ def _fit(
         "final": history[-1],
         "history": history,
     }
-
-
-def cli(argv: list[str]) -> int:
-    """`fvc train`: train one (model, fold) with the model's row of the config's table."""
-    parser = argparse.ArgumentParser(prog="fvc train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="workflow config.yaml (for the model table)")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--fold", type=int, required=True)
-    parser.add_argument("--clips", required=True, help="clips.csv")
-    parser.add_argument("--folds", required=True, help="folds.csv")
-    parser.add_argument("--out-metrics", required=True)
-    parser.add_argument(
-        "--out-weights", required=True, help="fp16 export (.safetensors; config .json next to it)"
-    )
-    parser.add_argument("--checkpoint-dir", required=True)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--no-gradient-checkpointing", action="store_true")
-    parser.add_argument("--seed", type=int, default=None, help="default: the config's seed")
-    parser.add_argument("--memory-log", default=None)
-    parser.add_argument("--root", default=".", help="folder clip paths are relative to")
-    args = parser.parse_args(argv)
-    config = load_config(args.config)
-    specs = model_specs(config, args.config)
-    if args.model not in specs:
-        parser.error(f"{args.config} has no models.{args.model} row")
-    metrics = train_fold(
-        args.clips,
-        args.folds,
-        args.fold,
-        specs[args.model],
-        args.out_metrics,
-        args.out_weights,
-        args.checkpoint_dir,
-        device=args.device,
-        gradient_checkpointing=not args.no_gradient_checkpointing,
-        seed=config["seed"] if args.seed is None else args.seed,
-        memory_log=args.memory_log,
-        root=args.root,
-    )
-    print(json.dumps({"best_epoch": metrics["best_epoch"], **metrics["best"]}))
-    return 0

@@ -1,0 +1,214 @@
+"""The workflow's file layout: the files each stage reads and writes, from the results folder.
+
+The same paths serve the rules and the `fvc` command. Arguments may be Snakemake wildcards:
+`Layout("results").train("{model}", "{fold}").metrics` is `results/train/{model}/fold{fold}/metrics.json`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DemoFiles:
+    """`demo_data`'s folder: the manifest and the archive it points into."""
+
+    path: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "manifest.csv"
+
+    @property
+    def archive(self) -> Path:
+        return self.path / "fvc_demo.tar.gz"
+
+
+DEMO = DemoFiles(Path("resources/demo"))
+
+
+@dataclass(frozen=True)
+class DownloadFiles:
+    """`download`'s folder: the videos, their table, the entries that failed."""
+
+    path: Path
+
+    @property
+    def videos_csv(self) -> Path:
+        return self.path / "videos.csv"
+
+    @property
+    def videos_dir(self) -> Path:
+        return self.path / "videos"
+
+    @property
+    def failed_csv(self) -> Path:
+        return self.path / "failed.csv"
+
+
+@dataclass(frozen=True)
+class IndexFiles:
+    """`index`'s folder: the video index (parquet and csv) and the rejected files."""
+
+    path: Path
+
+    @property
+    def parquet(self) -> Path:
+        return self.path / "video_index.parquet"
+
+    @property
+    def csv(self) -> Path:
+        return self.path / "video_index.csv"
+
+    @property
+    def rejected(self) -> Path:
+        return self.path / "rejected.csv"
+
+
+@dataclass(frozen=True)
+class AugmentFiles:
+    """`augment`'s folder: the clip table, the rejected videos, the clips and the journal they resume from."""
+
+    path: Path
+
+    @property
+    def clips_csv(self) -> Path:
+        return self.path / "clips.csv"
+
+    @property
+    def rejected(self) -> Path:
+        return self.path / "rejected.csv"
+
+    @property
+    def clips_dir(self) -> Path:
+        return self.path / "clips"
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "clips.partial.csv"
+
+
+@dataclass(frozen=True)
+class FoldsFiles:
+    """`folds`'s folder: the fold table."""
+
+    path: Path
+
+    @property
+    def folds_csv(self) -> Path:
+        return self.path / "folds.csv"
+
+
+@dataclass(frozen=True)
+class TrainFiles:
+    """One (model, fold)'s training folder: its metrics and the epoch checkpoints it resumes from."""
+
+    path: Path
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+
+@dataclass(frozen=True)
+class ExportFiles:
+    """One model's fp16 exports, one per fold, each with its config JSON."""
+
+    path: Path
+
+    def weights(self, fold: int | str) -> Path:
+        return self.path / f"fold{fold}.safetensors"
+
+    def config(self, fold: int | str) -> Path:
+        return self.path / f"fold{fold}.json"
+
+
+@dataclass(frozen=True)
+class InferFiles:
+    """One model's inference folder: predictions and metrics."""
+
+    path: Path
+
+    @property
+    def predictions_parquet(self) -> Path:
+        return self.path / "predictions.parquet"
+
+    @property
+    def predictions_csv(self) -> Path:
+        return self.path / "predictions.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+
+@dataclass(frozen=True)
+class AuditFiles:
+    """`audit`'s folder: the table, its plot, the right-sized memory, ROC curves and the metrics page."""
+
+    path: Path
+
+    @property
+    def csv(self) -> Path:
+        return self.path / "audit.csv"
+
+    @property
+    def parquet(self) -> Path:
+        return self.path / "audit.parquet"
+
+    @property
+    def plot(self) -> Path:
+        return self.path / "audit.svg"
+
+    @property
+    def recommended(self) -> Path:
+        return self.path / "recommended.yaml"
+
+    @property
+    def roc_dir(self) -> Path:
+        return self.path / "roc"
+
+    @property
+    def metrics_html(self) -> Path:
+        return self.path / "metrics.html"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every stage's folder under one results folder (the config's `results_dir`)."""
+
+    results: str | Path
+
+    @property
+    def download(self) -> DownloadFiles:
+        return DownloadFiles(Path(self.results) / "download")
+
+    @property
+    def index(self) -> IndexFiles:
+        return IndexFiles(Path(self.results) / "index")
+
+    @property
+    def augment(self) -> AugmentFiles:
+        return AugmentFiles(Path(self.results) / "augment")
+
+    @property
+    def folds(self) -> FoldsFiles:
+        return FoldsFiles(Path(self.results) / "folds")
+
+    def train(self, model: str, fold: int | str) -> TrainFiles:
+        return TrainFiles(Path(self.results) / "train" / model / f"fold{fold}")
+
+    def exports(self, model: str) -> ExportFiles:
+        return ExportFiles(Path(self.results) / "models" / model)
+
+    def infer(self, model: str) -> InferFiles:
+        return InferFiles(Path(self.results) / "infer" / model)
+
+    @property
+    def audit(self) -> AuditFiles:
+        return AuditFiles(Path(self.results) / "audit")
