@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fvc.cli import main
 from fvc.core.config import load_config
 from fvc.slurm.audit import (
     JobRef,
     apply_recommendations,
     audit_workflow,
-    cli,
     discover_jobs,
     edit_config_text,
     recommend,
@@ -215,7 +215,7 @@ def test_cli_apply_with_plot(tmp_path, capsys):
     work.mkdir()
     shutil.copy(RECORDED_CONFIG, work / "config.yaml")
     write_benchmarks(work)
-    assert cli(["--workdir", str(work), "--apply"]) == 0
+    assert main(["audit", "--workdir", str(work), "--apply"]) == 0
     out = capsys.readouterr().out
     assert "folds" in out and "+  folds: {mem_mb: 500, runtime: 10}" in out
     assert (work / "results" / "audit" / "audit.svg").read_text().lstrip().startswith("<?xml")

@@ -183,7 +183,9 @@ def test_identical_across_processes_hash_seeds_and_order(
             "-m",
             "fvc.cli",
             "augment",
+            "--index",
             str(reversed_index),
+            "--out-dir",
             "out",
             *CLI_ARGS,
             "--decode-threads",
@@ -223,7 +225,17 @@ def test_killed_at_random_points_resumes_to_identical_result(
 ) -> None:
     """SIGKILL after 1 journal row, after 7 rows, and after a random delay (maybe still starting up), then
     resume each time: the final result equals the uninterrupted run, byte for byte."""
-    command = [sys.executable, "-m", "fvc.cli", "augment", str(dataset["index"]), "out", *CLI_ARGS]
+    command = [
+        sys.executable,
+        "-m",
+        "fvc.cli",
+        "augment",
+        "--index",
+        str(dataset["index"]),
+        "--out-dir",
+        "out",
+        *CLI_ARGS,
+    ]
     journal = tmp_path / "out/clips.partial.csv"
     delay = random.Random(7).uniform(0.5, 4.0)
     for rows_before_kill in (1, 7, None):

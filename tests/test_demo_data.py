@@ -79,7 +79,7 @@ def test_deterministic_across_processes_and_hash_seeds(tmp_path):
                 "-m",
                 "fvc.cli",
                 "demo-data",
-                "--out",
+                "--out-dir",
                 str(out),
                 "--videos",
                 "5",

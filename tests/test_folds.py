@@ -9,7 +9,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
+from fvc.cli import main
 from fvc.clips import folds
 from fvc.clips.folds import FoldError, fold_clips, make_folds
 
@@ -24,6 +26,8 @@ CLIP_COLUMNS = (
     "height",
     "width",
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_clips(
@@ -162,7 +166,20 @@ def test_bad_inputs(tmp_path: Path, clips_csv: Path) -> None:
         fold_clips(extra, folds_csv, 0)
 
 
-def test_cli(tmp_path: Path, clips_csv: Path) -> None:
-    assert folds.cli([str(clips_csv), str(tmp_path / "f.csv"), "--k", "3", "--seed", "1"]) == 0
-    assert (tmp_path / "f.csv").exists()
-    assert folds.cli([str(clips_csv), str(tmp_path / "g.csv"), "--k", "20"]) == 1
+def test_command_takes_k_from_the_config_and_a_flag_overrides_it(
+    tmp_path: Path, clips_csv: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["folds"]["k"] = 2
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    base = ["folds", "--config", str(tmp_path / "config.yaml"), "--clips", str(clips_csv), "--out-dir"]
+
+    def cv_folds(out: str) -> list[int]:
+        table = pl.read_csv(tmp_path / out / "folds.csv")
+        return sorted(table.filter(pl.col("split") == "cv")["fold"].unique().to_list())
+
+    assert main([*base, str(tmp_path / "a")]) == 0 and cv_folds("a") == [0, 1]
+    assert main([*base, str(tmp_path / "b"), "--k", "3"]) == 0 and cv_folds("b") == [0, 1, 2]
+    capsys.readouterr()
+    assert main([*base, str(tmp_path / "c"), "--k", "20"]) == 1
+    assert capsys.readouterr().err.startswith("fvc folds: ")

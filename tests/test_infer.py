@@ -17,8 +17,9 @@ from infer_data import export_folds, write_clip_set
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fvc.cli import main
 from fvc.clips.dataset import read_clip
-from fvc.infer.inference import FP16, FP32_FROM_FP16, binary_metrics, cli, infer_model, predict
+from fvc.infer.inference import FP16, FP32_FROM_FP16, binary_metrics, infer_model, predict
 from fvc.models import scale_clips
 from fvc.weights.lean_load import LoadError
 
@@ -95,28 +96,21 @@ def test_binary_metrics_with_one_class_has_no_auc():
     assert metrics == {"accuracy": pytest.approx(2 / 3), "auc": None, "f1": pytest.approx(0.8)}
 
 
-def test_cli_and_its_refusals(clip_set, monkeypatch, capsys):
+def test_command_and_its_refusals(clip_set, monkeypatch, capsys):
     root, weights, _ = clip_set
-    args = [
-        "logistic_regression",
-        "clips.csv",
-        "folds.csv",
-        "out",
-        "--device",
-        "cpu",
-        "--weights",
-        *map(str, weights),
-    ]
-    assert cli(args) == 0
+    args = ["infer", "--model", "logistic_regression", "--clips", "clips.csv", "--folds", "folds.csv"]
+    args += ["--export-dir", str(weights[0].parent), "--device", "cpu"]  # folds.k: the schema's 3
+    assert main([*args, "--out-dir", "out"]) == 0
     assert {p.name for p in (root / "out").iterdir()} == {
         "predictions.parquet",
         "predictions.csv",
         "metrics.json",
     }
-    assert cli(["svm", *args[1:]]) == 1
+    svm = [*args[:2], "svm", *args[3:]]
+    assert main([*svm, "--out-dir", "out"]) == 1
     assert "export of model 'logistic_regression', expected 'svm'" in capsys.readouterr().err
     monkeypatch.setenv("SLURM_MEM_PER_NODE", "50")
-    assert cli([*args[:3], "refused", *args[4:]]) == 1
+    assert main([*args, "--out-dir", "refused"]) == 1
     err = capsys.readouterr().err
     assert "the job may use 50 MB" in err and "models.logistic_regression.infer_mem_mb" in err
     assert not (root / "refused").exists()  # stopped before loading or writing anything

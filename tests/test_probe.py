@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 from video_factory import make_audio, make_video
 
-from fvc.data.index import INDEX_SCHEMA, ProbeError, build_index, cli, probe_video
+from fvc.cli import main
+from fvc.data.index import INDEX_SCHEMA, ProbeError, build_index, probe_video
 from fvc.data.video import read_frames
 
 
@@ -126,7 +127,7 @@ def test_cli_and_bad_videos_csv(tmp_path, sample_videos, monkeypatch, capsys):
     pl.DataFrame(
         {"video_id": ["a.mp4"], "path": [str(sample_videos["bikes.mp4"])], "label": [1], "group": ["g"]}
     ).write_csv("videos.csv")
-    assert cli(["videos.csv", "--out-dir", "out"]) == 0
+    assert main(["index", "--videos", "videos.csv", "--out-dir", "out"]) == 0
     assert "indexed 1 videos, rejected 0" in capsys.readouterr().out
     assert pl.read_csv("out/video_index.csv")["frames"].to_list() == [250]
     pl.DataFrame({"video_id": ["a.mp4"], "path": ["x"]}).write_csv("bad.csv")

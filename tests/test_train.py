@@ -41,7 +41,7 @@ def run(dataset, tmp_path: Path, spec, **kwargs) -> dict:
         spec,
         tmp_path / "metrics.json",
         tmp_path / "fold0.safetensors",
-        tmp_path / "ckpt",
+        tmp_path / "checkpoints",
         root=root,
         memory_log=tmp_path / "memory.jsonl",
         **kwargs,
@@ -165,24 +165,22 @@ def test_resume_after_sigkill_equals_uninterrupted_run(dataset, tmp_path):
         str(root),
         "--seed",
         "0",
-        "--out-metrics",
-        str(out / "metrics.json"),
-        "--out-weights",
-        str(out / "fold0.safetensors"),
-        "--checkpoint-dir",
-        str(out / "ckpt"),
+        "--out-dir",
+        str(out),
+        "--export-dir",
+        str(out),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (out / "ckpt" / "state.json").exists():
+    while not (out / "checkpoints" / "state.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline, (
             "training ended before its first checkpoint"
         )
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
-    killed_at = json.loads((out / "ckpt" / "state.json").read_text())["epoch"]
+    killed_at = json.loads((out / "checkpoints" / "state.json").read_text())["epoch"]
     assert killed_at < spec.epochs - 1 and not (out / "fold0.safetensors").exists()
 
     run(dataset, out, spec, seed=0)  # the requeued job (in-process: one interpreter start-up less)
