@@ -192,8 +192,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `fvc` parser with one subparser per command."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `fvc` parser with one subparser per command; with `only`, just that command gets its options
+    (parsing one command need not build the others)."""
     parser = argparse.ArgumentParser(
         prog="fvc",
         description="fake-video classifiers inside hard memory caps: one command per workflow stage",
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=f"example: {command.example}",
             formatter_class=HelpFormatter,
         )
+        if only not in (None, name):
+            continue
         command.options(sub)
         sub.add_argument(
             "--config",
@@ -249,8 +252,8 @@ def user_message(exc: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Parse, then run the command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
     command = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else "")
     if command is not None and command not in COMMANDS:
         print(f"fvc: unknown command {command!r}\n\n{parser.format_help()}", file=sys.stderr)
         return 2

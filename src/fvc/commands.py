@@ -75,11 +75,11 @@ def model_spec(config: dict, source: str, model: str) -> ModelSpec:
 
 
 def demo_data(args: argparse.Namespace, overrides: Overrides) -> int:
-    from fvc.data.demo import make_demo_dataset
-
     config, _ = settings(args, overrides)
     demo = DemoFiles(args.out_dir) if args.out_dir else DEMO
     spec = config["dataset"]["demo"]
+    from fvc.data.demo import make_demo_dataset
+
     rows = make_demo_dataset(demo.path, videos=spec["videos"], seed=spec["seed"], memory_log=args.memory_log)
     fake = sum(row["label"] == "fake" for row in rows)
     print(f"{len(rows)} videos ({fake} fake, {len(rows) - fake} real) in {demo.archive}")
@@ -87,14 +87,14 @@ def demo_data(args: argparse.Namespace, overrides: Overrides) -> int:
 
 
 def download(args: argparse.Namespace, overrides: Overrides) -> int:
-    from fvc.data.download import download_all
-
     config, _ = settings(args, overrides)
     demo = config["dataset"]["demo"]["enabled"] and args.manifest is None
     manifest = args.manifest or (DEMO.manifest if demo else Path(config["dataset"]["manifest"]))
     require(manifest, "fvc demo-data" if demo else None)
     out = DownloadFiles(args.out_dir) if args.out_dir else Layout(config["results_dir"]).download
     options = config["download"]
+    from fvc.data.download import download_all
+
     report = download_all(
         manifest,
         out.videos_dir,
@@ -114,25 +114,25 @@ def download(args: argparse.Namespace, overrides: Overrides) -> int:
 
 
 def index(args: argparse.Namespace, overrides: Overrides) -> int:
-    from fvc.data.index import build_index
-
     config, _ = settings(args, overrides)
     layout = Layout(config["results_dir"])
     videos = require(args.videos or layout.download.videos_csv, "fvc download")
     out = IndexFiles(args.out_dir) if args.out_dir else layout.index
+    from fvc.data.index import build_index
+
     report = build_index(videos, out.parquet, out.csv, out.rejected, memory_log=args.memory_log)
     print(f"indexed {report.indexed} videos, rejected {report.rejected} (see {out.rejected})")
     return 0
 
 
 def augment(args: argparse.Namespace, overrides: Overrides) -> int:
-    from fvc.clips.augment import augment_all
-
     config, _ = settings(args, overrides)
     layout = Layout(config["results_dir"])
     index_parquet = require(args.index or layout.index.parquet, "fvc index")
     out = AugmentFiles(args.out_dir) if args.out_dir else layout.augment
     clip = config["augment"]
+    from fvc.clips.augment import augment_all
+
     report = augment_all(
         index_parquet,
         out.clips_csv,
@@ -151,12 +151,12 @@ def augment(args: argparse.Namespace, overrides: Overrides) -> int:
 
 
 def folds(args: argparse.Namespace, overrides: Overrides) -> int:
-    from fvc.clips.folds import make_folds
-
     config, _ = settings(args, overrides)
     layout = Layout(config["results_dir"])
     clips = require(args.clips or layout.augment.clips_csv, "fvc augment")
     out = FoldsFiles(args.out_dir) if args.out_dir else layout.folds
+    from fvc.clips.folds import make_folds
+
     table = make_folds(
         clips,
         out.folds_csv,
@@ -170,8 +170,6 @@ def folds(args: argparse.Namespace, overrides: Overrides) -> int:
 
 
 def train(args: argparse.Namespace, overrides: Overrides) -> int:
-    from fvc.train.training import train_fold
-
     config, source = settings(args, overrides)
     spec = model_spec(config, source, args.model)
     k = config["folds"]["k"]
@@ -182,6 +180,8 @@ def train(args: argparse.Namespace, overrides: Overrides) -> int:
     folds_csv = require(args.folds or layout.folds.folds_csv, "fvc folds")
     out = TrainFiles(args.out_dir) if args.out_dir else layout.train(args.model, args.fold)
     exports = ExportFiles(args.export_dir) if args.export_dir else layout.exports(args.model)
+    from fvc.train.training import train_fold
+
     metrics = train_fold(
         clips,
         folds_csv,
@@ -201,8 +201,6 @@ def train(args: argparse.Namespace, overrides: Overrides) -> int:
 
 
 def infer(args: argparse.Namespace, overrides: Overrides) -> int:
-    from fvc.infer.inference import infer_model
-
     config, _ = settings(args, overrides)
     if args.model not in MODEL_NAMES:
         raise FvcError(f"--model {args.model!r}: no such model; models are {', '.join(MODEL_NAMES)}")
@@ -218,6 +216,8 @@ def infer(args: argparse.Namespace, overrides: Overrides) -> int:
     clips = require(args.clips or layout.augment.clips_csv, "fvc augment")
     folds_csv = require(args.folds or layout.folds.folds_csv, "fvc folds")
     out = InferFiles(args.out_dir) if args.out_dir else layout.infer(args.model)
+    from fvc.infer.inference import infer_model
+
     metrics = infer_model(
         args.model,
         weights,
@@ -235,8 +235,6 @@ def infer(args: argparse.Namespace, overrides: Overrides) -> int:
 
 
 def audit(args: argparse.Namespace, overrides: Overrides) -> int:
-    from fvc.slurm.audit import apply_recommendations, audit_workflow, render_table
-
     workdir = args.workdir or Path(".")
     if not workdir.is_dir():
         raise FvcError(f"{workdir}: no such workflow directory")
@@ -245,6 +243,8 @@ def audit(args: argparse.Namespace, overrides: Overrides) -> int:
         raise FvcError(f"{config_path}: no such file; give --config FILE, or --workdir of a workflow")
     config, _ = settings(args, overrides, workdir)
     out = AuditFiles(args.out_dir) if args.out_dir else Layout(workdir / config["results_dir"]).audit
+    from fvc.slurm.audit import apply_recommendations, audit_workflow, render_table
+
     result = audit_workflow(
         workdir,
         out.csv,
