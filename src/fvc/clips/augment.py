@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from fvc.clips.journal import Journal, read_journal
 from fvc.clips.store import write_clip
+from fvc.core.atomic import atomic_open
 from fvc.core.memory import MemoryLog
 from fvc.core.seeding import stable_seed
 from fvc.data.manifest import check_video_id
@@ -277,14 +278,10 @@ def _clip_row(clips_dir: str, video: dict, aug_idx: int, seed: int, num_frames: 
 
 
 def _write_rows_atomic(path: str | os.PathLike[str], columns: tuple[str, ...], rows: list[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _augment_video(video: dict, expected: list[dict], done: dict, journal: Journal, **clip: int) -> int:

@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
+from fvc.core.atomic import atomic_open, commit
 from fvc.core.memory import MemoryLog
 from fvc.data.archive import member_problems, safe_extract
 from fvc.data.manifest import ManifestEntry, read_manifest
@@ -198,7 +199,7 @@ def fetch(
         except FetchError:
             part.unlink()
             raise
-    os.replace(part, dest)
+    commit(part, dest)
     return checked
 
 
@@ -301,7 +302,7 @@ class _Run:
                 self.fail(entry, f"archive member {member!r}: {_reason(exc)}")
                 continue
             self.final(entry).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(extract_dir / member, self.final(entry))
+            commit(extract_dir / member, self.final(entry))
             self.progress.update(checked[1])
             self.succeed(entry, checked, fetched=True)
         shutil.rmtree(extract_dir, ignore_errors=True)
@@ -310,14 +311,11 @@ class _Run:
 
 
 def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
-    """Write a CSV atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    """Write a CSV atomically."""
+    with atomic_open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def download_all(

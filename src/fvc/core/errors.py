@@ -1,0 +1,2 @@
+class FvcError(Exception):
+    """A user-facing error: its message names the file or key that is wrong."""
