@@ -21,6 +21,7 @@ from fvc.core.atomic import (
     atomic_path,
     commit,
     human_bytes,
+    remove_stale_temps,
     write_bytes,
     write_text,
 )
@@ -57,9 +58,22 @@ def test_temp_names_are_unique_and_hidden_next_to_the_target(tmp_path):
     with atomic_path(target) as first, atomic_path(target) as second:
         assert first != second and first.parent == second.parent == tmp_path
         assert re.fullmatch(rf"\.out\.csv\.{os.getpid()}\.[0-9a-f]+\.tmp", first.name)
+        assert atomic.TEMP_NAME.fullmatch(first.name)  # so remove_stale_temps finds those a kill leaves
         first.write_text("a")
         second.write_text("b")
     assert target.read_text() == "a"  # the outer block commits last
+
+
+def test_stale_temps_of_killed_writers_are_removed(tmp_path):
+    (tmp_path / "sub").mkdir()
+    stale = [tmp_path / ".b.csv.4242.0123abcd.tmp", tmp_path / "sub" / ".a.csv.77.89abcdef.tmp"]
+    kept = [tmp_path / "b.csv", tmp_path / ".b.csv.tmp", tmp_path / "notes.tmp", tmp_path / ".x.1.short.tmp"]
+    for path in stale + kept:
+        path.write_text("x")
+    assert remove_stale_temps(tmp_path) == 1 and not stale[0].exists() and stale[1].exists()
+    assert remove_stale_temps(tmp_path, recursive=True) == 1 and not stale[1].exists()
+    assert all(path.exists() for path in kept)
+    assert remove_stale_temps(tmp_path / "missing") == 0
 
 
 def test_replacing_keeps_the_file_mode(tmp_path):

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from fvc.clips.journal import Journal, read_journal
 from fvc.clips.store import write_clip
-from fvc.core.atomic import atomic_open
+from fvc.core.atomic import atomic_open, remove_stale_temps
 from fvc.core.memory import MemoryLog
 from fvc.core.seeding import stable_seed
 from fvc.data.manifest import check_video_id
@@ -347,7 +347,8 @@ def augment_all(
         aug = int(row["aug_idx"]) if row["aug_idx"].isdigit() else -1
         if rows and 0 <= aug < len(rows) and rows[aug] == row and Path(row["clip_path"]).is_file():
             done[(row["original_video"], aug)] = row
-    mem.mark("start", videos=len(videos), resumed_clips=len(done))
+    stale = remove_stale_temps(clips_dir, recursive=True) + remove_stale_temps(Path(journal).parent)
+    mem.mark("start", videos=len(videos), resumed_clips=len(done), stale_temps=stale)
     log.info("augment: %d videos, %d clips already in %s", len(videos), len(done), journal)
     rejected: list[dict] = []
     made = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -41,7 +42,8 @@ def disk_full(folder: StrPath, needed: int | None = None) -> DiskFullError:
     except OSError:
         free = "unknown"
     need = f"{human_bytes(needed)} needed, " if needed is not None else ""
-    return DiskFullError(f"no space left on the device of {folder}: {need}{free} free; free space and rerun")
+    where = os.path.abspath(folder)
+    return DiskFullError(f"no space left on the device of {where}: {need}{free} free; free space and rerun")
 
 
 @contextlib.contextmanager
@@ -74,6 +76,9 @@ def commit(tmp_path: StrPath, final_path: StrPath) -> None:
     fsync_dir(final.parent)
 
 
+TEMP_NAME = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.tmp")
+
+
 def _create_temp(path: Path) -> Path:
     """A new empty file `.<name>.<pid>.<random>.tmp` next to `path`, created with the usual permissions
     (0o666 less the umask, unlike `tempfile.mkstemp`'s 0o600)."""
@@ -84,6 +89,19 @@ def _create_temp(path: Path) -> Path:
         except FileExistsError:
             continue
         return tmp
+
+
+def remove_stale_temps(folder: StrPath, recursive: bool = False) -> int:
+    """Delete the temporary files that killed writers left in `folder` (and below, if `recursive`); only for
+    a folder that no other process is writing to. Returns how many were removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    candidates = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+    stale = [path for path in candidates if TEMP_NAME.fullmatch(path.name) and path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def _keep_mode(path: Path, tmp: Path) -> None:

@@ -3,8 +3,8 @@
 Layout of a checkpoint folder: `{group}.epoch{N:04d}.safetensors` per tensor group (e.g. `model`,
 `optimizer`, `best`) and `state.json`. Each file is written atomically (`fvc.core.atomic`); `state.json` is
 written last and is the only thing a reader trusts, so a job killed at any moment leaves either the previous
-complete checkpoint or the new one. Files no longer named by `state.json`
-are removed after it is written. No pickle anywhere: optimizer state is flattened to tensors + JSON.
+complete checkpoint or the new one. Files no longer named by `state.json` (and temporary files of a killed
+job) are removed after it is written. No pickle anywhere: optimizer state is flattened to tensors + JSON.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from fvc.core.atomic import atomic_path, write_text
+from fvc.core.atomic import atomic_path, remove_stale_temps, write_text
 from fvc.weights.safetensors_io import LoadError, read_header
 
 STATE = "state.json"
@@ -86,6 +86,7 @@ def save_checkpoint(
     for path in folder.glob("*.safetensors"):
         if path.name not in files.values():
             path.unlink()
+    remove_stale_temps(folder)
     return state
 
 
