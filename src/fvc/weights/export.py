@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -77,10 +77,10 @@ def _header(tensors: Named, metadata: dict[str, str]) -> bytes:
     return encode_header(entries, metadata)
 
 
-def _write_tensor(fh: BinaryIO, tensor: torch.Tensor) -> None:
+def _write_tensor(fh: IO[bytes], tensor: torch.Tensor) -> None:
     """Cast one tensor to its export dtype on the CPU and append its raw bytes."""
     data = tensor.detach().to(device="cpu", dtype=_export_dtype(tensor)).contiguous()
-    fh.write(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
+    fh.write(data.reshape(-1).view(torch.uint8).numpy().data)
 
 
 def _json_bytes(obj: Any) -> bytes:
