@@ -1,20 +1,25 @@
 """Fault injection on a real, tiny filesystem: a full disk during augment is a one-line DiskFullError naming
-the folder, loses nothing already written, and the rerun (with space freed) resumes to the same result."""
+the folder, loses nothing already written, and the rerun (with space freed) resumes to the same result; a
+full disk during download stops the stage at once with the same error."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+from http_server import LoopbackServer
 from video_factory import make_video
 
 from fvc.clips.augment import CLIP_COLUMNS, AugmentReport, augment_all
 from fvc.clips.journal import read_journal
 from fvc.core.atomic import DiskFullError
+from fvc.data.download import download_all
 
 ARGS = {"num_frames": 8, "size": 32, "num_augmentations": 2, "seed": 1234}
 
@@ -92,3 +97,27 @@ def test_full_disk_during_augment_names_the_folder_and_the_rerun_resumes(small_f
     report = augment_in(small_fs, index)
     assert report.made == total - kept  # resumed: every clip journalled before the failure was kept
     assert outputs(small_fs) == outputs(reference)
+
+
+@pytest.mark.parametrize("source", ["http", "local"])
+def test_full_disk_during_download_stops_with_one_line_instead_of_failing_every_video(
+    small_fs, tmp_path, source
+):
+    """ENOSPC used to be retried and then counted as a failed fetch of every video."""
+    data = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    local = tmp_path / "a.mp4"
+    local.write_bytes(data)
+    with LoopbackServer({"/a.mp4": data}) as srv:
+        url = srv.url("/a.mp4") if source == "http" else str(local)
+        manifest = tmp_path / "manifest.csv"
+        sha = hashlib.sha256(data).hexdigest()
+        manifest.write_text(
+            f"video_id,url,label,group,sha256,size\nfake/a.mp4,{url},fake,g1,{sha},{len(data)}\n"
+        )
+        with pytest.raises(DiskFullError) as err:
+            download_all(manifest, small_fs / "videos", small_fs / "videos.csv", retries=3, backoff_s=0.01)
+    message = str(err.value)
+    assert (
+        message.startswith(f"no space left on the device of {small_fs}/videos/fake") and "\n" not in message
+    )
+    assert srv.requests["/a.mp4"] == (1 if source == "http" else 0)  # not retried

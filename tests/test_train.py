@@ -21,6 +21,7 @@ from fvc.clips.folds import fold_clips
 from fvc.models import MODEL_NAMES, build_model
 from fvc.train import checkpoint
 from fvc.train.training import _train_epoch, train_fold
+from fvc.weights.safetensors_io import LoadError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -117,7 +118,7 @@ def test_checkpoint_files_and_optimizer_round_trip(tmp_path):
     ]
     assert checkpoint.load_tensors(tmp_path, state, "model")["w"].tolist() == [1.0, 1.0]
     (tmp_path / "model.epoch0001.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="model.epoch0001.safetensors, which is missing"):
+    with pytest.raises(LoadError, match="model.epoch0001.safetensors, which is missing"):
         checkpoint.load_state(tmp_path)
 
 

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
-from fvc.core.atomic import atomic_open, commit
+from fvc.core.atomic import atomic_open, commit, disk_space_errors
 from fvc.core.memory import MemoryLog
 from fvc.data.archive import member_problems, safe_extract
 from fvc.data.manifest import ManifestEntry, read_manifest
@@ -136,7 +136,8 @@ def _http_attempt(url: str, part: Path, opts: FetchOptions, progress: tqdm) -> N
             log.info("%s: server ignored the Range request; starting over", url)
             offset = 0
         total = _content_total(resp, offset)
-        with open(part, "ab" if offset else "wb") as out:
+        needed = None if total is None else total - offset
+        with disk_space_errors(part.parent, needed), open(part, "ab" if offset else "wb") as out:
             while chunk := resp.read(opts.chunk_bytes):
                 out.write(chunk)
                 progress.update(len(chunk))
@@ -168,9 +169,9 @@ def fetch_http(url: str, part: Path, opts: FetchOptions, progress: tqdm) -> None
 
 
 def fetch_local(path: str, part: Path, opts: FetchOptions, progress: tqdm) -> None:
-    """Copy a local file into `part` in chunks."""
+    """Copy a local file into `part` in chunks (a full disk is a DiskFullError, not a failed fetch)."""
     try:
-        with open(path, "rb") as src, open(part, "wb") as out:
+        with disk_space_errors(part.parent), open(path, "rb") as src, open(part, "wb") as out:
             while chunk := src.read(opts.chunk_bytes):
                 out.write(chunk)
                 progress.update(len(chunk))

@@ -44,12 +44,12 @@ def load_state(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     try:
         state = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: corrupt checkpoint state ({exc}); delete the folder to start over"
-        ) from exc
+        raise LoadError(f"{path}: corrupt checkpoint state ({exc}); delete the folder to start over") from exc
     for group, name in state.get("files", {}).items():
         if not (path.parent / name).is_file():
-            raise FileNotFoundError(f"{path}: names {group} file {name}, which is missing")
+            raise LoadError(
+                f"{path}: names {group} file {name}, which is missing; delete the folder to start over"
+            )
     return state
 
 
