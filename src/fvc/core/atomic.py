@@ -1,9 +1,10 @@
 """Atomic file writes: every file fvc writes appears whole or not at all.
 
-A write goes to a uniquely named temporary file in the target's folder (`.<name>.<random>.tmp`), which is
-fsynced, renamed over the target with `os.replace`, and the folder is fsynced so the rename itself survives
-a crash. The temporary file is removed on any error. A full disk (ENOSPC) becomes a one-line `DiskFullError`
-naming the folder, the bytes needed when known and the space left."""
+A write goes to a uniquely named temporary file in the target's folder (`.<name>.<pid>.<random>.tmp`), which
+is fsynced, renamed over the target with `os.replace`, and the folder is fsynced so the rename itself
+survives a crash. The temporary file is removed on any error; those a killed process leaves behind are
+removed by `remove_stale_temps` at the next run of the stage that owns the folder. A full disk (ENOSPC)
+becomes a one-line `DiskFullError` naming the folder, the bytes needed when known and the space left."""
 
 from __future__ import annotations
 
