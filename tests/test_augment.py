@@ -256,14 +256,20 @@ def test_killed_at_random_points_resumes_to_identical_result(
 
 
 def test_torn_journal_and_orphan_clip(dataset: dict, baseline: Path, tmp_path: Path) -> None:
-    """A torn last line, a clip file whose row never made it, and a half-written temp file."""
+    """A torn last line, a clip file whose row never made it, and half-written temp files (removed)."""
     shutil.copytree(baseline / "out", tmp_path / "out")
     journal = tmp_path / "out/clips.partial.csv"
     lines = journal.read_text().splitlines(keepends=True)
     journal.write_text("".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2])  # drops 2 rows, tears one
     (tmp_path / "out/clips.csv").unlink()
-    (tmp_path / "out/clips/real/g00/v0.mp4.aug1.safetensors.tmp").write_bytes(b"half")
+    temps = [
+        tmp_path / "out/clips/real/g00/.v0.mp4.aug1.safetensors.4242.0badc0de.tmp",
+        tmp_path / "out/.clips.csv.4242.0badc0de.tmp",
+    ]
+    for temp in temps:
+        temp.write_bytes(b"half")
     report = run_in(tmp_path, dataset["index"])
+    assert not any(temp.exists() for temp in temps)
     assert report.made == 2
     assert outputs(tmp_path) == outputs(baseline)
     assert journal.read_text().count("\n") == 19

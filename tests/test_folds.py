@@ -87,7 +87,7 @@ def test_groups_never_straddle_splits_and_labels_are_stratified(tmp_path: Path, 
 def test_fold_clips_train_and_validation(tmp_path: Path, clips_csv: Path) -> None:
     folds_csv = tmp_path / "folds.csv"
     table = make_folds(clips_csv, folds_csv, k=3, test_fraction=0.25, seed=1)
-    test_rows = folds.test_clips(clips_csv, folds_csv)
+    test_rows = folds.held_out_clips(clips_csv, folds_csv)
     test_groups = set(test_rows["group"])
     assert set(test_rows["aug_idx"]) == {0}
     assert set(test_rows["original_video"]) == set(table.filter(pl.col("split") == "test")["video_id"])
@@ -137,7 +137,7 @@ def test_deterministic_across_processes_and_seed_sensitive(tmp_path: Path, clips
 def test_no_test_set(tmp_path: Path, clips_csv: Path) -> None:
     table = make_folds(clips_csv, tmp_path / "folds.csv", k=4, test_fraction=0, seed=1)
     assert set(table["split"]) == {"cv"} and set(table["fold"]) == {0, 1, 2, 3}
-    assert folds.test_clips(clips_csv, tmp_path / "folds.csv").height == 0
+    assert folds.held_out_clips(clips_csv, tmp_path / "folds.csv").height == 0
 
 
 def test_too_few_groups_names_the_numbers(tmp_path: Path) -> None:

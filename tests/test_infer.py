@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fvc.cli import main
-from fvc.clips.dataset import read_clip
+from fvc.clips.dataset import load_clip_tensor
 from fvc.infer.inference import FP16, FP32_FROM_FP16, binary_metrics, infer_model, predict
 from fvc.models import scale_clips
 from fvc.weights.lean_load import LoadError
@@ -66,7 +66,7 @@ def test_infer_writes_fold_and_ensemble_predictions(clip_set):
     assert table["label"].to_list() == [1, 1, 0, 0]
 
     clips = {
-        f"{'fake' if v % 2 else 'real'}/v{v}.mp4": read_clip(f"clips/v{v}_0.safetensors", 4, 16)
+        f"{'fake' if v % 2 else 'real'}/v{v}.mp4": load_clip_tensor(f"clips/v{v}_0.safetensors", 4, 16)
         for v in range(4)
     }
     batch = scale_clips(torch.stack([clips[v] for v in table["video_id"]]))

@@ -16,11 +16,12 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from train_fixtures import ROOT, tiny_spec, write_config, write_dataset
 
-from fvc.clips.dataset import ClipDataset, frame_indices, read_clip
+from fvc.clips.dataset import ClipDataset, frame_indices, load_clip_tensor
 from fvc.clips.folds import fold_clips
 from fvc.models import MODEL_NAMES, build_model
 from fvc.train import checkpoint
 from fvc.train.training import _train_epoch, train_fold
+from fvc.weights.safetensors_io import LoadError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -117,21 +118,21 @@ def test_checkpoint_files_and_optimizer_round_trip(tmp_path):
     ]
     assert checkpoint.load_tensors(tmp_path, state, "model")["w"].tolist() == [1.0, 1.0]
     (tmp_path / "model.epoch0001.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="model.epoch0001.safetensors, which is missing"):
+    with pytest.raises(LoadError, match="model.epoch0001.safetensors, which is missing"):
         checkpoint.load_state(tmp_path)
 
 
-def test_read_clip_subsamples_resizes_and_rejects_bad_files(tmp_path):
+def test_load_clip_tensor_subsamples_resizes_and_rejects_bad_files(tmp_path):
     frames = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 8, 8, 3).contiguous()
     save_file({"frames": frames}, str(tmp_path / "c.safetensors"))
-    clip = read_clip(tmp_path / "c.safetensors", 4, 4)
+    clip = load_clip_tensor(tmp_path / "c.safetensors", 4, 4)
     assert clip.shape == (4, 3, 4, 4) and clip.dtype == torch.uint8
     assert clip[:, 0, 0, 0].tolist() == frame_indices(10, 4) == [0, 3, 6, 9]
     save_file({"pixels": frames}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(ValueError, match=r"bad\.safetensors: no tensor 'frames'"):
-        read_clip(tmp_path / "bad.safetensors", 4, 4)
+        load_clip_tensor(tmp_path / "bad.safetensors", 4, 4)
     with pytest.raises(ValueError, match="cannot take 12 frames"):
-        read_clip(tmp_path / "c.safetensors", 12, 4)
+        load_clip_tensor(tmp_path / "c.safetensors", 12, 4)
 
 
 def test_checkpoint_of_another_spec_is_refused(dataset, tmp_path):

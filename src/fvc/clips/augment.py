@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from fvc.clips.journal import Journal, read_journal
 from fvc.clips.store import write_clip
+from fvc.core.atomic import atomic_open, remove_stale_temps
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.core.seeding import stable_seed
@@ -277,14 +278,10 @@ def _clip_row(clips_dir: str, video: dict, aug_idx: int, seed: int, num_frames: 
 
 
 def _write_rows_atomic(path: str | os.PathLike[str], columns: tuple[str, ...], rows: list[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _augment_video(video: dict, expected: list[dict], done: dict, journal: Journal, **clip: int) -> int:
@@ -350,7 +347,8 @@ def augment_all(
         aug = int(row["aug_idx"]) if row["aug_idx"].isdigit() else -1
         if rows and 0 <= aug < len(rows) and rows[aug] == row and Path(row["clip_path"]).is_file():
             done[(row["original_video"], aug)] = row
-    mem.mark("start", videos=len(videos), resumed_clips=len(done))
+    stale = remove_stale_temps(clips_dir, recursive=True) + remove_stale_temps(Path(journal).parent)
+    mem.mark("start", videos=len(videos), resumed_clips=len(done), stale_temps=stale)
     log.info("augment: %d videos, %d clips already in %s", len(videos), len(done), journal)
     rejected: list[dict] = []
     made = 0

@@ -9,8 +9,10 @@ import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset
+
+from fvc.weights.safetensors_io import LoadError, read_header
 
 
 def frame_indices(total: int, num_frames: int) -> list[int]:
@@ -20,19 +22,24 @@ def frame_indices(total: int, num_frames: int) -> list[int]:
     return [int(i) for i in np.linspace(0, total - 1, num_frames).round()]
 
 
-def read_clip(path: str | os.PathLike[str], num_frames: int, size: int) -> torch.Tensor:
-    """The clip at `path` subsampled to `num_frames` and resized to `size`: uint8 `[T, 3, size, size]`."""
+def load_clip_tensor(path: str | os.PathLike[str], num_frames: int, size: int) -> torch.Tensor:
+    """The clip file at `path` as a model input: only the `num_frames` frames it needs are read, resized to
+    `size`: uint8 `[T, 3, size, size]`. A damaged file raises LoadError naming it."""
+    tensors, _ = read_header(path)
+    frames_info = tensors.get("frames")
+    if frames_info is None:
+        raise LoadError(f"clip {path}: no tensor 'frames' (has {sorted(tensors)})")
+    shape = frames_info.shape
+    if len(shape) != 4 or shape[3] != 3 or frames_info.dtype != "U8":
+        raise LoadError(
+            f"clip {path}: 'frames' must be uint8 [T, H, W, 3], got {frames_info.dtype} {list(shape)}"
+        )
     try:
         with safe_open(str(path), framework="pt") as fh:
-            if "frames" not in fh.keys():
-                raise ValueError(f"clip {path}: no tensor 'frames' (has {sorted(fh.keys())})")
             frames = fh.get_slice("frames")
-            shape, dtype = frames.get_shape(), frames.get_dtype()
-            if len(shape) != 4 or shape[3] != 3 or dtype != "U8":
-                raise ValueError(f"clip {path}: 'frames' must be uint8 [T, H, W, 3], got {dtype} {shape}")
             clip = torch.cat([frames[i : i + 1] for i in frame_indices(shape[0], num_frames)])
-    except (OSError, RuntimeError) as exc:
-        raise ValueError(f"clip {path}: cannot read ({exc})") from exc
+    except (OSError, SafetensorError) as exc:
+        raise LoadError(f"clip {path}: cannot read ({exc})") from exc
     clip = clip.permute(0, 3, 1, 2)
     if clip.shape[-2:] != (size, size):
         resized = F.interpolate(
@@ -57,4 +64,4 @@ class ClipDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return read_clip(self.paths[index], self.num_frames, self.size), self.labels[index]
+        return load_clip_tensor(self.paths[index], self.num_frames, self.size), self.labels[index]

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 from sklearn.model_selection import StratifiedGroupKFold
 
+from fvc.core.atomic import atomic_path
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.core.seeding import stable_seed
@@ -166,14 +166,6 @@ def _check_labels_in_every_split(folds: pl.DataFrame, k: int, source: str) -> No
             )
 
 
-def _write_csv_atomic(frame: pl.DataFrame, out_csv: str | os.PathLike[str]) -> None:
-    out = Path(out_csv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    frame.write_csv(tmp)
-    os.replace(tmp, out)
-
-
 def make_folds(
     clips_csv: str | os.PathLike[str],
     out_csv: str | os.PathLike[str],
@@ -189,7 +181,8 @@ def make_folds(
     mem.mark("start")
     videos = read_videos(clips_csv)
     folds = assign_folds(videos, k, test_fraction, seed, str(clips_csv))
-    _write_csv_atomic(folds, out_csv)
+    with atomic_path(out_csv) as tmp:
+        folds.write_csv(tmp)
     counts = folds.group_by("split", "fold", "label").len().sort("split", "fold", "label")
     log.info("folds of %d videos (%d groups): %s", folds.height, folds["group"].n_unique(), counts.rows())
     if test_fraction <= 0:
@@ -232,7 +225,7 @@ def fold_clips(
     return train, val
 
 
-def test_clips(clips_csv: str | os.PathLike[str], folds_csv: str | os.PathLike[str]) -> pl.DataFrame:
+def held_out_clips(clips_csv: str | os.PathLike[str], folds_csv: str | os.PathLike[str]) -> pl.DataFrame:
     """The original clips (aug_idx 0) of the held-out test videos."""
     clips = _clips_with_folds(clips_csv, folds_csv)
     return clips.filter((pl.col("split") == "test") & (pl.col("aug_idx") == 0))

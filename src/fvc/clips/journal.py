@@ -10,7 +10,8 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+
+from fvc.core.atomic import atomic_open, disk_space_errors
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +60,24 @@ class Journal:
     ) -> None:
         self.path = Path(path)
         self.columns = list(columns)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as fh:
+        with atomic_open(self.path, "w", newline="") as fh:
             fh.write(_line(self.columns))
             for row in rows:
                 fh.write(_line(row[c] for c in self.columns))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        self._fh: IO[str] = self.path.open("a", newline="")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def append(self, row: dict) -> None:
-        """Add one row and make it durable before returning."""
-        self._fh.write(_line(row[c] for c in self.columns))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        """Add one row and make it durable before returning. Unbuffered, so nothing is left to flush after a
+        failure: a full disk raises DiskFullError, and the torn line it may leave is dropped on reading."""
+        data = _line(row[c] for c in self.columns).encode("utf-8")
+        with disk_space_errors(self.path.parent, len(data)):
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+            os.fsync(self._fd)
 
     def close(self) -> None:
-        self._fh.close()
+        os.close(self._fd)
 
     def __enter__(self) -> Journal:
         return self

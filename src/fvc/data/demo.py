@@ -23,6 +23,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+from fvc.core.atomic import atomic_open
 from fvc.core.memory import MemoryLog
 from fvc.core.seeding import stable_seed
 
@@ -171,36 +172,29 @@ def make_demo_dataset(
     memory = MemoryLog(memory_log, "demo_data")
     memory.mark("start", videos=videos, seed=seed)
     archive, manifest = out_dir / ARCHIVE_NAME, out_dir / MANIFEST_NAME
-    tmp_archive, tmp_manifest = out_dir / f".{ARCHIVE_NAME}.tmp", out_dir / f".{MANIFEST_NAME}.tmp"
     rows = []
-    try:
-        with (
-            open(tmp_archive, "wb") as raw,
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            for video in tqdm(plan_videos(videos, seed), desc="demo videos", unit="video"):
-                data = encode_video(video)
-                tar.addfile(_tar_info(video.video_id, len(data)), io.BytesIO(data))
-                rows.append(
-                    {
-                        "video_id": video.video_id,
-                        "url": f"{ARCHIVE_NAME}#{video.video_id}",
-                        "label": video.label,
-                        "group": video.group,
-                        "sha256": hashlib.sha256(data).hexdigest(),
-                        "size": len(data),
-                    }
-                )
-                memory.mark("video", video_id=video.video_id, bytes=len(data))
-        with open(tmp_manifest, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp_archive, archive)
-        os.replace(tmp_manifest, manifest)
-    finally:
-        tmp_archive.unlink(missing_ok=True)
-        tmp_manifest.unlink(missing_ok=True)
+    with (
+        atomic_open(archive) as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for video in tqdm(plan_videos(videos, seed), desc="demo videos", unit="video"):
+            data = encode_video(video)
+            tar.addfile(_tar_info(video.video_id, len(data)), io.BytesIO(data))
+            rows.append(
+                {
+                    "video_id": video.video_id,
+                    "url": f"{ARCHIVE_NAME}#{video.video_id}",
+                    "label": video.label,
+                    "group": video.group,
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "size": len(data),
+                }
+            )
+            memory.mark("video", video_id=video.video_id, bytes=len(data))
+    with atomic_open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
     memory.mark("end", videos=len(rows), archive_bytes=archive.stat().st_size)
     return rows

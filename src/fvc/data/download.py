@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
+from fvc.core.atomic import atomic_open, commit, disk_space_errors
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.data.archive import member_problems, safe_extract
@@ -134,7 +135,8 @@ def _http_attempt(url: str, part: Path, opts: FetchOptions, progress: tqdm) -> N
             log.info("%s: server ignored the Range request; starting over", url)
             offset = 0
         total = _content_total(resp, offset)
-        with open(part, "ab" if offset else "wb") as out:
+        needed = None if total is None else total - offset
+        with disk_space_errors(part.parent, needed), open(part, "ab" if offset else "wb") as out:
             while chunk := resp.read(opts.chunk_bytes):
                 out.write(chunk)
                 progress.update(len(chunk))
@@ -166,9 +168,9 @@ def fetch_http(url: str, part: Path, opts: FetchOptions, progress: tqdm) -> None
 
 
 def fetch_local(path: str, part: Path, opts: FetchOptions, progress: tqdm) -> None:
-    """Copy a local file into `part` in chunks."""
+    """Copy a local file into `part` in chunks (a full disk is a DiskFullError, not a failed fetch)."""
     try:
-        with open(path, "rb") as src, open(part, "wb") as out:
+        with disk_space_errors(part.parent), open(path, "rb") as src, open(part, "wb") as out:
             while chunk := src.read(opts.chunk_bytes):
                 out.write(chunk)
                 progress.update(len(chunk))
@@ -197,7 +199,7 @@ def fetch(
         except FetchError:
             part.unlink()
             raise
-    os.replace(part, dest)
+    commit(part, dest)
     return checked
 
 
@@ -300,7 +302,7 @@ class _Run:
                 self.fail(entry, f"archive member {member!r}: {_reason(exc)}")
                 continue
             self.final(entry).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(extract_dir / member, self.final(entry))
+            commit(extract_dir / member, self.final(entry))
             self.progress.update(checked[1])
             self.succeed(entry, checked, fetched=True)
         shutil.rmtree(extract_dir, ignore_errors=True)
@@ -309,14 +311,11 @@ class _Run:
 
 
 def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
-    """Write a CSV atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    """Write a CSV atomically."""
+    with atomic_open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def download_all(

@@ -22,6 +22,7 @@ import av
 import polars as pl
 from tqdm import tqdm
 
+from fvc.core.atomic import atomic_path
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.data.video import count_frames
@@ -173,10 +174,8 @@ def _read_videos(videos_csv: Path) -> pl.DataFrame:
 
 
 def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp) if path.suffix == ".parquet" else frame.write_csv(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp) if path.suffix == ".parquet" else frame.write_csv(tmp)
 
 
 def build_index(

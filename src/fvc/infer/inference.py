@@ -16,7 +16,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,24 +27,20 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fvc.clips.dataset import ClipDataset
-from fvc.clips.folds import test_clips
+from fvc.clips.folds import held_out_clips
+from fvc.core.atomic import atomic_path, write_text
+from fvc.core.devices import resolve_device
 from fvc.core.memory import MB, MemoryLog
 from fvc.infer.preflight import preflight
 from fvc.models import build_model, scale_clips
 from fvc.weights.export import config_path
-from fvc.weights.lean_load import LoadError, check_tensors, lean_load, tensor_infos
+from fvc.weights.lean_load import check_tensors, lean_load, tensor_infos
+from fvc.weights.safetensors_io import LoadError
 
 log = logging.getLogger(__name__)
 FP16 = "fp16"
 FP32_FROM_FP16 = "fp32 compute from fp16 storage"
 Paths = Sequence[str | os.PathLike[str]]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """`auto` -> CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def read_export_config(weights_path: str | os.PathLike[str], model_name: str | None = None) -> dict[str, Any]:
@@ -171,18 +166,6 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _replace_atomic(path: str | os.PathLike[str], write: Any) -> None:
-    """`write(tmp_path)` then move it to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def infer_model(
     model_name: str,
     weights: Paths,
@@ -201,9 +184,9 @@ def infer_model(
     the job (Snakemake's) left out of the pre-flight allowance. Returns the metrics."""
     memory = MemoryLog(memory_log, "infer")
     memory.mark("start", model=model_name, folds=len(weights))
-    dev = resolve_device(device)
+    dev = resolve_device(device, "infer.device")
     configs = [read_export_config(path, model_name) for path in weights]
-    clips = test_clips(clips_csv, folds_csv).sort("original_video", "clip_path")
+    clips = held_out_clips(clips_csv, folds_csv).sort("original_video", "clip_path")
     if clips.is_empty():
         raise ValueError(f"{folds_csv}: no test clips (split == test, aug_idx 0) in {clips_csv}")
     check_exports(weights, configs)
@@ -244,8 +227,10 @@ def infer_model(
         ],
         "ensemble": binary_metrics(labels, videos["prob_ensemble"].to_numpy()),
     }
-    _replace_atomic(out_parquet, videos.write_parquet)
-    _replace_atomic(out_csv, videos.write_csv)
-    _replace_atomic(out_metrics, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2) + "\n"))
+    with atomic_path(out_parquet) as tmp:
+        videos.write_parquet(tmp)
+    with atomic_path(out_csv) as tmp:
+        videos.write_csv(tmp)
+    write_text(out_metrics, json.dumps(metrics, indent=2) + "\n")
     memory.mark("end", videos=videos.height)
     return metrics

@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from fvc.core.atomic import atomic_path
 from fvc.core.config import MODEL_NAMES, load_config
 from fvc.core.memory import MemoryLog
 from fvc.slurm.sacct import MB, Job, SacctUnavailable, read_sacct
@@ -355,14 +356,9 @@ def apply_recommendations(config_path: str | Path, recs: list[Recommendation]) -
     new = edit_config_text(old, [r for r in recs if r.action != "keep"], str(path))
     if new == old:
         return ""
-    tmp = path.with_name(path.name + ".audit-tmp")
-    tmp.write_text(new)
-    try:
+    with atomic_path(path) as tmp:
+        tmp.write_text(new)
         load_config(tmp)
-    except Exception:
-        tmp.unlink()
-        raise
-    tmp.replace(path)
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), str(path), str(path)))
 
 

@@ -1,10 +1,10 @@
 """Atomic epoch checkpoints: safetensors tensor files + one JSON state that names them.
 
 Layout of a checkpoint folder: `{group}.epoch{N:04d}.safetensors` per tensor group (e.g. `model`,
-`optimizer`, `best`) and `state.json`. Each file is written to a temporary name, flushed and moved into place
-with `os.replace`; `state.json` is written last and is the only thing a reader trusts, so a job killed at any
-moment leaves either the previous complete checkpoint or the new one. Files no longer named by `state.json`
-are removed after it is written. No pickle anywhere: optimizer state is flattened to tensors + JSON.
+`optimizer`, `best`) and `state.json`. Each file is written atomically (`fvc.core.atomic`); `state.json` is
+written last and is the only thing a reader trusts, so a job killed at any moment leaves either the previous
+complete checkpoint or the new one. Files no longer named by `state.json` (and temporary files of a killed
+job) are removed after it is written. No pickle anywhere: optimizer state is flattened to tensors + JSON.
 """
 
 from __future__ import annotations
@@ -15,29 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from fvc.core.atomic import atomic_path, remove_stale_temps, write_text
+from fvc.weights.safetensors_io import LoadError, read_header
 
 STATE = "state.json"
 
 
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write `tensors` (moved to CPU, contiguous) as safetensors at `path`, atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
-    _fsync_replace(tmp, path)
+    needed = sum(t.numel() * t.element_size() for t in tensors.values())
+    with atomic_path(path, needed) as tmp:
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def write_json(path: Path, obj: Any) -> None:
     """Write `obj` as JSON at `path`, atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    _fsync_replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1))
 
 
 def load_state(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -48,20 +44,25 @@ def load_state(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     try:
         state = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: corrupt checkpoint state ({exc}); delete the folder to start over"
-        ) from exc
+        raise LoadError(f"{path}: corrupt checkpoint state ({exc}); delete the folder to start over") from exc
     for group, name in state.get("files", {}).items():
         if not (path.parent / name).is_file():
-            raise FileNotFoundError(f"{path}: names {group} file {name}, which is missing")
+            raise LoadError(
+                f"{path}: names {group} file {name}, which is missing; delete the folder to start over"
+            )
     return state
 
 
 def load_tensors(
     checkpoint_dir: str | os.PathLike[str], state: dict[str, Any], group: str
 ) -> dict[str, torch.Tensor]:
-    """The tensors of `group` in the checkpoint described by `state`."""
-    return load_file(str(Path(checkpoint_dir) / state["files"][group]))
+    """The tensors of `group` in the checkpoint described by `state` (LoadError naming a damaged file)."""
+    path = Path(checkpoint_dir) / state["files"][group]
+    read_header(path)
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise LoadError(f"{path}: cannot read ({exc}); delete the checkpoint folder to start over") from exc
 
 
 def save_checkpoint(
@@ -85,6 +86,7 @@ def save_checkpoint(
     for path in folder.glob("*.safetensors"):
         if path.name not in files.values():
             path.unlink()
+    remove_stale_temps(folder)
     return state
 
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from fvc.clips.dataset import ClipDataset
 from fvc.clips.folds import fold_clips
 from fvc.core.config import ModelSpec
+from fvc.core.devices import resolve_device
 from fvc.core.memory import MemoryLog
 from fvc.core.seeding import stable_seed
 from fvc.models import ClipClassifier, build_model, check_trainable, export_config, scale_clips
@@ -36,15 +37,6 @@ from fvc.train import checkpoint
 from fvc.weights.export import export_fp16
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu; `cuda` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but torch sees no GPU")
-    return torch.device(device)
 
 
 def classification_metrics(labels: np.ndarray, scores: np.ndarray, loss: float) -> dict[str, float | None]:
@@ -182,7 +174,7 @@ def train_fold(
             f"{clips_csv} / {folds_csv}: fold {fold} has {train_rows.height} training and "
             f"{val_rows.height} validation clips; both must be non-empty"
         )
-    dev = resolve_device(device)
+    dev = resolve_device(device, "train.device")
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(stable_seed(seed, spec.name, fold, "init"))

@@ -8,8 +8,9 @@ Layout for `weights_path = .../fold0.safetensors`:
   transformers writes it), and `fold0.safetensors` itself is a valid safetensors file with no tensors whose
   metadata `fvc_index` names the index, so the path a workflow declares always exists and loads.
 
-The config goes to `fold0.json`. Every file is written to a temporary name and moved into place with
-`os.replace`; the file at `weights_path` is written last, so its presence means the export is complete.
+The config goes to `fold0.json`. Every file is written atomically (`fvc.core.atomic`); the file at
+`weights_path` is written last, so its presence means the export is complete. Headers come from
+`fvc.weights.safetensors_io`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import torch
 from torch import nn
+
+from fvc.core.atomic import atomic_open, write_bytes
+from fvc.weights.safetensors_io import encode_header
 
 Named = list[tuple[str, torch.Tensor]]
 
@@ -68,54 +72,28 @@ def _nbytes(tensor: torch.Tensor) -> int:
 
 
 def _header(tensors: Named, metadata: dict[str, str]) -> bytes:
-    """The safetensors header (8-byte little-endian length + JSON padded to 8 bytes) for the fp16 tensors."""
-    header: dict[str, Any] = {"__metadata__": metadata}
-    offset = 0
-    for name, tensor in tensors:
-        size = _nbytes(tensor)
-        header[name] = {
-            "dtype": SAFETENSORS_DTYPES[_export_dtype(tensor)],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text
+    """The safetensors header of the export-dtype tensors, in their order."""
+    entries = [(name, SAFETENSORS_DTYPES[_export_dtype(t)], tuple(t.shape)) for name, t in tensors]
+    return encode_header(entries, metadata)
 
 
-def _write_tensor(fh: BinaryIO, tensor: torch.Tensor) -> None:
+def _write_tensor(fh: IO[bytes], tensor: torch.Tensor) -> None:
     """Cast one tensor to its export dtype on the CPU and append its raw bytes."""
     data = tensor.detach().to(device="cpu", dtype=_export_dtype(tensor)).contiguous()
-    fh.write(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
+    fh.write(data.reshape(-1).view(torch.uint8).numpy().data)
 
 
 def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, indent=2).encode("utf-8") + b"\n"
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call `write(fh)` on a temporary file next to `path`, fsync it and move it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_safetensors(path: Path, tensors: Named, metadata: dict[str, str]) -> None:
     """Stream `tensors` into a safetensors file, casting floating ones to fp16 one at a time."""
-
-    def write(fh: BinaryIO) -> None:
-        fh.write(_header(tensors, metadata))
+    header = _header(tensors, metadata)
+    with atomic_open(path, needed=len(header) + sum(_nbytes(t) for _, t in tensors)) as fh:
+        fh.write(header)
         for _, tensor in tensors:
             _write_tensor(fh, tensor)
-
-    _atomic_write(path, write)
 
 
 def _split(tensors: Iterable[tuple[str, torch.Tensor]], max_shard_bytes: int) -> list[Named]:
@@ -157,7 +135,7 @@ def export_fp16(
             raise TypeError(f"{weights_path}: tensor {name!r}: no safetensors dtype for {tensor.dtype}")
     metadata = {"format": "pt"}
     config = {**export_config, "dtype": "float16"}
-    _atomic_write(config_path(weights_path), lambda fh: fh.write(_json_bytes(config)))
+    write_bytes(config_path(weights_path), _json_bytes(config))
 
     shards = _split(tensors, max_shard_bytes) if max_shard_bytes else [tensors]
     if len(shards) == 1:
@@ -172,6 +150,6 @@ def export_fp16(
         weight_map.update({tensor_name: name for tensor_name, _ in shard})
     index = {"metadata": {"total_size": sum(_nbytes(t) for _, t in tensors)}, "weight_map": weight_map}
     index_file = index_path(weights_path)
-    _atomic_write(index_file, lambda fh: fh.write(_json_bytes(index)))
+    write_bytes(index_file, _json_bytes(index))
     write_safetensors(weights_path, [], {**metadata, INDEX_KEY: index_file.name})
     _remove_stale_shards(weights_path, keep=set(names))

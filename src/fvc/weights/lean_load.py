@@ -13,90 +13,16 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from fvc.core.errors import FvcError
 from fvc.weights.export import INDEX_KEY
+from fvc.weights.safetensors_io import LoadError, TensorInfo, read_header
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-DTYPE_BYTES = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "U16": 2,
-    "U32": 4,
-    "U64": 8,
-}
-FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
-
-
-class LoadError(FvcError, ValueError):
-    """Weights that cannot be loaded into the module; the message names the file and the tensors."""
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One tensor as a safetensors header describes it (no data read)."""
-
-    file: Path
-    dtype: str
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes stored in the file."""
-        return DTYPE_BYTES[self.dtype] * _numel(self.shape)
-
-    def loaded_nbytes(self, dtype: torch.dtype = torch.float16) -> int:
-        """Bytes once loaded: floating tensors in `dtype`, others as stored."""
-        if self.dtype in FLOAT_DTYPES:
-            return dtype.itemsize * _numel(self.shape)
-        return self.nbytes
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
-
-
-def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Tensors and metadata of one safetensors file from its header (8-byte length + JSON) only."""
-    path = Path(path)
-    with path.open("rb") as fh:
-        raw = fh.read(8)
-        length = int.from_bytes(raw, "little") if len(raw) == 8 else -1
-        if not 2 <= length <= MAX_HEADER_BYTES:
-            raise LoadError(f"{path}: not a safetensors file (header length {length})")
-        try:
-            header = json.loads(fh.read(length))
-        except ValueError as exc:
-            raise LoadError(f"{path}: unreadable safetensors header: {exc}") from exc
-    metadata = header.pop("__metadata__", None) or {}
-    try:
-        tensors = {n: TensorInfo(path, entry["dtype"], tuple(entry["shape"])) for n, entry in header.items()}
-    except (KeyError, TypeError) as exc:
-        raise LoadError(f"{path}: malformed safetensors header entry: {exc}") from exc
-    unknown = sorted({t.dtype for t in tensors.values()} - DTYPE_BYTES.keys())
-    if unknown:
-        raise LoadError(f"{path}: unsupported dtypes {unknown}")
-    return tensors, metadata
 
 
 def _refuse_pickle(path: Path) -> None:
@@ -230,13 +156,16 @@ def lean_load(
         model = build()
     check_tensors(model, infos, weights_path)
     for file in weight_files(weights_path):
-        with safe_open(file, framework="pt", device="cpu") as fh:
-            for name in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
-                tensor = fh.get_tensor(name)
-                if tensor.is_floating_point() and tensor.dtype != dtype:
-                    tensor = tensor.to(dtype)
-                _assign(model, name, tensor.to(device))
-                del tensor
+        try:
+            with safe_open(file, framework="pt", device="cpu") as fh:
+                for name in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    tensor = fh.get_tensor(name)
+                    if tensor.is_floating_point() and tensor.dtype != dtype:
+                        tensor = tensor.to(dtype)
+                    _assign(model, name, tensor.to(device))
+                    del tensor
+        except (OSError, SafetensorError) as exc:
+            raise LoadError(f"{file}: cannot read ({exc})") from exc
     _restore_meta_buffers(model, build, device, dtype)
     still_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if still_meta:
