@@ -7,10 +7,9 @@ log_to(snakemake.log.main)
 from fvc.slurm.audit import audit_workflow
 
 audit_workflow(
-    ".",
-    snakemake.output.csv,
+    workdir=".",
+    out_csv=snakemake.output.csv,
     out_parquet=snakemake.output.parquet,
-    safety_factor=snakemake.params.safety_factor,
     config=dict(snakemake.config),
     plot=snakemake.output.plot,
     snippet_path=snakemake.output.recommended,
@@ -18,4 +17,5 @@ audit_workflow(
     predictions=dict(zip(snakemake.params.models, snakemake.input.predictions, strict=True)),
     roc_dir=snakemake.output.roc,
     metrics_html=snakemake.output.metrics,
+    **snakemake.params.settings,
 )

@@ -9,8 +9,7 @@ log_to(snakemake.log.main)
 from fvc.data.demo import make_demo_dataset
 
 make_demo_dataset(
-    Path(snakemake.output.manifest).parent,
-    videos=snakemake.params.videos,
-    seed=snakemake.params.seed,
+    out_dir=Path(snakemake.output.manifest).parent,
     memory_log=snakemake.log.memory,
+    **snakemake.params.settings,
 )

@@ -7,10 +7,8 @@ log_to(snakemake.log.main)
 from fvc.clips.folds import make_folds
 
 make_folds(
-    snakemake.input.clips,
-    snakemake.output.folds,
-    k=snakemake.params.k,
-    test_fraction=snakemake.params.test_fraction,
-    seed=snakemake.params.seed,
+    clips_csv=snakemake.input.clips,
+    out_csv=snakemake.output.folds,
     memory_log=snakemake.log.memory,
+    **snakemake.params.settings,
 )

@@ -7,9 +7,9 @@ log_to(snakemake.log.main)
 from fvc.data.index import build_index
 
 build_index(
-    snakemake.input.videos,
-    snakemake.output.parquet,
-    snakemake.output.csv,
-    snakemake.output.rejected,
+    videos_csv=snakemake.input.videos,
+    out_parquet=snakemake.output.parquet,
+    out_csv=snakemake.output.csv,
+    rejected_csv=snakemake.output.rejected,
     memory_log=snakemake.log.memory,
 )
