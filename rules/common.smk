@@ -1,8 +1,10 @@
 """Helpers shared by the rules: paths, the model table, and resources drawn from the config."""
 
+import os
 from pathlib import Path
 
 from fvc.core.config import model_specs
+from fvc.core.joblog import SNAKEMAKE_PID_ENV
 
 RESULTS = config["results_dir"]
 # Fields of a model's row that size its jobs (resources) rather than shape its results: editing them reruns nothing.
@@ -10,6 +12,8 @@ RESOURCE_FIELDS = ("mem_mb", "infer_mem_mb", "runtime")
 MODEL_SPECS = model_specs(config, "config.yaml")
 TRAIN_MODELS = config["train"]["models"]
 FOLDS = list(range(config["folds"]["k"]))
+# Jobs end when this snakemake process ends (fvc.core.joblog.exit_with_snakemake): no orphans of a killed run.
+os.environ[SNAKEMAKE_PID_ENV] = str(os.getpid())
 
 
 wildcard_constraints:

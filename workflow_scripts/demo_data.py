@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
-from fvc.core.joblog import log_to
+from fvc.core.joblog import exit_with_snakemake, log_to
 
 log_to(snakemake.log.main)
+exit_with_snakemake()
 
 from fvc.data.demo import make_demo_dataset
 

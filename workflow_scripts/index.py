@@ -1,8 +1,9 @@
 """Snakemake adapter for rule `index`."""
 
-from fvc.core.joblog import log_to
+from fvc.core.joblog import exit_with_snakemake, log_to
 
 log_to(snakemake.log.main)
+exit_with_snakemake()
 
 from fvc.data.index import build_index
 

@@ -1,8 +1,9 @@
 """Snakemake adapter for rule `infer`."""
 
-from fvc.core.joblog import log_to
+from fvc.core.joblog import exit_with_snakemake, log_to
 
 log_to(snakemake.log.main)
+exit_with_snakemake()
 
 from fvc.infer.inference import infer_model
 
