@@ -39,7 +39,7 @@ rule audit:
         mem_mb=rule_mem_mb("audit"),
         runtime=rule_runtime("audit"),
     params:
-        safety_factor=config["audit"]["safety_factor"],
+        settings=settings(safety_factor=config["audit"]["safety_factor"]),
         models=TRAIN_MODELS,
     script:
         "../workflow_scripts/audit.py"

@@ -20,9 +20,11 @@ rule augment:
         # job keeps them and the rerun resumes where it stopped.
         clips_dir=beside("clips", "clips"),
         journal=beside("clips", "clips.partial.csv"),
-        num_frames=config["augment"]["num_frames"],
-        size=config["augment"]["size"],
-        num_augmentations=config["augment"]["num_augmentations"],
-        seed=config["seed"],
+        settings=settings(
+            num_frames=config["augment"]["num_frames"],
+            size=config["augment"]["size"],
+            num_augmentations=config["augment"]["num_augmentations"],
+            seed=config["seed"],
+        ),
     script:
         "../workflow_scripts/augment.py"

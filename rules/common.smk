@@ -1,13 +1,19 @@
 """Helpers shared by the rules: paths, the model table, and resources drawn from the config."""
 
+import os
 from pathlib import Path
 
 from fvc.core.config import model_specs
+from fvc.core.joblog import SNAKEMAKE_PID_ENV
 
 RESULTS = config["results_dir"]
+# Fields of a model's row that size its jobs (resources) rather than shape its results: editing them reruns nothing.
+RESOURCE_FIELDS = ("mem_mb", "infer_mem_mb", "runtime")
 MODEL_SPECS = model_specs(config, "config.yaml")
 TRAIN_MODELS = config["train"]["models"]
 FOLDS = list(range(config["folds"]["k"]))
+# Jobs end when this snakemake process ends (fvc.core.joblog.exit_with_snakemake): no orphans of a killed run.
+os.environ[SNAKEMAKE_PID_ENV] = str(os.getpid())
 
 
 wildcard_constraints:
@@ -47,9 +53,27 @@ def rule_runtime(name):
     return config["resources"][name]["runtime"]
 
 
-def train_spec(wildcards):
-    """The model's row of the per-model table."""
-    return MODEL_SPECS[wildcards.model]
+def canonical(value):
+    """`value` with every dict's keys sorted, so that its repr depends on the content alone."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(item) for item in value]
+    return value
+
+
+def settings(**values):
+    """One `params:` value holding every config key a stage reads. Snakemake records the repr of each plain
+    params value with the job's outputs, so an edit of any of these keys reruns the stage (the params rerun
+    trigger), and the plan's reason shows the keys with their old and new values."""
+    return canonical(values)
+
+
+def model_row(wildcards):
+    """The model's row of the per-model table less its resources, as a params value: editing any other
+    field (batch split, clip shape, epochs, lr, params...) reruns the model's jobs."""
+    row = config["models"][wildcards.model]
+    return canonical({k: v for k, v in row.items() if k not in RESOURCE_FIELDS})
 
 
 def train_mem_mb(wildcards, attempt):

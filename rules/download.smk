@@ -14,8 +14,10 @@ rule demo_data:
         mem_mb=rule_mem_mb("demo_data"),
         runtime=rule_runtime("demo_data"),
     params:
-        videos=config["dataset"]["demo"]["videos"],
-        seed=config["dataset"]["demo"]["seed"],
+        settings=settings(
+            videos=config["dataset"]["demo"]["videos"],
+            seed=config["dataset"]["demo"]["seed"],
+        ),
     script:
         "../workflow_scripts/demo_data.py"
 
@@ -39,9 +41,11 @@ rule download:
     params:
         out_dir=beside("videos", "videos"),
         failed=beside("videos", "failed.csv"),
-        chunk_bytes=config["download"]["chunk_bytes"],
-        retries=config["download"]["retries"],
-        timeout_s=config["download"]["timeout_s"],
-        max_failed_fraction=config["download"]["max_failed_fraction"],
+        settings=settings(
+            chunk_bytes=config["download"]["chunk_bytes"],
+            retries=config["download"]["retries"],
+            timeout_s=config["download"]["timeout_s"],
+            max_failed_fraction=config["download"]["max_failed_fraction"],
+        ),
     script:
         "../workflow_scripts/download.py"

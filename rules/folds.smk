@@ -14,8 +14,10 @@ rule folds:
         mem_mb=rule_mem_mb("folds"),
         runtime=rule_runtime("folds"),
     params:
-        k=config["folds"]["k"],
-        test_fraction=config["folds"]["test_fraction"],
-        seed=config["seed"],
+        settings=settings(
+            k=config["folds"]["k"],
+            test_fraction=config["folds"]["test_fraction"],
+            seed=config["seed"],
+        ),
     script:
         "../workflow_scripts/folds.py"

@@ -20,9 +20,11 @@ rule infer:
         mem_mb=infer_mem_mb,
         runtime=10,
     params:
-        device=config["infer"]["device"],
-        batch_size=config["infer"]["batch_size"],
-        # MB of the job's cap left to its two Snakemake processes by the pre-flight memory check.
-        reserved_mb=300,
+        settings=settings(
+            device=config["infer"]["device"],
+            batch_size=config["infer"]["batch_size"],
+            # MB of the job's cap left to its two Snakemake processes by the pre-flight memory check.
+            reserved_mb=300,
+        ),
     script:
         "../workflow_scripts/infer.py"

@@ -19,9 +19,13 @@ rule train:
     params:
         # Epoch checkpoints are not declared outputs: a killed or requeued job resumes from them.
         checkpoint_dir=beside("metrics", "checkpoints"),
-        spec=train_spec,
-        device=config["train"]["device"],
-        gradient_checkpointing=config["train"]["gradient_checkpointing"],
-        seed=config["seed"],
+        # The model's row less its resources (the job reads the same row from the config): Snakemake records
+        # it, so an edit of any of its fields retrains the model.
+        model=model_row,
+        settings=settings(
+            device=config["train"]["device"],
+            gradient_checkpointing=config["train"]["gradient_checkpointing"],
+            seed=config["seed"],
+        ),
     script:
         "../workflow_scripts/train.py"

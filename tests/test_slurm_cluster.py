@@ -19,6 +19,9 @@ from slurm_support import (
 )
 
 PROFILE = str(ROOT / "profiles" / "slurm")
+# The workflow's own settings (retries among them) live in its workflow profile, which Snakemake finds beside
+# the fvc Snakefile only: the throwaway workflow below names it.
+WORKFLOW_PROFILE = str(ROOT / "profiles" / "default")
 
 TOUCH_700_MB = "b = bytearray(700 * 2**20); b[::4096] = bytes(len(b[::4096]))"
 SNAKEFILE = textwrap.dedent(
@@ -101,7 +104,7 @@ def test_a_job_over_its_memory_is_killed(slurm_cluster: str) -> None:
 @pytest.mark.slurm
 def test_profile_caps_jobs_at_mem_mb_and_retries_an_oom_job(slurm_cluster: str, tmp_path: Path) -> None:
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
-    cmd = [str(BIN / "snakemake"), "--profile", PROFILE]
+    cmd = [str(BIN / "snakemake"), "--profile", PROFILE, "--workflow-profile", WORKFLOW_PROFILE]
     result = subprocess.run(
         cmd,
         cwd=tmp_path,

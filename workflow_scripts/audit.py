@@ -1,16 +1,16 @@
 """Snakemake adapter for rule `audit`."""
 
-from fvc.core.joblog import log_to
+from fvc.core.joblog import exit_with_snakemake, log_to
 
 log_to(snakemake.log.main)
+exit_with_snakemake()
 
 from fvc.slurm.audit import audit_workflow
 
 audit_workflow(
-    ".",
-    snakemake.output.csv,
+    workdir=".",
+    out_csv=snakemake.output.csv,
     out_parquet=snakemake.output.parquet,
-    safety_factor=snakemake.params.safety_factor,
     config=dict(snakemake.config),
     plot=snakemake.output.plot,
     snippet_path=snakemake.output.recommended,
@@ -18,4 +18,5 @@ audit_workflow(
     predictions=dict(zip(snakemake.params.models, snakemake.input.predictions, strict=True)),
     roc_dir=snakemake.output.roc,
     metrics_html=snakemake.output.metrics,
+    **snakemake.params.settings,
 )

@@ -1,21 +1,19 @@
 """Snakemake adapter for rule `augment`."""
 
-from fvc.core.joblog import log_to
+from fvc.core.joblog import exit_with_snakemake, log_to
 
 log_to(snakemake.log.main)
+exit_with_snakemake()
 
 from fvc.clips.augment import augment_all
 
 augment_all(
-    snakemake.input.index,
-    snakemake.output.clips,
-    snakemake.output.rejected,
+    index_parquet=snakemake.input.index,
+    out_csv=snakemake.output.clips,
+    rejected_csv=snakemake.output.rejected,
     clips_dir=snakemake.params.clips_dir,
     journal=snakemake.params.journal,
-    num_frames=snakemake.params.num_frames,
-    size=snakemake.params.size,
-    num_augmentations=snakemake.params.num_augmentations,
-    seed=snakemake.params.seed,
     memory_log=snakemake.log.memory,
     decode_threads=snakemake.threads,
+    **snakemake.params.settings,
 )

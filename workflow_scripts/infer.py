@@ -1,21 +1,20 @@
 """Snakemake adapter for rule `infer`."""
 
-from fvc.core.joblog import log_to
+from fvc.core.joblog import exit_with_snakemake, log_to
 
 log_to(snakemake.log.main)
+exit_with_snakemake()
 
 from fvc.infer.inference import infer_model
 
 infer_model(
-    snakemake.wildcards.model,
-    list(snakemake.input.weights),
-    snakemake.input.clips,
-    snakemake.input.folds,
-    snakemake.output.parquet,
-    snakemake.output.csv,
-    snakemake.output.metrics,
-    device=snakemake.params.device,
-    batch_size=snakemake.params.batch_size,
+    model_name=snakemake.wildcards.model,
+    weights=list(snakemake.input.weights),
+    clips_csv=snakemake.input.clips,
+    folds_csv=snakemake.input.folds,
+    out_parquet=snakemake.output.parquet,
+    out_csv=snakemake.output.csv,
+    out_metrics=snakemake.output.metrics,
     memory_log=snakemake.log.memory,
-    reserved_mb=snakemake.params.reserved_mb,
+    **snakemake.params.settings,
 )

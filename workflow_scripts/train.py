@@ -1,21 +1,21 @@
 """Snakemake adapter for rule `train`."""
 
-from fvc.core.joblog import log_to
+from fvc.core.joblog import exit_with_snakemake, log_to
 
 log_to(snakemake.log.main)
+exit_with_snakemake()
 
+from fvc.core.config import model_specs
 from fvc.train.training import train_fold
 
 train_fold(
-    snakemake.input.clips,
-    snakemake.input.folds,
-    int(snakemake.wildcards.fold),
-    snakemake.params.spec,
-    snakemake.output.metrics,
-    snakemake.output.weights,
-    snakemake.params.checkpoint_dir,
-    device=snakemake.params.device,
-    gradient_checkpointing=snakemake.params.gradient_checkpointing,
-    seed=snakemake.params.seed,
+    clips_csv=snakemake.input.clips,
+    folds_csv=snakemake.input.folds,
+    fold=int(snakemake.wildcards.fold),
+    spec=model_specs(snakemake.config)[snakemake.wildcards.model],
+    out_metrics=snakemake.output.metrics,
+    out_weights=snakemake.output.weights,
+    checkpoint_dir=snakemake.params.checkpoint_dir,
     memory_log=snakemake.log.memory,
+    **snakemake.params.settings,
 )
