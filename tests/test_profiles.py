@@ -48,6 +48,20 @@ def test_install_copies_the_profile_and_is_idempotent(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slurm"], "no staging folder left behind"
 
 
+def test_fvc_profile_install_refuses_a_different_profile_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "slurm" / "profile.yaml").write_text("executor: local\n")
+    cmd = [str(BIN / "fvc"), "profile", "install", "--dest", str(tmp_path)]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"fvc profile: {tmp_path / 'slurm'} already holds a different Snakemake profile; "
+        "move it aside or install with --force"
+    ]
+    assert subprocess.run([*cmd, "--force"], capture_output=True, timeout=60).returncode == 0
+    assert (tmp_path / "slurm" / "profile.yaml").read_bytes() == (PROFILE_DIR / "profile.yaml").read_bytes()
+
+
 def test_install_refuses_a_different_profile_unless_forced(tmp_path: Path) -> None:
     theirs = tmp_path / "slurm"
     theirs.mkdir()
@@ -69,10 +83,15 @@ def test_default_destination_is_snakemakes_user_profiles_folder(
 
 @pytest.fixture(scope="module")
 def workflow_with_installed_profile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """A workflow copy, and an environment whose XDG_CONFIG_HOME holds the installed SLURM profile."""
-    config_home = tmp_path_factory.mktemp("xdg")
-    install_profile(config_home / "snakemake")
-    return copy_workflow(tmp_path_factory.mktemp("workflow")), env_with_config_home(config_home)
+    """A workflow copy, and an environment whose XDG_CONFIG_HOME holds the SLURM profile, installed by the
+    documented one-time step `fvc profile install`."""
+    env = env_with_config_home(tmp_path_factory.mktemp("xdg"))
+    installed = subprocess.run(
+        [str(BIN / "fvc"), "profile", "install"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert installed.returncode == 0, installed.stderr
+    assert (Path(env["XDG_CONFIG_HOME"]) / "snakemake" / "slurm" / "profile.yaml").is_file()
+    return copy_workflow(tmp_path_factory.mktemp("workflow")), env
 
 
 def test_dry_run_through_the_named_profile_asks_slurm_for_each_jobs_memory(

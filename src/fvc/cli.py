@@ -152,6 +152,17 @@ def audit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--apply", action="store_true", help="write the recommendations into the config")
 
 
+def profile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["install"], help="install: copy the SLURM profile")
+    path(
+        parser,
+        "--dest",
+        "$XDG_CONFIG_HOME/snakemake, else ~/.config/snakemake",
+        "folder of Snakemake's named profiles",
+    )
+    parser.add_argument("--force", action="store_true", help="replace a different profile of the same name")
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its one-line summary, an example, and its own options."""
@@ -181,6 +192,11 @@ COMMANDS = {
     ),
     "audit": Command(
         "requested vs used memory per job, and right-sized mem_mb", "fvc audit --apply", audit_options
+    ),
+    "profile": Command(
+        "install the SLURM profile so that `snakemake --profile slurm` finds it",
+        "fvc profile install",
+        profile_options,
     ),
 }
 

@@ -261,3 +261,11 @@ def audit(args: argparse.Namespace, overrides: Overrides) -> int:
         diff = apply_recommendations(config_path, result.recommendations)
         print(diff or f"{config_path}: already right-sized, nothing changed")
     return 0
+
+
+def profile(args: argparse.Namespace, overrides: Overrides) -> int:
+    from fvc.slurm.profile import install_profile
+
+    dest = install_profile(args.dest, force=args.force)
+    print(f"installed the SLURM profile in {dest}: run `snakemake --profile slurm`")
+    return 0

@@ -77,6 +77,13 @@ def commit(tmp_path: StrPath, final_path: StrPath) -> None:
     fsync_dir(final.parent)
 
 
+def commit_dir(staging: StrPath, final_path: StrPath) -> None:
+    """Rename a fully written folder `staging` to `final_path` (which must not exist) and fsync the parent."""
+    final = Path(final_path)
+    os.rename(staging, final)
+    fsync_dir(final.parent)
+
+
 TEMP_NAME = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.tmp")
 
 

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import platformdirs
 
+from fvc.core.atomic import commit_dir
+from fvc.core.errors import FvcError
+
 PROFILE_NAME = "slurm"
 PROFILE_DIR = Path(__file__).with_name("profile_data")  # package data: ships in the wheel
 
 
-class ProfileExistsError(FileExistsError):
+class ProfileExistsError(FvcError, FileExistsError):
     """Another profile already has the name; the message says how to replace it."""
 
 
@@ -49,5 +52,5 @@ def install_profile(dest_root: str | os.PathLike[str] | None = None, force: bool
         shutil.rmtree(dest)
     elif dest.exists() or dest.is_symlink():
         dest.unlink()
-    staging.rename(dest)
+    commit_dir(staging, dest)
     return dest
