@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+from jsonschema.protocols import Validator
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")  # package data: ships in the wheel
 MODEL_NAMES = ("logistic_regression", "svm", "naive_cnn", "vit_gru", "vit_transformer", "slowfast", "x3d")
@@ -18,7 +19,7 @@ class ConfigError(ValueError):
     """A config that does not validate; the message names the file and the key."""
 
 
-def _with_defaults(validator_class: type) -> type:
+def _with_defaults(validator_class: type[Validator]) -> type[Validator]:
     """A validator class that fills in each property's `default` before validating it."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
@@ -40,9 +41,10 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
 def describe_error(error: jsonschema.ValidationError) -> str:
     """`key.path: what is wrong`; an unknown key is named with the keys known at that place."""
     where = ".".join(map(str, error.absolute_path)) or "<top>"
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        known = error.schema.get("properties", {})
-        unknown = ", ".join(repr(key) for key in error.instance if key not in known)
+    schema, instance = error.schema, error.instance
+    if error.validator == "additionalProperties" and isinstance(schema, dict) and isinstance(instance, dict):
+        known = schema.get("properties", {})
+        unknown = ", ".join(repr(key) for key in instance if key not in known)
         return f"{where}: unknown key {unknown} (known: {', '.join(known) or 'none'})"
     return f"{where}: {error.message}"
 

@@ -33,7 +33,7 @@ def conv_bn(
     relu: bool = True,
 ) -> nn.Sequential:
     """Conv3d ('same' padding) + BatchNorm3d (+ ReLU)."""
-    pad = tuple(k // 2 for k in kernel)
+    pad = (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
     layers: list[nn.Module] = [
         nn.Conv3d(cin, cout, kernel, stride, pad, groups=groups, bias=False),
         nn.BatchNorm3d(cout),

@@ -146,11 +146,12 @@ class TubeletEmbedding(nn.Module):
 
     def __init__(self, projection: nn.Conv2d, tubelet: int) -> None:
         super().__init__()
-        p = projection.kernel_size
-        self.proj = nn.Conv3d(3, projection.out_channels, (tubelet, *p), stride=(tubelet, *p))
+        ph, pw = projection.kernel_size
+        self.proj = nn.Conv3d(3, projection.out_channels, (tubelet, ph, pw), stride=(tubelet, ph, pw))
         if projection.weight.device.type != "meta":
             with torch.no_grad():
                 self.proj.weight.copy_(projection.weight.unsqueeze(2).repeat(1, 1, tubelet, 1, 1) / tubelet)
+                assert self.proj.bias is not None and projection.bias is not None
                 self.proj.bias.copy_(projection.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,7 +183,7 @@ class ViTTransformer(_ViTBase):
                 f"vit_transformer: num_frames {num_frames} is not a multiple of tubelet {tubelet}"
             )
         self.embedding = TubeletEmbedding(self.backbone.embeddings.patch_embeddings.projection, tubelet)
-        self.backbone.embeddings.patch_embeddings = nn.Identity()
+        self.backbone.embeddings.patch_embeddings = nn.Identity()  # type: ignore[assignment]
         self.head = _TemporalHead(
             self.hidden,
             num_frames // tubelet,

@@ -87,7 +87,7 @@ def _header(tensors: Named, metadata: dict[str, str]) -> bytes:
 def _write_tensor(fh: BinaryIO, tensor: torch.Tensor) -> None:
     """Cast one tensor to its export dtype on the CPU and append its raw bytes."""
     data = tensor.detach().to(device="cpu", dtype=_export_dtype(tensor)).contiguous()
-    fh.write(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
+    fh.write(data.reshape(-1).view(torch.uint8).numpy().data)
 
 
 def _json_bytes(obj: Any) -> bytes:
