@@ -163,6 +163,7 @@ infer_model("vit_transformer", sys.argv[1:], "clips.csv", "folds.csv", "p.parque
 """
 
 
+@pytest.mark.slow
 def test_sequential_folds_hold_one_model_at_a_time(tmp_path, monkeypatch):
     """3 folds of a ~100 MB (fp16) model: RSS grows by about one model while a fold runs, falls back after
     it, and the process peak stays below the sum of the folds."""
