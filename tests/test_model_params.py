@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from fvc.core.config import ConfigError, load_schema, validate_config
 from fvc.models import BUILDERS, MODEL_NAMES, build_model
@@ -19,11 +18,6 @@ EXAMPLES: dict[str, Any] = {
     "freeze_backbone": True,
     "vit": {"hidden_size": 32},
 }
-
-
-@pytest.fixture()
-def config(project_root) -> dict:
-    return yaml.safe_load((project_root / "config.yaml").read_text())
 
 
 def builder_params(name: str) -> dict[str, inspect.Parameter]:
@@ -53,12 +47,12 @@ def test_schema_lists_exactly_the_builder_keyword_arguments(name):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_every_builder_argument_is_accepted(name, config):
+def test_every_builder_argument_is_accepted(name, shipped_config):
     defaults = {key: EXAMPLES.get(key, p.default) for key, p in builder_params(name).items()}
     params = {key: list(value) if isinstance(value, tuple) else value for key, value in defaults.items()}
-    config["models"][name]["params"] = params
-    validate_config(config)
-    row = config["models"][name]
+    shipped_config["models"][name]["params"] = params
+    validate_config(shipped_config)
+    row = shipped_config["models"][name]
     buildable = {key: value for key, value in params.items() if key != "backbone"}  # no folder to load
     with torch.device("meta"):
         model = build_model(name, buildable, row["num_frames"], row["size"])
@@ -66,22 +60,22 @@ def test_every_builder_argument_is_accepted(name, config):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_typo_in_params_is_refused_naming_the_key(name, config):
+def test_typo_in_params_is_refused_naming_the_key(name, shipped_config):
     key = sorted(builder_params(name))[0]
     typo = key[:-1]
-    config["models"][name]["params"] = {typo: 1}
+    shipped_config["models"][name]["params"] = {typo: 1}
     with pytest.raises(ConfigError) as error:
-        validate_config(config, "config.yaml")
+        validate_config(shipped_config, "config.yaml")
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith(f"config.yaml: models.{name}.params: unknown key {typo!r} (known: ")
     assert all(known in message for known in builder_params(name))
 
 
-def test_wrong_param_type_names_the_key(config):
-    config["models"]["x3d"]["params"]["depths"] = "1,1,2,1"
+def test_wrong_param_type_names_the_key(shipped_config):
+    shipped_config["models"]["x3d"]["params"]["depths"] = "1,1,2,1"
     with pytest.raises(ConfigError, match=r"^my\.yaml: models\.x3d\.params\.depths: '1,1,2,1' is not of"):
-        validate_config(config, "my.yaml")
+        validate_config(shipped_config, "my.yaml")
 
 
 def test_builder_refuses_an_unknown_param():

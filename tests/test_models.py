@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import yaml
-from train_fixtures import ROOT, tiny_params
+from train_fixtures import tiny_params
 from transformers import ViTConfig, ViTModel
 
 from fvc.models import (
@@ -177,9 +176,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(name):
         torch.testing.assert_close(a.grad, b.grad, msg=n)
 
 
-def test_table_rows_build_on_meta():
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    for name, row in config["models"].items():
+def test_table_rows_build_on_meta(shipped_config):
+    for name, row in shipped_config["models"].items():
         with torch.device("meta"):
             model = build_model(name, row["params"], row["num_frames"], row["size"])
         check_trainable(model)
