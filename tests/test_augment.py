@@ -168,6 +168,7 @@ def test_global_rng_untouched(dataset: dict, tmp_path: Path) -> None:
     assert torch.get_num_threads() == threads and torch.backends.mkldnn.enabled
 
 
+@pytest.mark.slow
 def test_identical_across_processes_hash_seeds_and_order(
     dataset: dict, baseline: Path, tmp_path: Path
 ) -> None:
@@ -220,6 +221,7 @@ def journal_rows(path: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_killed_at_random_points_resumes_to_identical_result(
     dataset: dict, baseline: Path, tmp_path: Path
 ) -> None:

@@ -94,8 +94,8 @@ def test_deterministic_across_processes_and_hash_seeds(tmp_path):
     assert digests[0] == digests[1] and len(digests[0]) == 2
 
 
-def test_demo_downloads_through_the_stage(demo, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+@pytest.mark.usefixtures("in_tmp_path")
+def test_demo_downloads_through_the_stage(demo):
     report = download_all(demo / "manifest.csv", "videos", "videos.csv", memory_log="dl.memory.jsonl")
     assert report.fetched == 8 and not report.failed
     with open("videos.csv", newline="") as fh:

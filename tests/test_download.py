@@ -54,9 +54,7 @@ def run(tmp_path, manifest, **kwargs):
     return download_all(manifest, tmp_path / "videos", tmp_path / "videos.csv", **options)
 
 
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # videos.csv paths are relative to the working dir
+pytestmark = pytest.mark.usefixtures("in_tmp_path")  # videos.csv paths are relative to the working dir
 
 
 def test_resume_after_dropped_connection(tmp_path):

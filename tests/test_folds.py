@@ -116,6 +116,7 @@ def test_mixed_label_groups_stay_together(tmp_path: Path) -> None:
     assert table.height == 48
 
 
+@pytest.mark.slow
 def test_deterministic_across_processes_and_seed_sensitive(tmp_path: Path, clips_csv: Path) -> None:
     make_folds(clips_csv, tmp_path / "a.csv", k=3, test_fraction=0.25, seed=1)
     code = (

@@ -28,12 +28,11 @@ MB = 1024 * 1024
 
 
 @pytest.fixture
-def clip_set(tmp_path, monkeypatch):
+def clip_set(in_tmp_path):
     """A tiny clip set in a workflow-like folder (cwd), with 3 folds of logistic regression exported."""
-    monkeypatch.chdir(tmp_path)
-    write_clip_set(tmp_path)
-    paths, models = export_folds("logistic_regression", {"pool": 4}, 4, 16, tmp_path / "models", folds=3)
-    return tmp_path, [p.relative_to(tmp_path) for p in paths], models
+    write_clip_set(in_tmp_path)
+    paths, models = export_folds("logistic_regression", {"pool": 4}, 4, 16, in_tmp_path / "models", folds=3)
+    return in_tmp_path, [p.relative_to(in_tmp_path) for p in paths], models
 
 
 def test_infer_writes_fold_and_ensemble_predictions(clip_set):
@@ -157,10 +156,11 @@ infer_model("vit_transformer", sys.argv[1:], "clips.csv", "folds.csv", "p.parque
 """
 
 
-def test_sequential_folds_hold_one_model_at_a_time(tmp_path, monkeypatch):
+@pytest.mark.slow
+@pytest.mark.usefixtures("in_tmp_path")
+def test_sequential_folds_hold_one_model_at_a_time(tmp_path):
     """3 folds of a ~100 MB (fp16) model: RSS grows by about one model while a fold runs, falls back after
     it, and the process peak stays below the sum of the folds."""
-    monkeypatch.chdir(tmp_path)
     write_clip_set(tmp_path)
     vit = {"hidden_size": 512, "num_hidden_layers": 16, "num_attention_heads": 8, "intermediate_size": 2048}
     [fold0], [model] = export_folds(

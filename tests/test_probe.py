@@ -81,8 +81,8 @@ def test_other_bad_files_are_rejected_with_reasons(tmp_path):
             probe_video(tmp_path / name)
 
 
-def test_build_index_writes_index_and_rejected_and_goes_on(tmp_path, sample_videos, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+@pytest.mark.usefixtures("in_tmp_path")
+def test_build_index_writes_index_and_rejected_and_goes_on(tmp_path, sample_videos):
     videos = tmp_path / "download" / "videos"
     videos.mkdir(parents=True)
     shutil.copy(sample_videos["bikes.mp4"], videos / "bikes.mp4")
@@ -122,8 +122,8 @@ def test_build_index_writes_index_and_rejected_and_goes_on(tmp_path, sample_vide
     assert all(m["stage"] == "index" and m["rss_mb"] > 0 for m in marks)
 
 
-def test_cli_and_bad_videos_csv(tmp_path, sample_videos, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+@pytest.mark.usefixtures("in_tmp_path")
+def test_cli_and_bad_videos_csv(tmp_path, sample_videos, capsys):
     pl.DataFrame(
         {"video_id": ["a.mp4"], "path": [str(sample_videos["bikes.mp4"])], "label": [1], "group": ["g"]}
     ).write_csv("videos.csv")

@@ -141,6 +141,7 @@ def test_checkpoint_of_another_spec_is_refused(dataset, tmp_path):
         run(dataset, tmp_path, tiny_spec("logistic_regression", lr=0.5))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted_run(dataset, tmp_path):
     root, clips_csv, folds_csv = dataset
     spec = tiny_spec("x3d", epochs=3)

@@ -10,6 +10,8 @@ import pytest
 import yaml
 from workflow_runner import copy_workflow, snakemake
 
+pytestmark = pytest.mark.slow
+
 STAGES = ("demo_data", "download", "index", "augment", "folds", "train", "infer")
 
 

@@ -1,4 +1,4 @@
-"""The workflow stays clean: snakemake --lint, snakefmt, ruff, and a dry run of the default profile."""
+"""The workflow stays clean: snakemake --lint, snakefmt, ruff, mypy, and a dry run of the default profile."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -40,3 +42,10 @@ def test_dry_run_of_default_profile_plans_every_stage() -> None:
     assert result.returncode == 0, out
     for rule in ("demo_data", "download", "index", "augment", "folds", "train", "infer"):
         assert f"{rule}" in out, rule
+
+
+@pytest.mark.slow  # ~45 s on a cold cache (.mypy_cache), ~2 s after
+def test_mypy_is_clean() -> None:
+    result = run(BIN / "mypy")  # files, stubs and cache from [tool.mypy] in pyproject.toml
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Success: no issues found" in result.stdout

@@ -150,7 +150,7 @@ def _plain_cpu_ops() -> Iterator[None]:
     thread count, and oneDNN's per-shape primitive cache cannot grow the process from clip to clip."""
     threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(1)
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # stubs type the flag as a descriptor
     try:
         with torch.no_grad():
             yield
@@ -240,7 +240,7 @@ def clip_name(video_id: str, aug_idx: int) -> str:
 def read_index(index_parquet: str | os.PathLike[str]) -> pl.DataFrame:
     """The index columns augment needs, sorted by video_id, with ids checked to be safe relative paths."""
     try:
-        index = pl.read_parquet(index_parquet, columns=list(INDEX_COLUMNS))
+        index = pl.read_parquet(Path(index_parquet), columns=list(INDEX_COLUMNS))
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise AugmentError(f"{index_parquet}: cannot read the index ({exc})") from exc
     index = index.with_columns(pl.col("video_id", "path", "group").cast(pl.String)).sort("video_id")

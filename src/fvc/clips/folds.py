@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -45,10 +46,10 @@ class FoldError(FvcError, ValueError):
     """Inputs that cannot be split as asked; the message names the file and the numbers."""
 
 
-def _read_csv(path: str | os.PathLike[str], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def _read_csv(path: str | os.PathLike[str], schema: dict[str, type[pl.DataType]]) -> pl.DataFrame:
     """A CSV with exactly the expected columns, typed; a clear error naming the file otherwise."""
     try:
-        frame = pl.read_csv(path, schema_overrides=schema, infer_schema=False)
+        frame = pl.read_csv(Path(path), schema_overrides=schema, infer_schema=False)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise FoldError(f"{path}: cannot read as CSV: {exc}") from exc
     missing = [c for c in schema if c not in frame.columns]

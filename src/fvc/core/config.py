@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+from jsonschema.protocols import Validator
 
 from fvc.core.errors import FvcError
 
@@ -20,7 +21,7 @@ class ConfigError(FvcError, ValueError):
     """A config that does not validate; the message names the file and the key."""
 
 
-def _with_defaults(validator_class: type) -> type:
+def _with_defaults(validator_class: type[Validator]) -> type[Validator]:
     """A validator class that fills in each property's `default` before validating it."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
@@ -39,13 +40,24 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def describe_error(error: jsonschema.ValidationError) -> str:
+    """`key.path: what is wrong`; an unknown key is named with the keys known at that place."""
+    where = ".".join(map(str, error.absolute_path)) or "<top>"
+    schema, instance = error.schema, error.instance
+    if error.validator == "additionalProperties" and isinstance(schema, dict) and isinstance(instance, dict):
+        known = schema.get("properties", {})
+        unknown = ", ".join(repr(key) for key in instance if key not in known)
+        return f"{where}: unknown key {unknown} (known: {', '.join(known) or 'none'})"
+    return f"{where}: {error.message}"
+
+
 def validate_config(config: dict, source: str = "config") -> dict:
-    """Fill defaults into `config` in place, validate it and the model table; raise ConfigError on failure."""
+    """Fill defaults into `config` in place, validate it and the model table; raise ConfigError (one line,
+    naming `source` and every wrong key) on failure."""
     validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = [f"{'.'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}" for e in errors]
-        raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines))
+        raise ConfigError(f"{source}: " + "; ".join(describe_error(e) for e in errors))
     model_specs(config, source)
     return config
 

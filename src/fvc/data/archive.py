@@ -45,6 +45,7 @@ class _Reader:
         if zipfile.is_zipfile(path):
             self._zip: zipfile.ZipFile | None = zipfile.ZipFile(path)
             self._tar: tarfile.TarFile | None = None
+            self.members: dict[str, zipfile.ZipInfo | tarfile.TarInfo]
             self.members = {info.filename: info for info in self._zip.infolist()}
         elif tarfile.is_tarfile(path):
             self._zip = None
@@ -54,7 +55,9 @@ class _Reader:
             raise UnsafeArchiveError(f"{path}: not a tar or zip archive")
 
     def close(self) -> None:
-        (self._zip or self._tar).close()
+        archive = self._zip or self._tar
+        assert archive is not None
+        archive.close()
 
     def problem(self, name: str) -> str | None:
         """Why member `name` may not be extracted (None when it is a safe regular file or folder)."""
@@ -82,9 +85,12 @@ class _Reader:
         return info.isdir() if isinstance(info, tarfile.TarInfo) else info.is_dir()
 
     def open(self, name: str) -> IO[bytes]:
-        if self._zip is not None:
-            return self._zip.open(self.members[name])
-        fh = self._tar.extractfile(self.members[name])
+        info = self.members[name]
+        if isinstance(info, zipfile.ZipInfo):
+            assert self._zip is not None
+            return self._zip.open(info)
+        assert self._tar is not None
+        fh = self._tar.extractfile(info)
         assert fh is not None, name
         return fh
 

@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
 
@@ -35,7 +36,7 @@ VIDEO_COLUMNS = ("video_id", "path", "label", "group", "sha256", "size")
 FAILED_COLUMNS = ("video_id", "url", "reason")
 STAGING = ".staging"
 USER_AGENT = "fvc-download/0.1"
-BAR = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, "mininterval": 2}
+BAR: dict[str, Any] = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, "mininterval": 2}
 
 
 class FetchError(FvcError, RuntimeError):
@@ -252,6 +253,7 @@ class _Run:
         except FetchError as exc:
             self.fail(entry, str(exc))
             return
+        assert checked is not None, "fetch verifies against an entry"
         self.succeed(entry, checked, fetched=True)
 
     def archive(self, source: str, items: list[tuple[ManifestEntry, str]]) -> None:

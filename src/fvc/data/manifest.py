@@ -125,6 +125,7 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
         reader = csv.DictReader(fh)
         header = [name.strip() for name in reader.fieldnames or []]
         reader.fieldnames = header
+        columns: tuple[str, ...]
         if "cascade_id" in header or "video_url" in header:
             columns, make = FVC_CSV_COLUMNS, _fvc_csv_entry
         else:

@@ -21,6 +21,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -141,7 +142,7 @@ class _Output:
         order = np.argsort(inverse, kind="stable")
         self.rows = np.split(order, np.cumsum(np.bincount(inverse, minlength=len(self.targets)))[:-1])
         self.count = len(wanted)
-        self.dims = dims
+        self.dims: dict[str, Any] = dims  # width and height keywords of `to_ndarray`
         self.array: np.ndarray | None = None
 
     def put(self, k: int, frame: av.VideoFrame) -> None:
@@ -149,6 +150,11 @@ class _Output:
         if self.array is None:
             self.array = np.empty((self.count, *image.shape), np.uint8)
         self.array[self.rows[k]] = image
+
+    def result(self) -> np.ndarray:
+        """The filled array (a decode pass puts every wanted frame)."""
+        assert self.array is not None, "no frame was decoded"
+        return self.array
 
 
 def _decoder_stream(
@@ -252,7 +258,7 @@ def decode_frames(
     if table is not None:
         try:
             _sparse_pass(path, table, out, stats, threads)
-            return out.array, stats
+            return out.result(), stats
         except _SeekFailed as exc:
             reason = str(exc)
         except av.FFmpegError as exc:
@@ -268,7 +274,7 @@ def decode_frames(
         _sequential_pass(path, out, stats, threads)
     except av.FFmpegError as exc:
         raise VideoReadError(f"{path}: decoding failed ({exc})") from exc
-    return out.array, stats
+    return out.result(), stats
 
 
 def read_frames(

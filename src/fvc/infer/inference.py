@@ -134,7 +134,7 @@ def predict(
     unless the first batch fails in fp16 (an op without fp16 kernel or a dtype mismatch), then fp32 compute
     from the fp16 storage; an error that fp32 repeats is raised."""
     compute = FP16
-    probs = []
+    probs: list[torch.Tensor] = []
     with torch.inference_mode():
         for clips, _ in tqdm(loader, desc=desc, unit="batch", file=sys.stderr):
             if not probs and compute == FP16:

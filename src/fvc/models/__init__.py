@@ -8,21 +8,23 @@ from typing import Any
 
 from fvc.core.config import MODEL_NAMES
 from fvc.models.base import ClipClassifier, scale_clips
-from fvc.models.cnn import naive_cnn
+from fvc.models.cnn import NaiveCNN
 from fvc.models.freezing import FreezingError, check_trainable, non_persistent_buffers, trainable_report
-from fvc.models.linear import logistic_regression, svm
-from fvc.models.slowfast import slowfast
-from fvc.models.vit import vit_gru, vit_transformer
-from fvc.models.x3d import x3d
+from fvc.models.linear import LinearSVM, LogisticRegression
+from fvc.models.slowfast import SlowFast
+from fvc.models.vit import ViTGRU, ViTTransformer
+from fvc.models.x3d import X3D
 
-BUILDERS: dict[str, Callable[[dict[str, Any], int, int], ClipClassifier]] = {
-    "logistic_regression": logistic_regression,
-    "svm": svm,
-    "naive_cnn": naive_cnn,
-    "vit_gru": vit_gru,
-    "vit_transformer": vit_transformer,
-    "slowfast": slowfast,
-    "x3d": x3d,
+# Each builder is called as `builder(num_frames, size, **params)`: its keyword-only arguments are the model's
+# params (with their defaults), mirrored by the model's params schema in fvc/core/config.schema.yaml.
+BUILDERS: dict[str, Callable[..., ClipClassifier]] = {
+    "logistic_regression": LogisticRegression,
+    "svm": LinearSVM,
+    "naive_cnn": NaiveCNN,
+    "vit_gru": ViTGRU,
+    "vit_transformer": ViTTransformer,
+    "slowfast": SlowFast,
+    "x3d": X3D,
 }
 assert tuple(BUILDERS) == MODEL_NAMES
 
@@ -45,7 +47,7 @@ def build_model(name: str, params: dict[str, Any] | None, num_frames: int, size:
     `with torch.device("meta")` (parameters and persistent buffers only, filled by loading a state dict)."""
     if name not in BUILDERS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
-    return BUILDERS[name](dict(params or {}), num_frames, size)
+    return BUILDERS[name](num_frames, size, **(params or {}))
 
 
 def export_config(name: str, model: ClipClassifier) -> dict[str, Any]:

@@ -14,6 +14,7 @@ Contract for all models:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -46,7 +47,7 @@ class ClipClassifier(nn.Module):
         """Recompute activations of the heavy blocks in the backward pass instead of keeping them."""
         self.gradient_checkpointing = enabled
 
-    def run_blocks(self, blocks: nn.ModuleList | nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    def run_blocks(self, blocks: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
         """Apply `blocks` in order, checkpointing each one when enabled and training."""
         for block in blocks:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():

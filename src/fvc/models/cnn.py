@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -16,11 +16,10 @@ class NaiveCNN(ClipClassifier):
     params: `widths` (default [16, 32, 64]).
     """
 
-    def __init__(self, params: dict[str, Any], num_frames: int, size: int) -> None:
-        super().__init__(params, num_frames, size)
-        widths = [int(w) for w in params.get("widths", [16, 32, 64])]
+    def __init__(self, num_frames: int, size: int, *, widths: Sequence[int] = (16, 32, 64)) -> None:
+        super().__init__({"widths": [int(w) for w in widths]}, num_frames, size)
         blocks, channels = [], 3
-        for width in widths:
+        for width in self.params["widths"]:
             blocks.append(
                 nn.Sequential(
                     nn.Conv2d(channels, width, 3, padding=1, bias=False),
@@ -40,8 +39,3 @@ class NaiveCNN(ClipClassifier):
         h = self.run_blocks(self.features, x.flatten(0, 1) - 0.5)
         h = h.mean(dim=(2, 3)).reshape(b, t, -1).mean(dim=1)
         return self.head(h).squeeze(-1)
-
-
-def naive_cnn(params: dict[str, Any], num_frames: int, size: int) -> ClipClassifier:
-    """Build the naive per-frame CNN."""
-    return NaiveCNN(params, num_frames, size)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,10 +15,9 @@ class LinearClip(ClipClassifier):
     params: `pool` (default 8).
     """
 
-    def __init__(self, params: dict[str, Any], num_frames: int, size: int, loss: str) -> None:
-        super().__init__(params, num_frames, size)
-        self.loss = loss
-        self.pool = int(params.get("pool", 8))
+    def __init__(self, num_frames: int, size: int, *, pool: int = 8) -> None:
+        super().__init__({"pool": pool}, num_frames, size)
+        self.pool = int(pool)
         self.head = nn.Linear(num_frames * 3 * self.pool * self.pool, 1)
         self.trainable = {"head": True}
 
@@ -31,11 +28,13 @@ class LinearClip(ClipClassifier):
         return self.head(pooled - 0.5).squeeze(-1)
 
 
-def logistic_regression(params: dict[str, Any], num_frames: int, size: int) -> ClipClassifier:
+class LogisticRegression(LinearClip):
     """Logistic regression: linear logit, binary cross-entropy."""
-    return LinearClip(params, num_frames, size, loss="bce")
+
+    loss = "bce"
 
 
-def svm(params: dict[str, Any], num_frames: int, size: int) -> ClipClassifier:
+class LinearSVM(LinearClip):
     """Linear SVM: linear margin, hinge loss (L2 regularisation comes from the optimizer's weight decay)."""
-    return LinearClip(params, num_frames, size, loss="hinge")
+
+    loss = "hinge"

@@ -10,7 +10,7 @@ frame count (`temporal_kernel`).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ def conv_bn(
     relu: bool = True,
 ) -> nn.Sequential:
     """Conv3d ('same' padding) + BatchNorm3d (+ ReLU)."""
-    pad = tuple(k // 2 for k in kernel)
+    pad = (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
     layers: list[nn.Module] = [
         nn.Conv3d(cin, cout, kernel, stride, pad, groups=groups, bias=False),
         nn.BatchNorm3d(cout),
@@ -82,15 +82,35 @@ def stage(cin: int, inner: int, cout: int, depth: int, kt: int, stride: int) -> 
 class SlowFast(ClipClassifier):
     """Two pathways with lateral connections; see the module docstring."""
 
-    def __init__(self, params: dict[str, Any], num_frames: int, size: int) -> None:
-        super().__init__(params, num_frames, size)
-        self.alpha = int(params.get("alpha", 4))
+    def __init__(
+        self,
+        num_frames: int,
+        size: int,
+        *,
+        alpha: int = 4,
+        beta_inv: int = 8,
+        width: int = 16,
+        depths: Sequence[int] = (1, 1, 1, 1),
+        fusion_kernel: int = 5,
+        dropout: float = 0.5,
+    ) -> None:
+        depths = [int(d) for d in depths]
+        super().__init__(
+            {
+                "alpha": alpha,
+                "beta_inv": beta_inv,
+                "width": width,
+                "depths": depths,
+                "fusion_kernel": fusion_kernel,
+                "dropout": dropout,
+            },
+            num_frames,
+            size,
+        )
+        self.alpha = int(alpha)
         if num_frames % self.alpha:
             raise ValueError(f"slowfast: num_frames {num_frames} is not a multiple of alpha {self.alpha}")
-        width = int(params.get("width", 16))
-        beta_inv = int(params.get("beta_inv", 8))
-        depths = [int(d) for d in params.get("depths", [1, 1, 1, 1])]
-        fk = temporal_kernel(int(params.get("fusion_kernel", 5)), num_frames)
+        fk = temporal_kernel(int(fusion_kernel), num_frames)
         slow_frames = num_frames // self.alpha
         fast_w = max(1, width // beta_inv)
 
@@ -127,9 +147,7 @@ class SlowFast(ClipClassifier):
             if i < len(depths) - 1:
                 self.lateral.append(lateral(fast_out))
                 slow_in += 2 * fast_out
-        self.head = nn.Sequential(
-            nn.Dropout(float(params.get("dropout", 0.5))), nn.Linear(slow_in + fast_in, 1)
-        )
+        self.head = nn.Sequential(nn.Dropout(float(dropout)), nn.Linear(slow_in + fast_in, 1))
         self.trainable = {"slow": True, "fast": True, "lateral": True, "head": True}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,8 +161,3 @@ class SlowFast(ClipClassifier):
                 slow = torch.cat([slow, self.lateral[i](fast)], dim=1)
         pooled = torch.cat([slow.mean(dim=(2, 3, 4)), fast.mean(dim=(2, 3, 4))], dim=1)
         return self.head(pooled).squeeze(-1)
-
-
-def slowfast(params: dict[str, Any], num_frames: int, size: int) -> ClipClassifier:
-    """Build the compact SlowFast network."""
-    return SlowFast(params, num_frames, size)

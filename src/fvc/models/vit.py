@@ -40,30 +40,43 @@ def _on_meta() -> bool:
     return torch.empty(0).device.type == "meta"
 
 
-def load_backbone(params: dict[str, Any], size: int) -> ViTModel:
-    """The ViT backbone named by `params` (pretrained folder or random config), without pooling layer.
-    transformers is imported here, not at module level: it takes seconds, and most models never need it."""
+def load_backbone(backbone: str | None, vit: dict[str, Any], size: int) -> ViTModel:
+    """The pretrained `backbone` folder, or else a random ViT (TINY_VIT with the `vit` overrides), without
+    pooling layer. transformers is imported here, not at module level: it takes seconds, and most models
+    never need it."""
     from transformers import ViTConfig, ViTModel
 
-    if params.get("backbone"):
-        path = str(params["backbone"])
+    if backbone:
+        path = str(backbone)
         if _on_meta():
             return ViTModel(ViTConfig.from_pretrained(path), add_pooling_layer=False)
         try:
             return ViTModel.from_pretrained(path, add_pooling_layer=False)
         except OSError as exc:
             raise FileNotFoundError(f"ViT backbone {path!r}: not a save_pretrained folder ({exc})") from exc
-    config = ViTConfig(**{**TINY_VIT, "image_size": size, **params.get("vit", {})})
+    config = ViTConfig(**{**TINY_VIT, "image_size": size, **vit})
     return ViTModel(config, add_pooling_layer=False)
 
 
 class _ViTBase(ClipClassifier):
-    """Backbone loading, freezing and the backbone-free export params."""
+    """Backbone loading, freezing and the backbone-free export params; `head` holds the subclass's params."""
 
-    def __init__(self, params: dict[str, Any], num_frames: int, size: int) -> None:
-        super().__init__(params, num_frames, size)
-        self.backbone = load_backbone(params, size)
-        self.freeze_backbone = bool(params.get("freeze_backbone", bool(params.get("backbone"))))
+    def __init__(
+        self,
+        num_frames: int,
+        size: int,
+        head: dict[str, Any],
+        backbone: str | None,
+        freeze_backbone: bool | None,
+        vit: dict[str, Any] | None,
+    ) -> None:
+        freeze = bool(backbone) if freeze_backbone is None else freeze_backbone
+        vit = dict(vit or {})
+        super().__init__(
+            {"backbone": backbone, "freeze_backbone": freeze, "vit": vit, **head}, num_frames, size
+        )
+        self.freeze_backbone = freeze
+        self.backbone = load_backbone(backbone, vit, size)
         self.backbone.requires_grad_(not self.freeze_backbone)
         self.hidden = self.backbone.config.hidden_size
 
@@ -93,10 +106,18 @@ class _ViTBase(ClipClassifier):
 class ViTGRU(_ViTBase):
     """ViT on every frame (its CLS token) -> GRU over time -> linear. A frozen backbone runs without grad."""
 
-    def __init__(self, params: dict[str, Any], num_frames: int, size: int) -> None:
-        super().__init__(params, num_frames, size)
-        hidden = int(params.get("gru_hidden", 64))
-        self.head = _GRUHead(self.hidden, hidden)
+    def __init__(
+        self,
+        num_frames: int,
+        size: int,
+        *,
+        backbone: str | None = None,
+        freeze_backbone: bool | None = None,
+        vit: dict[str, Any] | None = None,
+        gru_hidden: int = 64,
+    ) -> None:
+        super().__init__(num_frames, size, {"gru_hidden": gru_hidden}, backbone, freeze_backbone, vit)
+        self.head = _GRUHead(self.hidden, int(gru_hidden))
         self.trainable = {"backbone": not self.freeze_backbone, "head": True}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,11 +146,12 @@ class TubeletEmbedding(nn.Module):
 
     def __init__(self, projection: nn.Conv2d, tubelet: int) -> None:
         super().__init__()
-        p = projection.kernel_size
-        self.proj = nn.Conv3d(3, projection.out_channels, (tubelet, *p), stride=(tubelet, *p))
+        ph, pw = projection.kernel_size
+        self.proj = nn.Conv3d(3, projection.out_channels, (tubelet, ph, pw), stride=(tubelet, ph, pw))
         if projection.weight.device.type != "meta":
             with torch.no_grad():
                 self.proj.weight.copy_(projection.weight.unsqueeze(2).repeat(1, 1, tubelet, 1, 1) / tubelet)
+                assert self.proj.bias is not None and projection.bias is not None
                 self.proj.bias.copy_(projection.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,20 +164,31 @@ class ViTTransformer(_ViTBase):
     """Tubelet embedding (replacing the ViT's 2-D patch embedding) -> ViT layers per tubelet slot (CLS token,
     interpolated position embeddings) -> temporal transformer over the slots' CLS tokens -> linear."""
 
-    def __init__(self, params: dict[str, Any], num_frames: int, size: int) -> None:
-        super().__init__(params, num_frames, size)
-        tubelet = int(params.get("tubelet", 2))
+    def __init__(
+        self,
+        num_frames: int,
+        size: int,
+        *,
+        backbone: str | None = None,
+        freeze_backbone: bool | None = None,
+        vit: dict[str, Any] | None = None,
+        tubelet: int = 2,
+        temporal_layers: int = 1,
+        temporal_heads: int = 4,
+    ) -> None:
+        head = {"tubelet": tubelet, "temporal_layers": temporal_layers, "temporal_heads": temporal_heads}
+        super().__init__(num_frames, size, head, backbone, freeze_backbone, vit)
         if num_frames % tubelet:
             raise ValueError(
                 f"vit_transformer: num_frames {num_frames} is not a multiple of tubelet {tubelet}"
             )
         self.embedding = TubeletEmbedding(self.backbone.embeddings.patch_embeddings.projection, tubelet)
-        self.backbone.embeddings.patch_embeddings = nn.Identity()
+        self.backbone.embeddings.patch_embeddings = nn.Identity()  # type: ignore[assignment]
         self.head = _TemporalHead(
             self.hidden,
             num_frames // tubelet,
-            int(params.get("temporal_layers", 1)),
-            int(params.get("temporal_heads", 4)),
+            int(temporal_layers),
+            int(temporal_heads),
         )
         self.trainable = {"backbone": not self.freeze_backbone, "embedding": True, "head": True}
 
@@ -187,13 +220,3 @@ class _TemporalHead(nn.Module):
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         h = self.encoder(seq + self.position)
         return self.fc(self.norm(h.mean(dim=1))).squeeze(-1)
-
-
-def vit_gru(params: dict[str, Any], num_frames: int, size: int) -> ClipClassifier:
-    """Build the per-frame ViT + GRU model."""
-    return ViTGRU(params, num_frames, size)
-
-
-def vit_transformer(params: dict[str, Any], num_frames: int, size: int) -> ClipClassifier:
-    """Build the tubelet ViT + temporal transformer model."""
-    return ViTTransformer(params, num_frames, size)

@@ -9,7 +9,7 @@ the clip length (`fvc.models.slowfast.temporal_kernel`).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -52,12 +52,31 @@ class X3DBlock(Residual):
 class X3D(ClipClassifier):
     """See the module docstring."""
 
-    def __init__(self, params: dict[str, Any], num_frames: int, size: int) -> None:
-        super().__init__(params, num_frames, size)
-        width = int(params.get("width", 12))
-        depths = [int(d) for d in params.get("depths", [1, 1, 2, 1])]
-        expansion = float(params.get("expansion", 2.25))
-        se_ratio = float(params.get("se_ratio", 0.0625))
+    def __init__(
+        self,
+        num_frames: int,
+        size: int,
+        *,
+        width: int = 12,
+        depths: Sequence[int] = (1, 1, 2, 1),
+        expansion: float = 2.25,
+        se_ratio: float = 0.0625,
+        fc_dim: int = 128,
+        dropout: float = 0.5,
+    ) -> None:
+        depths = [int(d) for d in depths]
+        super().__init__(
+            {
+                "width": width,
+                "depths": depths,
+                "expansion": expansion,
+                "se_ratio": se_ratio,
+                "fc_dim": fc_dim,
+                "dropout": dropout,
+            },
+            num_frames,
+            size,
+        )
         self.stem = nn.Sequential(
             nn.Conv3d(3, width, (1, 3, 3), (1, 2, 2), (0, 1, 1), bias=False),
             conv_bn(width, width, (temporal_kernel(5, num_frames), 1, 1), groups=width),
@@ -74,14 +93,13 @@ class X3D(ClipClassifier):
                 cin = cout
         self.blocks = nn.ModuleList(blocks)
         head_dim = int(round(cin * expansion))
-        fc_dim = int(params.get("fc_dim", 128))
         self.head = nn.ModuleDict(
             {
                 "conv": conv_bn(cin, head_dim, (1, 1, 1)),
                 "fc": nn.Sequential(
                     nn.Linear(head_dim, fc_dim, bias=False),
                     nn.ReLU(inplace=True),
-                    nn.Dropout(float(params.get("dropout", 0.5))),
+                    nn.Dropout(float(dropout)),
                     nn.Linear(fc_dim, 1),
                 ),
             }
@@ -93,8 +111,3 @@ class X3D(ClipClassifier):
         h = self.run_blocks(self.blocks, self.stem((x - 0.5).transpose(1, 2).contiguous()))
         h = self.head["conv"](h).mean(dim=(2, 3, 4))
         return self.head["fc"](h).squeeze(-1)
-
-
-def x3d(params: dict[str, Any], num_frames: int, size: int) -> ClipClassifier:
-    """Build the compact X3D network."""
-    return X3D(params, num_frames, size)

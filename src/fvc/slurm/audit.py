@@ -216,10 +216,10 @@ def benchmark_rows(workdir: str | Path, config: dict) -> list[dict]:
             continue
         model, fold = split_wildcards(wildcards)
         req = configured_mem_mb(config, rule, model)
-        peak = round(float(table["max_rss"].max()) + JOB_OVERHEAD_MB, 1)
+        peak = round(float(table["max_rss"].max()) + JOB_OVERHEAD_MB, 1)  # type: ignore[arg-type]
         eff = round(100 * peak / req, 1) if req else None
         cpu = table["cpu_time"].max() if "cpu_time" in table.columns else None
-        seconds = float(table["s"].max())
+        seconds = float(table["s"].max())  # type: ignore[arg-type]
         rows.append(
             {
                 "job_id": "",
@@ -234,7 +234,7 @@ def benchmark_rows(workdir: str | Path, config: dict) -> list[dict]:
                 "peak_mem_mb": peak,
                 "mem_eff": eff,
                 "elapsed_s": seconds,
-                "cpu_eff": round(100 * float(cpu) / seconds, 1) if cpu is not None and seconds else None,
+                "cpu_eff": round(100 * float(cpu) / seconds, 1) if cpu is not None and seconds else None,  # type: ignore[arg-type]
                 "source": "benchmark",
                 "flag": _flag("COMPLETED", eff),
             }

@@ -15,10 +15,10 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -112,7 +112,9 @@ def _train_epoch(
     """One pass; each optimizer step averages the loss over the samples of its (possibly partial) group."""
     model.train()
     batches = len(loader)
-    sizes = [min(loader.batch_size, len(loader.dataset) - i * loader.batch_size) for i in range(batches)]
+    batch, samples = loader.batch_size, len(cast(Sized, loader.dataset))
+    assert batch is not None, "the loader batches"
+    sizes = [min(batch, samples - i * batch) for i in range(batches)]
     total, seen = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
     for i, (clips, labels) in enumerate(tqdm(loader, desc=desc, file=sys.stderr, leave=False)):
@@ -185,6 +187,7 @@ def train_fold(
         mem.mark("model_built", parameters={r["component"]: r for r in report})
         metrics = _fit(model, spec, fold, seed, train_rows, val_rows, dev, Path(checkpoint_dir), mem, root)
     state = checkpoint.load_state(checkpoint_dir)
+    assert state is not None, "training wrote a checkpoint"
     _load_trainable(model, checkpoint.load_tensors(checkpoint_dir, state, "best"), str(checkpoint_dir))
     export_fp16(model.cpu(), export_config(spec.name, model), out_weights)
     metrics["parameters"] = report
