@@ -15,7 +15,6 @@ WORKFLOW_FILES = (
     "config.yaml",
     "rules",
     "workflow_scripts",
-    "schemas",
     "envs",
     "profiles",
     "report",
