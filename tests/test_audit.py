@@ -22,7 +22,7 @@ from fvc.slurm.audit import audit_workflow, cli
 from fvc.slurm.jobs import JobRef, discover_jobs, split_wildcards
 from fvc.slurm.recommend import Recommendation, apply_recommendations, edit_config_text, recommend, snippet
 from fvc.slurm.render import render_table
-from fvc.slurm.rows import sacct_rows
+from fvc.slurm.rows import benchmark_rows, sacct_rows
 from fvc.slurm.sacct import SacctUnavailable, parse_sacct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,6 +203,21 @@ def test_fallback_to_benchmarks_when_sacct_is_unreachable(tmp_path):
         ("models", "naive_cnn", "infer_mem_mb"): 600,
         ("resources", "folds", "mem_mb"): 500,
     }
+
+
+def test_benchmark_files_without_numbers(tmp_path, caplog):
+    """A benchmark whose max_rss is NA is skipped with a warning; one without cpu_time has no CPU use."""
+    root = tmp_path / "logs" / "benchmarks"
+    for rel, line in (("folds/folds.tsv", "3.0\t0:00:03\tNA\tNA\tNA\tNA\t-\t-\t-\t-"),
+                      ("index/index.tsv", "4.0\t0:00:04\t50\t60\t40\t45\t-\t-\t-\t-")):  # fmt: skip
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(BENCH_HEADER + line + "\n")
+    with caplog.at_level(logging.WARNING, logger="fvc.slurm.rows"):
+        rows = benchmark_rows(tmp_path, load_config(RECORDED_CONFIG))
+    assert "folds.tsv: no max_rss value; skipped" in caplog.text
+    assert [(r["rule"], r["peak_mem_mb"], r["elapsed_s"], r["cpu_eff"]) for r in rows] == [
+        ("index", 350.0, 4.0, None)
+    ]
 
 
 def test_cli_apply_with_plot(tmp_path, capsys):

@@ -87,6 +87,14 @@ def sacct_rows(refs: dict[str, JobRef], jobs: dict[str, Job]) -> list[dict]:
     return _number_attempts([job_row(ref, jobs[job_id]) for job_id, ref in refs.items() if job_id in jobs])
 
 
+def _column_max(table: pl.DataFrame, column: str) -> float | None:
+    """The largest number in a benchmark file's column; None when it has none (no column, or all NA)."""
+    if column not in table.columns:
+        return None
+    value = table.select(pl.col(column).max()).item()
+    return None if value is None else float(value)
+
+
 def benchmark_rows(workdir: str | Path, config: dict) -> list[dict]:
     """Rows from Snakemake's `logs/benchmarks/<rule>/<wildcards>.tsv` (max_rss in MiB, plus the per-job
     Snakemake overhead) with the config's first-attempt request: the fallback when sacct cannot be asked."""
@@ -103,15 +111,15 @@ def benchmark_rows(workdir: str | Path, config: dict) -> list[dict]:
         except Exception as exc:  # noqa: BLE001 - a broken file is reported and skipped
             log.warning("%s: unreadable benchmark file (%s); skipped", tsv, exc)
             continue
-        if table.height == 0 or "max_rss" not in table.columns:
-            log.warning("%s: no max_rss column; skipped", tsv)
+        rss = _column_max(table, "max_rss")
+        if rss is None:
+            log.warning("%s: no max_rss value; skipped", tsv)
             continue
         model, fold = split_wildcards(wildcards)
         req = configured_mem_mb(config, rule, model)
-        peak = round(float(table["max_rss"].max()) + overhead, 1)
+        peak = round(rss + overhead, 1)
         eff = round(100 * peak / req, 1) if req else None
-        cpu = table["cpu_time"].max() if "cpu_time" in table.columns else None
-        seconds = float(table["s"].max())
+        cpu, seconds = _column_max(table, "cpu_time"), _column_max(table, "s")
         rows.append(
             {
                 "job_id": "",
@@ -126,7 +134,7 @@ def benchmark_rows(workdir: str | Path, config: dict) -> list[dict]:
                 "peak_mem_mb": peak,
                 "mem_eff": eff,
                 "elapsed_s": seconds,
-                "cpu_eff": round(100 * float(cpu) / seconds, 1) if cpu is not None and seconds else None,
+                "cpu_eff": round(100 * cpu / seconds, 1) if cpu is not None and seconds else None,
                 "source": "benchmark",
                 "flag": _flag("COMPLETED", eff),
             }
