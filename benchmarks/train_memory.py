@@ -2,8 +2,9 @@
 
 Each model trains one epoch of fold 0 on demo-like clips (24 videos x 3 clips of 8 x 64 x 64, as the demo's
 augment stage makes them) in a FRESH subprocess that reports its own peak RSS (ru_maxrss) and clips/s. The
-table's mem_mb must cover peak + Snakemake's ~300 MB per-job overhead with at most 40 % slack:
-1.0 <= mem_mb / (peak + 300) <= 1.4. Run: `.venv/bin/python benchmarks/train_memory.py [--models a b]`.
+table's mem_mb must cover peak + Snakemake's per-job overhead (`resources.snakemake_overhead_mb`) with at
+most 40 % slack: 1.0 <= mem_mb / (peak + overhead) <= 1.4.
+Run: `.venv/bin/python benchmarks/train_memory.py [--models a b]`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from train_fixtures import write_dataset  # noqa: E402
 
 from fvc.core.config import load_config, model_specs  # noqa: E402
+from fvc.slurm.memory_keys import snakemake_overhead_mb  # noqa: E402
 
-OVERHEAD_MB = 300
 MAX_SLACK = 1.4
 
 CHILD = """
@@ -74,6 +75,7 @@ def main() -> int:
     args = parser.parse_args()
     config = load_config(args.config)
     specs = model_specs(config)
+    overhead_mb = snakemake_overhead_mb(config)
     names = args.models or list(specs)
     gc = not args.no_gradient_checkpointing and config["train"]["gradient_checkpointing"]
     rows, ok = [], True
@@ -87,14 +89,14 @@ def main() -> int:
             size=config["augment"]["size"],
         )
         print(
-            f"{'model':<20} {'mem_mb':>7} {'peak_mb':>8} {'+300':>7} {'ratio':>6} {'clips/s':>8} "
+            f"{'model':<20} {'mem_mb':>7} {'peak_mb':>8} {f'+{overhead_mb}':>7} {'ratio':>6} {'clips/s':>8} "
             f"{'wall_s':>7}  verdict",
             flush=True,
         )
         for name in names:
             spec = {**asdict(specs[name]), "epochs": 1}
             result = measure(spec, root / "data", clips, folds, root / name, gc)
-            needed = result["peak_mb"] + OVERHEAD_MB
+            needed = result["peak_mb"] + overhead_mb
             ratio = spec["mem_mb"] / needed
             verdict = "OK" if 1.0 <= ratio <= MAX_SLACK else ("TOO LOW" if ratio < 1.0 else "TOO MUCH SLACK")
             ok &= verdict == "OK"
@@ -105,7 +107,7 @@ def main() -> int:
                 flush=True,
             )
     print(
-        f"\ntarget: 1.00 <= mem_mb / (peak RSS + {OVERHEAD_MB} MB) <= {MAX_SLACK} for every model "
+        f"\ntarget: 1.00 <= mem_mb / (peak RSS + {overhead_mb} MB) <= {MAX_SLACK} for every model "
         f"(gradient checkpointing {'on' if gc else 'off'}, {rows[0]['clips']} training clips, 1 epoch)"
     )
     print("VERDICT:", "PASS" if ok else "FAIL")

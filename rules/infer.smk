@@ -24,7 +24,7 @@ rule infer:
             device=config["infer"]["device"],
             batch_size=config["infer"]["batch_size"],
             # MB of the job's cap left to its two Snakemake processes by the pre-flight memory check.
-            reserved_mb=300,
+            reserved_mb=config["resources"]["snakemake_overhead_mb"],
         ),
     script:
         "../workflow_scripts/infer.py"

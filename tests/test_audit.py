@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import save_file
+from workflow_runner import copy_workflow, snakemake
 
 from fvc.cli import main
-from fvc.core.config import load_config
-from fvc.slurm.audit import (
-    JobRef,
-    apply_recommendations,
-    audit_workflow,
-    discover_jobs,
-    edit_config_text,
-    recommend,
-    render_table,
-    sacct_rows,
-    snippet,
-    split_wildcards,
-)
+from fvc.core.config import load_config, validate_config
+from fvc.infer.preflight import MB, preflight
+from fvc.slurm.audit import audit_workflow
+from fvc.slurm.jobs import JobRef, discover_jobs, split_wildcards
+from fvc.slurm.recommend import Recommendation, apply_recommendations, edit_config_text, recommend, snippet
+from fvc.slurm.render import render_table
+from fvc.slurm.rows import benchmark_rows, sacct_rows
 from fvc.slurm.sacct import SacctUnavailable, parse_sacct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,8 +167,6 @@ def test_apply_edits_numbers_in_place(tmp_path):
 
 
 def test_edit_refuses_unknown_rows():
-    from fvc.slurm.audit import Recommendation
-
     with pytest.raises(ValueError, match="no row `nope`"):
         edit_config_text(
             (RECORDED_CONFIG).read_text(),
@@ -207,6 +204,21 @@ def test_fallback_to_benchmarks_when_sacct_is_unreachable(tmp_path):
         ("models", "naive_cnn", "infer_mem_mb"): 600,
         ("resources", "folds", "mem_mb"): 500,
     }
+
+
+def test_benchmark_files_without_numbers(tmp_path, caplog):
+    """A benchmark whose max_rss is NA is skipped with a warning; one without cpu_time has no CPU use."""
+    root = tmp_path / "logs" / "benchmarks"
+    for rel, line in (("folds/folds.tsv", "3.0\t0:00:03\tNA\tNA\tNA\tNA\t-\t-\t-\t-"),
+                      ("index/index.tsv", "4.0\t0:00:04\t50\t60\t40\t45\t-\t-\t-\t-")):  # fmt: skip
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(BENCH_HEADER + line + "\n")
+    with caplog.at_level(logging.WARNING, logger="fvc.slurm.rows"):
+        rows = benchmark_rows(tmp_path, load_config(RECORDED_CONFIG))
+    assert "folds.tsv: no max_rss value; skipped" in caplog.text
+    assert [(r["rule"], r["peak_mem_mb"], r["elapsed_s"], r["cpu_eff"]) for r in rows] == [
+        ("index", 350.0, 4.0, None)
+    ]
 
 
 def test_cli_apply_with_plot(tmp_path, capsys):
@@ -247,6 +259,75 @@ def test_recommendation_stays_above_any_out_of_memory_request():
     ]
     (rec,) = recommend(rows, config)
     assert (rec.recommended, rec.action) == (1800, "raise")  # not 600: fold 2 needed more than 1200 MB
+
+
+def with_overhead(mb: int) -> dict:
+    """The recorded config with `resources.snakemake_overhead_mb` set to `mb`."""
+    config = yaml.safe_load(RECORDED_CONFIG.read_text())
+    config["resources"]["snakemake_overhead_mb"] = mb
+    return validate_config(config)
+
+
+def sacct_down(ids):
+    raise SacctUnavailable("sacct cannot reach the accounting database")
+
+
+def test_the_snakemake_overhead_key_sizes_the_audit(tmp_path):
+    """`resources.snakemake_overhead_mb` (default 300, from the schema) is added to benchmark peaks and is
+    the floor of every recommendation."""
+    assert load_config(RECORDED_CONFIG)["resources"]["snakemake_overhead_mb"] == 300
+    work = make_workdir(tmp_path)
+    write_benchmarks(work)
+    recommended = {}
+    for mb in (300, 500):
+        result = audit_workflow(work, tmp_path / "a.csv", sacct=sacct_down, config=with_overhead(mb))
+        assert f"max_rss + {mb} MB" in result.message
+        train = next(r for r in result.rows if r["rule"] == "train")
+        assert train["peak_mem_mb"] == pytest.approx(612.5 + mb)
+        recommended[mb] = {(r.row, r.key): r.recommended for r in result.recommendations}
+    # train: 912.5 x 1.2 -> 1100, 1112.5 x 1.2 -> 1400; infer: 500 x 1.2 -> 600, 700 x 1.2 -> 900;
+    # folds: 390 x 1.2 -> 500, 590 x 1.2 -> 800.
+    assert recommended[300] == {
+        ("naive_cnn", "mem_mb"): 1100,
+        ("naive_cnn", "infer_mem_mb"): 600,
+        ("folds", "mem_mb"): 500,
+    }
+    assert recommended[500] == {
+        ("naive_cnn", "mem_mb"): 1400,
+        ("naive_cnn", "infer_mem_mb"): 900,
+        ("folds", "mem_mb"): 800,
+    }
+    tiny = [{"job_id": "1", "rule": "folds", "model": None, "state": "COMPLETED", "req_mem_mb": 800.0,
+             "peak_mem_mb": 10.0}]  # fmt: skip
+    assert [r.recommended for r in recommend(tiny, with_overhead(300))] == [300]
+    assert [r.recommended for r in recommend(tiny, with_overhead(1000))] == [1000]
+
+
+def test_the_snakemake_overhead_key_is_left_out_of_the_infer_preflight(tmp_path, monkeypatch, caplog):
+    """The infer rule passes the key as `reserved_mb`; the pre-flight allowance shrinks by it."""
+    override = tmp_path / "overhead.yaml"
+    override.write_text("resources:\n  snakemake_overhead_mb: 777\n")
+    work = copy_workflow(tmp_path / "wf", override)
+    (work / "probe.smk").write_text(
+        'include: "Snakefile"\n\n\nprint(f"reserved_mb={rules.infer.params.reserved_mb}")\n'
+    )
+    parsed = snakemake(work, "--snakefile", "probe.smk", "--list-rules", timeout=120)
+    assert parsed.returncode == 0, parsed.stderr[-2000:]
+    assert "reserved_mb=777" in parsed.stdout.splitlines()
+
+    weights = tmp_path / "fold0.safetensors"
+    save_file({"w": torch.zeros(16)}, weights)
+    monkeypatch.setenv("SLURM_MEM_PER_NODE", "100000")  # a fixed allowance (or the cgroup's, if lower)
+
+    def allowance_mb(reserved_mb: int) -> int:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="fvc.infer.preflight"):
+            preflight([weights], "naive_cnn", 1, 1, 8, reserved_bytes=reserved_mb * MB)
+        assert f"minus {reserved_mb} MB reserved" in caplog.text
+        return int(re.search(r"may use (\d+) MB", caplog.text)[1])
+
+    default = load_config(ROOT / "config.yaml")["resources"]["snakemake_overhead_mb"]
+    assert allowance_mb(default) - allowance_mb(777) == 777 - default
 
 
 SLURM_SNAKEFILE = """
@@ -342,7 +423,7 @@ def test_report_material_roc_and_metrics(tmp_path):
 
     import polars as pl
 
-    from fvc.slurm.plots import metrics_table
+    from fvc.infer.report import metrics_table
 
     infer = tmp_path / "infer" / "naive_cnn"
     infer.mkdir(parents=True)
@@ -384,8 +465,6 @@ def test_report_material_roc_and_metrics(tmp_path):
 
 
 def test_edit_block_style_rows_keeps_comments():
-    from fvc.slurm.audit import Recommendation
-
     text = (
         "models:\n  svm:\n    mem_mb: 1200   # training\n    infer_mem_mb: 1000\n  x3d:\n    mem_mb: 2000\n"
         "resources:\n  folds: {mem_mb: 800, runtime: 10}  # small\n"

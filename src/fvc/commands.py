@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +244,9 @@ def audit(args: argparse.Namespace, overrides: Overrides) -> int:
         raise FvcError(f"{config_path}: no such file; give --config FILE, or --workdir of a workflow")
     config, _ = settings(args, overrides, workdir)
     out = AuditFiles(args.out_dir) if args.out_dir else Layout(workdir / config["results_dir"]).audit
-    from fvc.slurm.audit import apply_recommendations, audit_workflow, render_table
+    from fvc.slurm.audit import audit_workflow
+    from fvc.slurm.recommend import apply_recommendations
+    from fvc.slurm.render import render_table
 
     result = audit_workflow(
         workdir,
@@ -255,6 +258,8 @@ def audit(args: argparse.Namespace, overrides: Overrides) -> int:
         snippet_path=out.recommended,
         memory_log=args.memory_log,
     )
+    if result.message:
+        print(result.message, file=sys.stderr)
     print(render_table(result.rows, result.recommendations))
     print(f"\nwrote {out.csv}, {out.parquet}, {out.plot}, {out.recommended}")
     if args.apply:

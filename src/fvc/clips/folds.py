@@ -9,15 +9,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from sklearn.model_selection import StratifiedGroupKFold
 
 from fvc.core.atomic import atomic_path
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.core.seeding import stable_seed
+
+if TYPE_CHECKING:
+    from sklearn.model_selection import StratifiedGroupKFold
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,8 @@ def _check_enough_groups(videos: pl.DataFrame, k: int, n_test_splits: int, sourc
 
 def _splitter(n_splits: int, seed: int, name: str) -> StratifiedGroupKFold:
     """A shuffled StratifiedGroupKFold whose random_state is drawn from the base seed."""
+    from sklearn.model_selection import StratifiedGroupKFold  # late: seconds of start-up for fold readers
+
     return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=stable_seed(seed, name) % 2**32)
 
 

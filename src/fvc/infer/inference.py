@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -31,6 +30,7 @@ from fvc.clips.folds import held_out_clips
 from fvc.core.atomic import atomic_path, write_text
 from fvc.core.devices import resolve_device
 from fvc.core.memory import MB, MemoryLog
+from fvc.core.metrics import binary_metrics
 from fvc.infer.preflight import preflight
 from fvc.models import build_model, scale_clips
 from fvc.weights.export import config_path
@@ -147,17 +147,6 @@ def predict(
                     log.warning("%s: fp16 failed on %s (%s); %s", desc, device, reason, compute)
             probs.append(_forward(model, clips, device, compute))
     return torch.cat(probs).numpy() if probs else np.zeros(0), compute
-
-
-def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float | None]:
-    """Accuracy and F1 at 0.5, and ROC AUC (None when only one class is present)."""
-    preds = (probs >= 0.5).astype(int)
-    auc = float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else None
-    return {
-        "accuracy": float(accuracy_score(labels, preds)),
-        "auc": auc,
-        "f1": float(f1_score(labels, preds, zero_division=0)),
-    }
 
 
 def _free(device: torch.device) -> None:

@@ -1,1 +1,3 @@
-"""The memory audit: sacct, the jobs of a run, per-job rows, right-sized mem_mb, plots."""
+"""The memory audit: which jobs a run made (`jobs`), their sacct records (`sacct`), per-job rows (`rows`),
+right-sized mem_mb (`recommend`, `memory_keys`), the terminal table (`render`), the plot (`plots`), and the
+orchestration (`audit`)."""

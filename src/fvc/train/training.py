@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import polars as pl
 import torch
 from torch.utils.data import DataLoader
@@ -31,26 +30,13 @@ from fvc.clips.folds import fold_clips
 from fvc.core.config import ModelSpec
 from fvc.core.devices import resolve_device
 from fvc.core.memory import MemoryLog
+from fvc.core.metrics import binary_metrics
 from fvc.core.seeding import stable_seed
 from fvc.models import ClipClassifier, build_model, check_trainable, export_config, scale_clips
 from fvc.train import checkpoint
 from fvc.weights.export import export_fp16
 
 log = logging.getLogger(__name__)
-
-
-def classification_metrics(labels: np.ndarray, scores: np.ndarray, loss: float) -> dict[str, float | None]:
-    """loss, accuracy and F1 at score 0.5, ROC AUC (None when only one class is present)."""
-    from sklearn.metrics import f1_score, roc_auc_score  # imported late: seconds of start-up otherwise
-
-    predicted = (scores >= 0.5).astype(int)
-    both = len(np.unique(labels)) == 2
-    return {
-        "loss": loss,
-        "accuracy": float((predicted == labels).mean()) if len(labels) else None,
-        "auc": float(roc_auc_score(labels, scores)) if both else None,
-        "f1": float(f1_score(labels, predicted, zero_division=0)),
-    }
 
 
 @contextmanager
@@ -149,7 +135,7 @@ def evaluate(model: ClipClassifier, loader: DataLoader, device: torch.device) ->
         labels.append(y)
     all_logits, all_labels = torch.cat(logits), torch.cat(labels)
     loss = float(model.loss_fn(all_logits, all_labels))
-    return classification_metrics(all_labels.numpy().astype(int), torch.sigmoid(all_logits).numpy(), loss)
+    return {"loss": loss, **binary_metrics(all_labels.numpy(), torch.sigmoid(all_logits).numpy())}
 
 
 def train_fold(

@@ -1,0 +1,20 @@
+"""Which config number sizes each rule's memory, and the per-job Snakemake overhead every request includes."""
+
+from __future__ import annotations
+
+#: Rules sized per model: the key of the model's row (`models.<model>.<key>`); other rules use
+#: `resources.<rule>.mem_mb`.
+MODEL_KEYS = {"train": "mem_mb", "infer": "infer_mem_mb"}
+
+
+def configured_mem_mb(config: dict, rule: str, model: str | None) -> int | None:
+    """The first-attempt mem_mb the config asks for this rule (and model)."""
+    if rule in MODEL_KEYS and model is not None:
+        return config.get("models", {}).get(model, {}).get(MODEL_KEYS[rule])
+    return config.get("resources", {}).get(rule, {}).get("mem_mb")
+
+
+def snakemake_overhead_mb(config: dict) -> int:
+    """Memory (MB) every job carries besides its rule's work: the job step's Snakemake processes
+    (`resources.snakemake_overhead_mb`, its default in the config schema)."""
+    return config["resources"]["snakemake_overhead_mb"]
