@@ -12,8 +12,8 @@ import yaml
 from jsonschema.protocols import Validator
 
 from fvc.core.errors import FvcError
+from fvc.core.schema import schema
 
-SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")  # package data: ships in the wheel
 MODEL_NAMES = ("logistic_regression", "svm", "naive_cnn", "vit_gru", "vit_transformer", "slowfast", "x3d")
 
 
@@ -35,9 +35,9 @@ def _with_defaults(validator_class: type[Validator]) -> type[Validator]:
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    """The config schema as a dict."""
-    return yaml.safe_load(path.read_text())
+def load_schema() -> dict:
+    """The config schema (package data) as a dict of one's own."""
+    return copy.deepcopy(schema())
 
 
 def describe_error(error: jsonschema.ValidationError) -> str:
