@@ -160,7 +160,7 @@ def test_no_module_renames_files_by_itself():
 CONCURRENT_APPLY = """
 import sys, time
 from pathlib import Path
-from fvc.slurm.audit import Recommendation, apply_recommendations
+from fvc.slurm.recommend import Recommendation, apply_recommendations
 config, go, first = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 while not go.exists():
     time.sleep(0.001)

@@ -309,7 +309,7 @@ def test_the_snakemake_overhead_key_is_left_out_of_the_infer_preflight(tmp_path,
     override.write_text("resources:\n  snakemake_overhead_mb: 777\n")
     work = copy_workflow(tmp_path / "wf", override)
     (work / "probe.smk").write_text(
-        'include: "Snakefile"\n\n\nprint(f"reserved_mb={rules.infer.params.reserved_mb}")\n'
+        'include: "Snakefile"\n\n\nprint("reserved_mb=" + str(rules.infer.params.settings["reserved_mb"]))\n'
     )
     parsed = snakemake(work, "--snakefile", "probe.smk", "--list-rules", timeout=120)
     assert parsed.returncode == 0, parsed.stderr[-2000:]

@@ -160,7 +160,9 @@ def profile_options(parser: argparse.ArgumentParser) -> None:
         "$XDG_CONFIG_HOME/snakemake, else ~/.config/snakemake",
         "folder of Snakemake's named profiles",
     )
-    parser.add_argument("--force", action="store_true", help="replace a different profile of the same name")
+    parser.add_argument(
+        "--force", action="store_true", help="replace a different profile of the same name (default: off)"
+    )
 
 
 @dataclass(frozen=True)
