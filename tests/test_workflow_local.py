@@ -8,19 +8,17 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from workflow_runner import copy_workflow, snakemake
+from workflow_runner import snakemake
 
 pytestmark = pytest.mark.slow
 
 STAGES = ("demo_data", "download", "index", "augment", "folds", "train", "infer")
 
 
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = copy_workflow(tmp_path_factory.mktemp("local"))
-    result = snakemake(workdir, "--profile", "profiles/local")
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return workdir
+@pytest.fixture()
+def local_run(tiny_local_run: Path) -> Path:
+    """The session's finished tiny workflow run (conftest)."""
+    return tiny_local_run
 
 
 def test_every_stage_ran_and_logged_its_memory(local_run: Path) -> None:
