@@ -22,7 +22,7 @@ from pathlib import Path
 
 MB = 1024 * 1024
 TOLERANCE = 0.10
-CLIP = {"num_frames": 8, "size": 64, "num_augmentations": 2, "seed": 1234}
+CLIP = {"num_frames": 8, "size": 64, "num_augmentations": 2, "seed": 1234, "decode_threads": 2}
 
 
 def _child(spec: dict) -> dict:

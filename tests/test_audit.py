@@ -18,6 +18,7 @@ from workflow_runner import copy_workflow, snakemake
 
 from fvc.cli import main
 from fvc.core.config import load_config, validate_config
+from fvc.core.schema import defaults
 from fvc.infer.preflight import MB, preflight
 from fvc.slurm.audit import audit_workflow
 from fvc.slurm.jobs import JobRef, discover_jobs, split_wildcards
@@ -27,6 +28,7 @@ from fvc.slurm.rows import benchmark_rows, sacct_rows
 from fvc.slurm.sacct import SacctUnavailable, parse_sacct
 
 ROOT = Path(__file__).resolve().parents[1]
+SAFETY = defaults()["audit"]["safety_factor"]
 FIXTURES = ROOT / "tests" / "fixtures" / "sacct"
 RECORDED_CONFIG = FIXTURES / "config.yaml"  # the numbers the recorded jobs asked for
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -84,7 +86,9 @@ def test_split_wildcards(rule, wildcards, expected):
 
 def test_audit_rows_on_recorded_jobs(tmp_path):
     work, calls = make_workdir(tmp_path), []
-    result = audit_workflow(work, tmp_path / "a.csv", tmp_path / "a.parquet", sacct=recorded_sacct(calls))
+    result = audit_workflow(
+        work, tmp_path / "a.csv", tmp_path / "a.parquet", safety_factor=SAFETY, sacct=recorded_sacct(calls)
+    )
     assert len(calls) == 1 and sorted(calls[0]) == ["1", "2", "3", "4"]  # one sacct call for all jobs
     rows = {r["job_id"]: r for r in result.rows}
     assert result.source == "sacct"
@@ -192,7 +196,7 @@ def test_fallback_to_benchmarks_when_sacct_is_unreachable(tmp_path):
     def down(ids):
         raise SacctUnavailable("sacct cannot reach the accounting database: ... Connection refused")
 
-    result = audit_workflow(work, tmp_path / "a.csv", sacct=down)
+    result = audit_workflow(work, tmp_path / "a.csv", safety_factor=SAFETY, sacct=down)
     assert result.source == "benchmark" and "Connection refused" in result.message
     rows = {(r["rule"], r["wildcards"]): r for r in result.rows}
     train = rows[("train", "naive_cnn_0")]
@@ -280,7 +284,9 @@ def test_the_snakemake_overhead_key_sizes_the_audit(tmp_path):
     write_benchmarks(work)
     recommended = {}
     for mb in (300, 500):
-        result = audit_workflow(work, tmp_path / "a.csv", sacct=sacct_down, config=with_overhead(mb))
+        result = audit_workflow(
+            work, tmp_path / "a.csv", safety_factor=SAFETY, sacct=sacct_down, config=with_overhead(mb)
+        )
         assert f"max_rss + {mb} MB" in result.message
         train = next(r for r in result.rows if r["rule"] == "train")
         assert train["peak_mem_mb"] == pytest.approx(612.5 + mb)
@@ -395,7 +401,7 @@ def test_audit_apply_rerun_on_cluster(slurm_cluster, tmp_path):
     shutil.copy(ROOT / "config.yaml", work / "config.yaml")
     (work / "Snakefile").write_text(SLURM_SNAKEFILE)
     run_on_slurm(work)  # index runs out of memory: the run fails
-    first = audit_workflow(work, work / "audit.csv")
+    first = audit_workflow(work, work / "audit.csv", safety_factor=SAFETY)
     by_rule = {r["rule"]: r for r in first.rows}
     assert by_rule["index"]["state"] == "OUT_OF_MEMORY" and by_rule["index"]["flag"] == "OOM"
     assert by_rule["folds"]["state"] == "COMPLETED" and by_rule["folds"]["flag"] == "<60% used"
@@ -404,7 +410,7 @@ def test_audit_apply_rerun_on_cluster(slurm_cluster, tmp_path):
     assert "+  index: {mem_mb: 1200, runtime: 10}" in diff
     done = run_on_slurm(work)
     assert done.returncode == 0, done.stderr[-3000:]
-    second = audit_workflow(work, work / "audit.csv")
+    second = audit_workflow(work, work / "audit.csv", safety_factor=SAFETY)
     print("after --apply and a rerun:\n" + render_table(second.rows, second.recommendations))
     last_run = max(second.rows, key=lambda r: int(r["job_id"]))["run"]
     rerun = [r for r in second.rows if r["run"] == last_run]
@@ -451,6 +457,7 @@ def test_report_material_roc_and_metrics(tmp_path):
     audit_workflow(
         work,
         tmp_path / "a.csv",
+        safety_factor=SAFETY,
         sacct=recorded_sacct([]),
         predictions={"naive_cnn": infer / "predictions.parquet"},
         roc_dir=tmp_path / "roc",
@@ -488,7 +495,10 @@ def test_real_plugin_run_matches_reportseff(tmp_path):
     shutil.copytree(recorded / "log", work / ".snakemake" / "log")
     shutil.copy(ROOT / "config.yaml", work / "config.yaml")
     result = audit_workflow(
-        work, tmp_path / "a.csv", sacct=lambda ids: parse_sacct((recorded / "sacct.txt").read_text())
+        work,
+        tmp_path / "a.csv",
+        safety_factor=SAFETY,
+        sacct=lambda ids: parse_sacct((recorded / "sacct.txt").read_text()),
     )
     rows = {(r["rule"], r["attempt"]): r for r in result.rows}
     assert sorted(rows) == [("folds", 1), ("folds", 2), ("index", 1), ("index", 2)]
@@ -513,6 +523,6 @@ def test_real_sacct_with_accounting_down_falls_back(slurm_cluster, tmp_path, mon
     monkeypatch.setenv("SLURM_CONF", str(conf))
     work = make_workdir(tmp_path)
     write_benchmarks(work)
-    result = audit_workflow(work, tmp_path / "a.csv")
+    result = audit_workflow(work, tmp_path / "a.csv", safety_factor=SAFETY)
     assert result.source == "benchmark" and "Connection refused" in result.message
     assert len(result.rows) == 3

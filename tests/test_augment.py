@@ -24,7 +24,7 @@ from fvc.clips.store import read_clip
 from fvc.core.seeding import stable_seed
 from fvc.data.video import frame_table, read_frames
 
-ARGS = {"num_frames": 8, "size": 32, "num_augmentations": 2, "seed": 1234}
+ARGS = {"num_frames": 8, "size": 32, "num_augmentations": 2, "seed": 1234, "decode_threads": 2}
 CLI_ARGS = ["--num-frames", "8", "--size", "32", "--num-augmentations", "2", "--seed", "1234"]
 
 

@@ -16,6 +16,7 @@ import av
 import numpy as np
 import pytest
 
+from fvc.core.schema import defaults
 from fvc.data.demo import ARCHIVE_NAME, make_demo_dataset, plan_videos, scene_frames
 from fvc.data.download import download_all
 
@@ -96,11 +97,13 @@ def test_deterministic_across_processes_and_hash_seeds(tmp_path):
 
 @pytest.mark.usefixtures("in_tmp_path")
 def test_demo_downloads_through_the_stage(demo):
-    report = download_all(demo / "manifest.csv", "videos", "videos.csv", memory_log="dl.memory.jsonl")
+    report = download_all(
+        demo / "manifest.csv", "videos", "videos.csv", memory_log="dl.memory.jsonl", **defaults()["download"]
+    )
     assert report.fetched == 8 and not report.failed
     with open("videos.csv", newline="") as fh:
         table = list(csv.DictReader(fh))
     assert {r["label"] for r in table} == {"0", "1"}
     assert all(os.path.isfile(r["path"]) and not os.path.isabs(r["path"]) for r in table)
     assert not os.path.exists("videos/.staging")
-    assert download_all(demo / "manifest.csv", "videos", "videos.csv").skipped == 8
+    assert download_all(demo / "manifest.csv", "videos", "videos.csv", **defaults()["download"]).skipped == 8

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from http_server import LoopbackServer, refused_url
 
+from fvc.core.schema import defaults
 from fvc.data.download import DownloadFailed, download_all
 
 CHUNK = 16 * 1024
@@ -49,7 +50,13 @@ def read_csv(path):
 
 
 def run(tmp_path, manifest, **kwargs):
-    options = {"chunk_bytes": CHUNK, "retries": 2, "timeout_s": 5, "backoff_s": 0.01}
+    options = {
+        **defaults()["download"],
+        "chunk_bytes": CHUNK,
+        "retries": 2,
+        "timeout_s": 5,
+        "backoff_s": 0.01,
+    }
     options.update(kwargs)
     return download_all(manifest, tmp_path / "videos", tmp_path / "videos.csv", **options)
 

@@ -19,9 +19,10 @@ from video_factory import make_video
 from fvc.clips.augment import CLIP_COLUMNS, AugmentReport, augment_all
 from fvc.clips.journal import read_journal
 from fvc.core.atomic import DiskFullError
+from fvc.core.schema import defaults
 from fvc.data.download import download_all
 
-ARGS = {"num_frames": 8, "size": 32, "num_augmentations": 2, "seed": 1234}
+ARGS = {"num_frames": 8, "size": 32, "num_augmentations": 2, "seed": 1234, "decode_threads": 2}
 
 
 def mount_tmpfs(folder: Path, size: str, remount: bool = False) -> None:
@@ -115,7 +116,12 @@ def test_full_disk_during_download_stops_with_one_line_instead_of_failing_every_
             f"video_id,url,label,group,sha256,size\nfake/a.mp4,{url},fake,g1,{sha},{len(data)}\n"
         )
         with pytest.raises(DiskFullError) as err:
-            download_all(manifest, small_fs / "videos", small_fs / "videos.csv", retries=3, backoff_s=0.01)
+            download_all(
+                manifest,
+                small_fs / "videos",
+                small_fs / "videos.csv",
+                **{**defaults()["download"], "retries": 3, "backoff_s": 0.01},
+            )
     message = str(err.value)
     assert (
         message.startswith(f"no space left on the device of {small_fs}/videos/fake") and "\n" not in message

@@ -110,7 +110,17 @@ def test_command_and_its_refusals(clip_set, monkeypatch, capsys):
     assert "the job may use 50 MB" in err and "models.logistic_regression.infer_mem_mb" in err
     assert not (root / "refused").exists()  # stopped before loading or writing anything
     with pytest.raises(LoadError, match="pickle"):
-        infer_model("logistic_regression", ["models/fold0.pt"], "clips.csv", "folds.csv", "a", "b", "c")
+        infer_model(
+            "logistic_regression",
+            ["models/fold0.pt"],
+            "clips.csv",
+            "folds.csv",
+            "a",
+            "b",
+            "c",
+            device="cpu",
+            batch_size=1,
+        )
 
 
 class HalfShy(nn.Module):

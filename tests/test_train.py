@@ -45,7 +45,7 @@ def run(dataset, tmp_path: Path, spec, **kwargs) -> dict:
         tmp_path / "checkpoints",
         root=root,
         memory_log=tmp_path / "memory.jsonl",
-        **kwargs,
+        **{"device": "cpu", "gradient_checkpointing": True, "seed": 0, **kwargs},
     )
 
 

@@ -318,8 +318,9 @@ def augment_all(
     size: int,
     num_augmentations: int,
     seed: int,
+    *,
+    decode_threads: int,
     memory_log: str | os.PathLike[str] | None = None,
-    decode_threads: int = DECODE_THREADS,
 ) -> AugmentReport:
     """Make every indexed video's clips (resuming from `journal`), then write clips.csv sorted by
     (original_video, aug_idx) and rejected.csv (video_id,path,reason) for videos that cannot be decoded."""

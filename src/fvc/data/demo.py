@@ -159,8 +159,9 @@ def _tar_info(name: str, size: int) -> tarfile.TarInfo:
 
 def make_demo_dataset(
     out_dir: str | os.PathLike[str],
-    videos: int = 24,
-    seed: int = 7,
+    *,
+    videos: int,
+    seed: int,
     memory_log: str | os.PathLike[str] | None = None,
 ) -> list[dict]:
     """Write `out_dir/fvc_demo.tar.gz` (the encoded videos) and `out_dir/manifest.csv` (one row per video,

@@ -326,11 +326,11 @@ def download_all(
     table: str | os.PathLike[str],
     *,
     failed_csv: str | os.PathLike[str] | None = None,
-    chunk_bytes: int = 262144,
-    retries: int = 3,
-    timeout_s: float = 30.0,
+    chunk_bytes: int,
+    retries: int,
+    timeout_s: float,
+    max_failed_fraction: float,
     backoff_s: float = 1.0,
-    max_failed_fraction: float = 0.0,
     memory_log: str | os.PathLike[str] | None = None,
 ) -> DownloadReport:
     """Fetch every manifest entry into `out_dir/<video_id>` and write `table` (videos.csv, paths relative to

@@ -163,8 +163,9 @@ def infer_model(
     out_parquet: str | os.PathLike[str],
     out_csv: str | os.PathLike[str],
     out_metrics: str | os.PathLike[str],
-    device: str = "auto",
-    batch_size: int = 8,
+    *,
+    device: str,
+    batch_size: int,
     memory_log: str | os.PathLike[str] | None = None,
     reserved_mb: int = 0,
 ) -> dict[str, Any]:

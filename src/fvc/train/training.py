@@ -146,9 +146,10 @@ def train_fold(
     out_metrics: str | os.PathLike[str],
     out_weights: str | os.PathLike[str],
     checkpoint_dir: str | os.PathLike[str],
-    device: str = "auto",
-    gradient_checkpointing: bool = True,
-    seed: int = 0,
+    *,
+    device: str,
+    gradient_checkpointing: bool,
+    seed: int,
     memory_log: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] = ".",
 ) -> dict[str, Any]:
