@@ -2,27 +2,27 @@ rule audit:
     input:
         # After every other job, so the audit sees them all (sacct, or their benchmark files).
         predictions=expand(
-            results("infer/{model}/predictions.parquet"), model=TRAIN_MODELS
+            str(LAYOUT.infer("{model}").predictions_parquet), model=TRAIN_MODELS
         ),
-        metrics=expand(results("infer/{model}/metrics.json"), model=TRAIN_MODELS),
+        metrics=expand(str(LAYOUT.infer("{model}").metrics), model=TRAIN_MODELS),
     output:
-        csv=results("audit/audit.csv"),
-        parquet=results("audit/audit.parquet"),
+        csv=str(LAYOUT.audit.csv),
+        parquet=str(LAYOUT.audit.parquet),
         plot=report(
-            results("audit/audit.svg"),
+            str(LAYOUT.audit.plot),
             caption="../report/audit.rst",
             category="Memory audit",
         ),
-        recommended=results("audit/recommended.yaml"),
+        recommended=str(LAYOUT.audit.recommended),
         roc=report(
-            directory(results("audit/roc")),
+            directory(str(LAYOUT.audit.roc_dir)),
             patterns=["{model}.svg"],
             caption="../report/roc.rst",
             category="Models",
             labels={"model": "{model}", "figure": "ROC curves"},
         ),
         metrics=report(
-            results("audit/metrics.html"),
+            str(LAYOUT.audit.metrics_html),
             caption="../report/metrics.rst",
             category="Models",
             labels={"model": "all", "figure": "metrics table"},

@@ -1,9 +1,9 @@
 rule augment:
     input:
-        index=results("index/video_index.parquet"),
+        index=str(LAYOUT.index.parquet),
     output:
-        clips=results("augment/clips.csv"),
-        rejected=results("augment/rejected.csv"),
+        clips=str(LAYOUT.augment.clips_csv),
+        rejected=str(LAYOUT.augment.rejected),
     log:
         main="logs/augment/augment.log",
         memory="logs/augment/augment.memory.jsonl",

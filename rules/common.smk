@@ -4,9 +4,12 @@ import os
 from pathlib import Path
 
 from fvc.core.config import model_specs
+from fvc.core.paths import DEMO, Layout
 from fvc.core.joblog import SNAKEMAKE_PID_ENV
 
-RESULTS = config["results_dir"]
+LAYOUT = Layout(
+    config["results_dir"]
+)  # every stage's files, shared with the `fvc` command
 # Fields of a model's row that size its jobs (resources) rather than shape its results: editing them reruns nothing.
 RESOURCE_FIELDS = ("mem_mb", "infer_mem_mb", "runtime")
 MODEL_SPECS = model_specs(config, "config.yaml")
@@ -21,17 +24,12 @@ wildcard_constraints:
     fold=r"\d+",
 
 
-def results(path):
-    """A path under the results folder."""
-    return f"{RESULTS}/{path}"
-
-
 def manifest_inputs():
     """The manifest and, for the demo dataset, the archive it points into."""
     if config["dataset"]["demo"]["enabled"]:
         return {
-            "manifest": "resources/demo/manifest.csv",
-            "archive": "resources/demo/fvc_demo.tar.gz",
+            "manifest": str(DEMO.manifest),
+            "archive": str(DEMO.archive),
         }
     return {"manifest": config["dataset"]["manifest"]}
 
@@ -94,7 +92,7 @@ def infer_mem_mb(wildcards, attempt):
 def fold_exports(wildcards):
     """The fp16 exports of every fold of one model."""
     return expand(
-        results("models/{model}/fold{fold}.safetensors"),
+        str(LAYOUT.exports("{model}").weights("{fold}")),
         model=wildcards.model,
         fold=FOLDS,
     )
@@ -102,9 +100,9 @@ def fold_exports(wildcards):
 
 def final_targets():
     """Ensemble predictions of every trained model (and the audit when enabled)."""
-    targets = expand(results("infer/{model}/metrics.json"), model=TRAIN_MODELS)
+    targets = expand(str(LAYOUT.infer("{model}").metrics), model=TRAIN_MODELS)
     if config["audit"]["enabled"]:
-        targets.append(results("audit/audit.csv"))
+        targets.append(str(LAYOUT.audit.csv))
     return targets
 
 

@@ -1,7 +1,7 @@
 rule demo_data:
     output:
-        manifest="resources/demo/manifest.csv",
-        archive="resources/demo/fvc_demo.tar.gz",
+        manifest=str(DEMO.manifest),
+        archive=str(DEMO.archive),
     log:
         main="logs/demo_data/demo_data.log",
         memory="logs/demo_data/demo_data.memory.jsonl",
@@ -26,7 +26,7 @@ rule download:
     input:
         **manifest_inputs(),
     output:
-        videos=results("download/videos.csv"),
+        videos=str(LAYOUT.download.videos_csv),
     log:
         main="logs/download/download.log",
         memory="logs/download/download.memory.jsonl",

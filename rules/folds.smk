@@ -1,8 +1,8 @@
 rule folds:
     input:
-        clips=results("augment/clips.csv"),
+        clips=str(LAYOUT.augment.clips_csv),
     output:
-        folds=results("folds/folds.csv"),
+        folds=str(LAYOUT.folds.folds_csv),
     log:
         main="logs/folds/folds.log",
         memory="logs/folds/folds.memory.jsonl",

@@ -1,10 +1,10 @@
 rule index:
     input:
-        videos=results("download/videos.csv"),
+        videos=str(LAYOUT.download.videos_csv),
     output:
-        parquet=results("index/video_index.parquet"),
-        csv=results("index/video_index.csv"),
-        rejected=results("index/rejected.csv"),
+        parquet=str(LAYOUT.index.parquet),
+        csv=str(LAYOUT.index.csv),
+        rejected=str(LAYOUT.index.rejected),
     log:
         main="logs/index/index.log",
         memory="logs/index/index.memory.jsonl",

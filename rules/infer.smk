@@ -3,12 +3,12 @@ rule infer:
         # Each fold{fold}.safetensors is a valid safetensors file: the weights, or (sharded export) an empty
         # one whose metadata names fold{fold}.safetensors.index.json, the shards' index next to it.
         weights=fold_exports,
-        clips=results("augment/clips.csv"),
-        folds=results("folds/folds.csv"),
+        clips=str(LAYOUT.augment.clips_csv),
+        folds=str(LAYOUT.folds.folds_csv),
     output:
-        parquet=results("infer/{model}/predictions.parquet"),
-        csv=results("infer/{model}/predictions.csv"),
-        metrics=results("infer/{model}/metrics.json"),
+        parquet=str(LAYOUT.infer("{model}").predictions_parquet),
+        csv=str(LAYOUT.infer("{model}").predictions_csv),
+        metrics=str(LAYOUT.infer("{model}").metrics),
     log:
         main="logs/infer/{model}.log",
         memory="logs/infer/{model}.memory.jsonl",

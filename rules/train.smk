@@ -1,11 +1,11 @@
 rule train:
     input:
-        clips=results("augment/clips.csv"),
-        folds=results("folds/folds.csv"),
+        clips=str(LAYOUT.augment.clips_csv),
+        folds=str(LAYOUT.folds.folds_csv),
     output:
-        metrics=results("train/{model}/fold{fold}/metrics.json"),
-        weights=results("models/{model}/fold{fold}.safetensors"),
-        export_config=results("models/{model}/fold{fold}.json"),
+        metrics=str(LAYOUT.train("{model}", "{fold}").metrics),
+        weights=str(LAYOUT.exports("{model}").weights("{fold}")),
+        export_config=str(LAYOUT.exports("{model}").config("{fold}")),
     log:
         main="logs/train/{model}/fold{fold}.log",
         memory="logs/train/{model}/fold{fold}.memory.jsonl",
