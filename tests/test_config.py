@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from pathlib import Path
 
 import pytest
 
+from fvc.core import schema
 from fvc.core.config import MODEL_NAMES, ConfigError, load_config, load_schema, model_specs, validate_config
 
 
@@ -69,3 +72,26 @@ def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
     path.write_text("models: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("function", "section"),
+    [
+        ("fvc.data.demo:make_demo_dataset", "dataset.demo"),
+        ("fvc.data.download:download_all", "download"),
+        ("fvc.clips.augment:augment_all", "augment"),
+        ("fvc.clips.folds:make_folds", "folds"),
+        ("fvc.train.training:train_fold", "train"),
+        ("fvc.infer.inference:infer_model", "infer"),
+        ("fvc.slurm.audit:audit_workflow", "audit"),
+    ],
+)
+def test_stage_functions_repeat_no_config_default(function: str, section: str) -> None:
+    """Defaults live in the schema alone: a stage function's parameter named after a key of its config
+    section (or `seed`) has no default of its own: the rules and the command hand the config's value."""
+    module, name = function.split(":")
+    signature = inspect.signature(getattr(importlib.import_module(module), name))
+    keys = set(schema.key_schema(section)["properties"]) | {"seed"}
+    shared = [p for p in signature.parameters.values() if p.name in keys]
+    assert shared, f"{name} takes none of the keys of {section}"
+    assert [p.name for p in shared if p.default is not inspect.Parameter.empty] == []

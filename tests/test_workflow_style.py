@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -49,3 +50,23 @@ def test_mypy_is_clean(mypy_run: subprocess.Popen) -> None:
     output, _ = mypy_run.communicate(timeout=900)
     assert mypy_run.returncode == 0, output
     assert "Success: no issues found" in output
+
+
+def test_adapters_pass_keyword_arguments_only() -> None:
+    """Each adapter in workflow_scripts hands its library call keywords only (no positional order)."""
+    for script in sorted((ROOT / "workflow_scripts").glob("*.py")):
+        tree = ast.parse(script.read_text())
+        calls = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id.endswith(
+                ("_all", "_fold", "_model", "_index", "_folds", "_workflow", "_dataset")
+            )
+        ]
+        assert calls, f"{script.name}: no library call found"
+        for call in calls:
+            assert not call.args, (
+                f"{script.name}: {call.func.id}() gets {len(call.args)} positional arguments"
+            )
