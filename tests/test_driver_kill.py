@@ -15,6 +15,7 @@ import pytest
 from workflow_runner import BIN, snakemake
 
 pytestmark = pytest.mark.slow
+TARGET = "results/infer/naive_cnn/metrics.json"  # one model's folds and inference: enough to kill and finish
 
 
 def job_processes(workdir: Path) -> list[psutil.Process]:
@@ -52,7 +53,7 @@ def test_killed_driver_leaves_no_orphans_and_the_unlocked_rerun_completes(
 ) -> None:
     workdir = copy_without_models(tiny_local_run, tmp_path / "workflow")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [str(BIN / "snakemake"), "--configfile", "test_config.yaml", "--profile", "profiles/local"]
+    cmd = [str(BIN / "snakemake"), "--configfile", "test_config.yaml", "--profile", "profiles/local", TARGET]
     with (tmp_path / "first.log").open("w") as log:
         driver = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -72,11 +73,11 @@ def test_killed_driver_leaves_no_orphans_and_the_unlocked_rerun_completes(
     stopped = "that started this job has ended: stopping"
     assert any(stopped in log.read_text() for log in (workdir / "logs" / "train").rglob("*.log"))
 
-    refused = snakemake(workdir, "--profile", "profiles/local")
+    refused = snakemake(workdir, "--profile", "profiles/local", TARGET)
     assert refused.returncode != 0
     assert "--unlock" in refused.stdout + refused.stderr, "Snakemake's stale-lock message names --unlock"
     assert snakemake(workdir, "--unlock").returncode == 0
-    rerun = snakemake(workdir, "--profile", "profiles/local")
+    rerun = snakemake(workdir, "--profile", "profiles/local", TARGET)
     assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-4000:]
-    again = snakemake(workdir, "--profile", "profiles/local", "-n")
+    again = snakemake(workdir, "--profile", "profiles/local", "-n", TARGET)
     assert "Nothing to be done" in again.stdout + again.stderr
