@@ -17,6 +17,7 @@ import pytest
 import yaml
 from polars.testing import assert_frame_equal
 from slurm_support import (
+    SUBMITTED,
     TINY_CONFIG,
     Background,
     by_job,
@@ -179,9 +180,16 @@ def test_interrupted_and_cancelled_runs_resume_only_unfinished_jobs(slurm_run: R
     first_rows = {r["JobID"]: r for r in sacct(submitted(first.text()), steps=False, timeout=300)}
     assert first_rows[job_id]["State"].startswith("CANCELLED")
     assert not {r["Comment"] for r in first_rows.values()} - model_jobs, "a finished stage was resubmitted"
-    # Jobs that completed on SLURM must not run again and jobs without outputs must; a job cancelled while its
-    # script was writing outputs (SLURM grants it KillWait seconds) may go either way.
-    completed = {r["Comment"] for r in first_rows.values() if r["State"] == "COMPLETED"}
+    # Jobs the driver saw complete must not run again and jobs without outputs must; a job cancelled while its
+    # script was writing outputs (SLURM grants it KillWait seconds) may go either way, and so may one that
+    # completed on SLURM after the driver stopped watching (Snakemake redoes a job it did not see finish).
+    seen = set(re.findall(r"Finished jobid: (\d+)", first.text()))
+    job_of = {slurm_id: job for job, slurm_id in SUBMITTED.findall(first.text())}
+    completed = {
+        r["Comment"]
+        for r in first_rows.values()
+        if r["State"] == "COMPLETED" and job_of.get(r["JobID"]) in seen
+    }
     missing = {c for c in model_jobs if not (workdir / metrics_path(c)).exists()}
     assert completed and missing
 
