@@ -7,9 +7,8 @@ from fvc.core.config import model_specs
 from fvc.core.paths import DEMO, Layout
 from fvc.core.joblog import SNAKEMAKE_PID_ENV
 
-LAYOUT = Layout(
-    config["results_dir"]
-)  # every stage's files, shared with the `fvc` command
+# Every stage's files, shared with the `fvc` command.
+LAYOUT = Layout(config["results_dir"])
 # Fields of a model's row that size its jobs (resources) rather than shape its results: editing them reruns nothing.
 RESOURCE_FIELDS = ("mem_mb", "infer_mem_mb", "runtime")
 MODEL_SPECS = model_specs(config, "config.yaml")
