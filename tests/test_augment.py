@@ -16,15 +16,15 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from augment_runner import augment_in
 from video_factory import frame_index, make_video
 
 from fvc.clips import augment
-from fvc.clips.augment import AugmentError, augment_all, original_indices
+from fvc.clips.augment import AugmentError, original_indices
 from fvc.clips.store import read_clip
 from fvc.core.seeding import stable_seed
 from fvc.data.video import frame_table, read_frames
 
-ARGS = {"num_frames": 8, "size": 32, "num_augmentations": 2, "seed": 1234, "decode_threads": 2}
 CLI_ARGS = ["--num-frames", "8", "--size", "32", "--num-augmentations", "2", "--seed", "1234"]
 
 
@@ -61,21 +61,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def run_in(workdir: Path, index: Path) -> augment.AugmentReport:
-    """augment_all with the workflow's relative layout, from `workdir`."""
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        return augment_all(
-            index,
-            "out/clips.csv",
-            "out/rejected.csv",
-            "out/clips",
-            "out/clips.partial.csv",
-            memory_log="out/memory.jsonl",
-            **ARGS,
-        )
-    finally:
-        os.chdir(cwd)
+    """The stage from `workdir`, with its memory log."""
+    return augment_in(workdir, index, memory_log="out/memory.jsonl")
 
 
 def outputs(workdir: Path) -> dict[str, bytes]:
@@ -279,19 +266,7 @@ def test_torn_journal_and_orphan_clip(dataset: dict, baseline: Path, tmp_path: P
 
 def test_changed_parameters_redo_the_clips(dataset: dict, baseline: Path, tmp_path: Path) -> None:
     shutil.copytree(baseline / "out", tmp_path / "out")
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        report = augment_all(
-            dataset["index"],
-            "out/clips.csv",
-            "out/rejected.csv",
-            "out/clips",
-            "out/clips.partial.csv",
-            **{**ARGS, "seed": 99},
-        )
-    finally:
-        os.chdir(cwd)
+    report = augment_in(tmp_path, dataset["index"], seed=99)
     assert report.made == 18
     assert set(pl.read_csv(tmp_path / "out/clips.csv")["seed"]) != set(
         pl.read_csv(baseline / "out/clips.csv")["seed"]

@@ -5,7 +5,6 @@ full disk during download stops the stage at once with the same error."""
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,16 +12,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from augment_runner import augment_in
 from http_server import LoopbackServer
 from video_factory import make_video
 
-from fvc.clips.augment import CLIP_COLUMNS, AugmentReport, augment_all
+from fvc.clips.augment import CLIP_COLUMNS
 from fvc.clips.journal import read_journal
 from fvc.core.atomic import DiskFullError
 from fvc.core.schema import defaults
 from fvc.data.download import download_all
-
-ARGS = {"num_frames": 8, "size": 32, "num_augmentations": 2, "seed": 1234, "decode_threads": 2}
 
 
 def mount_tmpfs(folder: Path, size: str, remount: bool = False) -> None:
@@ -60,17 +58,6 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     pl.DataFrame(rows).write_parquet(root / "index.parquet")
     return root / "index.parquet"
-
-
-def augment_in(workdir: Path, index: Path) -> AugmentReport:
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        return augment_all(
-            index, "out/clips.csv", "out/rejected.csv", "out/clips", "out/clips.partial.csv", **ARGS
-        )
-    finally:
-        os.chdir(cwd)
 
 
 def outputs(workdir: Path) -> dict[str, bytes]:
