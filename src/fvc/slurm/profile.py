@@ -5,6 +5,7 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -45,9 +46,10 @@ def install_profile(dest_root: str | os.PathLike[str] | None = None, force: bool
             f"{dest} already holds a different Snakemake profile; move it aside or install with --force"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(PROFILE_DIR, staging, ignore=shutil.ignore_patterns("__pycache__"))
+    # A unique staging folder: two installs at once never share one; readable like any profile folder.
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    staging.chmod(0o755)
+    shutil.copytree(PROFILE_DIR, staging, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     if dest.is_dir() and not dest.is_symlink():
         shutil.rmtree(dest)
     elif dest.exists() or dest.is_symlink():
