@@ -24,13 +24,15 @@ wildcard_constraints:
 
 
 def manifest_inputs():
-    """The manifest and, for the demo dataset, the archive it points into."""
+    """The manifest files (dataset.manifest: one file or a list) and, for the demo dataset, the archive
+    its manifest points into."""
     if config["dataset"]["demo"]["enabled"]:
         return {
-            "manifest": str(DEMO.manifest),
+            "manifest": [str(DEMO.manifest)],
             "archive": str(DEMO.archive),
         }
-    return {"manifest": config["dataset"]["manifest"]}
+    manifest = config["dataset"]["manifest"]
+    return {"manifest": [manifest] if isinstance(manifest, str) else list(manifest)}
 
 
 def grown(mem_mb, attempt):

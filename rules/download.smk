@@ -40,12 +40,7 @@ rule download:
         runtime=rule_runtime("download"),
     params:
         out_dir=beside("videos", "videos"),
-        failed=beside("videos", "failed.csv"),
-        settings=settings(
-            chunk_bytes=config["download"]["chunk_bytes"],
-            retries=config["download"]["retries"],
-            timeout_s=config["download"]["timeout_s"],
-            max_failed_fraction=config["download"]["max_failed_fraction"],
-        ),
+        failed=beside("videos", "failed.csv"),  # and failed_summary.json beside it
+        settings=settings(labels=config["dataset"]["labels"], **config["download"]),
     script:
         "../workflow_scripts/download.py"

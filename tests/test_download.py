@@ -56,6 +56,8 @@ def run(tmp_path, manifest, **kwargs):
         "retries": 2,
         "timeout_s": 5,
         "backoff_s": 0.01,
+        "per_site_interval_s": 0,
+        "max_failed_fraction": 0,
     }
     options.update(kwargs)
     return download_all(manifest, tmp_path / "videos", tmp_path / "videos.csv", **options)
@@ -84,6 +86,12 @@ def test_resume_after_dropped_connection(tmp_path):
             "group": "g1",
             "sha256": sha(data),
             "size": str(len(data)),
+            "url": srv.url("/a.mp4"),
+            "extractor": "http",
+            "format": "",
+            "resolution": "",
+            "duration": "",
+            "site_id": "",
         }
     ]
 

@@ -1,10 +1,11 @@
-"""Manifest reading: the fvc format, the real FVC.csv format, and clear errors for bad rows."""
+"""Manifest reading: the fvc format, the real FVC.csv format, lists of manifests, the label map, and clear
+errors for bad rows."""
 
 from __future__ import annotations
 
 import pytest
 
-from fvc.data.manifest import ManifestError, check_video_id, read_manifest
+from fvc.data.manifest import ManifestError, check_video_id, read_manifest, read_manifests
 
 SHA = "ab" * 32
 
@@ -63,7 +64,7 @@ def test_fvc_csv_format(tmp_path):
         ("../x.mp4,u,real,g,,", "video_id", "'..'"),
         ("/abs/x.mp4,u,real,g,,", "video_id", "relative"),
         ("a//x.mp4,u,real,g,,", "video_id", "normalised"),
-        ("x.mp4,u,maybe,g,,", "label", "unknown label 'maybe'"),
+        ("x.mp4,u,maybe,g,,", "label", "label 'maybe' is not in dataset.labels"),
         ("x.mp4,u,real,g,xyz,", "sha256", "64 hex"),
         ("x.mp4,u,real,g,,-3", "size", "non-negative"),
         ("x.mp4,,real,g,,", "url", "empty"),
@@ -91,3 +92,62 @@ def test_missing_column_and_duplicates(tmp_path):
         read_manifest(path)
     with pytest.raises(ManifestError, match="cannot read"):
         read_manifest(tmp_path / "absent.csv")
+
+
+FVC_ROWS = (
+    "cascade_id,video_url,label\n"
+    "c1,https://www.youtube.com/watch?v=AAA,fake\n"
+    "c1,https://www.facebook.com/p/videos/1/,debunked\n"
+    "c2,https://twitter.com/u/status/2,real\n"
+    "c3,https://www.youtube.com/watch?v=BBB,uncertain\n"
+    "c4,https://www.youtube.com/watch?v=CCC,Parody\n"
+)
+
+
+def test_default_label_map_drops_uncertain_and_parody(tmp_path):
+    manifest = read_manifests(write(tmp_path, FVC_ROWS, "FVC_dup.csv"))
+    assert [(e.group, e.label, e.label_name) for e in manifest.entries] == [
+        ("c1", 1, "fake"),
+        ("c1", 1, "debunked"),
+        ("c2", 0, "real"),
+    ]
+    assert manifest.dropped == {"uncertain": 1, "parody": 1}
+
+
+def test_label_map_is_editable_and_an_unmapped_label_names_file_row_and_label(tmp_path):
+    path = write(tmp_path, FVC_ROWS, "FVC_dup.csv")
+    labels = {"fake": 1, "real": 0, "debunked": None, "uncertain": 1, "parody": 0}
+    entries = read_manifest(path, labels)
+    assert [(e.group, e.label) for e in entries] == [("c1", 1), ("c2", 0), ("c3", 1), ("c4", 0)]
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path, {"fake": 1, "real": 0, "uncertain": None, "parody": None})
+    message = str(err.value)
+    assert message == (
+        f"{path}: line 3, field 'label': label 'debunked' is not in dataset.labels "
+        "(fake, parody, real, uncertain, 0, 1)"
+    )
+
+
+def test_list_of_manifests_and_the_same_url_twice_is_one_video(tmp_path):
+    first = write(
+        tmp_path, "cascade_id,video_url,label\nc1,https://www.youtube.com/watch?v=AAA,fake\n", "FVC.csv"
+    )
+    dup = write(tmp_path, FVC_ROWS + "c1,https://www.youtube.com/watch?v=AAA,fake\n", "FVC_dup.csv")
+    manifest = read_manifests([first, dup])
+    urls = [e.url for e in manifest.entries]
+    assert urls == [
+        "https://www.youtube.com/watch?v=AAA",
+        "https://www.facebook.com/p/videos/1/",
+        "https://twitter.com/u/status/2",
+    ]
+    assert manifest.repeats == 2
+    assert [e.manifest for e in manifest.entries] == [str(first), str(dup), str(dup)]
+    assert read_manifests(str(first)).entries == manifest.entries[:1]
+    with pytest.raises(ManifestError, match="empty list"):
+        read_manifests([])
+
+
+def test_a_manifest_with_only_dropped_labels_says_so(tmp_path):
+    path = write(tmp_path, "cascade_id,video_url,label\nc1,https://x.org/v,parody\n", "FVC_dup.csv")
+    with pytest.raises(ManifestError, match=r"no entries \(1 rows dropped by dataset.labels\)"):
+        read_manifests(path)

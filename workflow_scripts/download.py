@@ -7,8 +7,9 @@ exit_with_snakemake()
 
 from fvc.data.download import download_all
 
+manifest = snakemake.input.manifest  # a list of files (dataset.manifest)
 download_all(
-    manifest=snakemake.input.manifest,
+    manifest=[manifest] if isinstance(manifest, str) else list(manifest),
     out_dir=snakemake.params.out_dir,
     table=snakemake.output.videos,
     failed_csv=snakemake.params.failed,

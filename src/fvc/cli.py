@@ -75,6 +75,7 @@ def download_options(parser: argparse.ArgumentParser) -> None:
     setting(parser, "--retries", "download.retries", "retries of a failed request")
     setting(parser, "--timeout", "download.timeout_s", "seconds per request")
     setting(parser, "--max-failed-fraction", "download.max_failed_fraction", "share of entries that may fail")
+    setting(parser, "--workers", "download.workers", "videos fetched at the same time")
 
 
 def index_options(parser: argparse.ArgumentParser) -> None:

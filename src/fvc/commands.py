@@ -90,22 +90,22 @@ def demo_data(args: argparse.Namespace, overrides: Overrides) -> int:
 def download(args: argparse.Namespace, overrides: Overrides) -> int:
     config, _ = settings(args, overrides)
     demo = config["dataset"]["demo"]["enabled"] and args.manifest is None
-    manifest = args.manifest or (DEMO.manifest if demo else Path(config["dataset"]["manifest"]))
-    require(manifest, "fvc demo-data" if demo else None)
+    configured = config["dataset"]["manifest"]
+    manifests = [Path(p) for p in ([configured] if isinstance(configured, str) else configured)]
+    manifests = [args.manifest] if args.manifest else [DEMO.manifest] if demo else manifests
+    for manifest in manifests:
+        require(manifest, "fvc demo-data" if demo else None)
     out = DownloadFiles(args.out_dir) if args.out_dir else Layout(config["results_dir"]).download
-    options = config["download"]
     from fvc.data.download import download_all
 
     report = download_all(
-        manifest,
+        manifests,
         out.videos_dir,
         out.videos_csv,
         failed_csv=out.failed_csv,
-        chunk_bytes=options["chunk_bytes"],
-        retries=options["retries"],
-        timeout_s=options["timeout_s"],
-        max_failed_fraction=options["max_failed_fraction"],
+        labels=config["dataset"]["labels"],
         memory_log=args.memory_log,
+        **config["download"],
     )
     print(
         f"{len(report.rows)} videos in {out.videos_csv} ({report.fetched} fetched, {report.skipped} present, "

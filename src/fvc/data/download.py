@@ -1,21 +1,30 @@
-"""Download stage: fetch every manifest entry (http/https with Range resume, file:// and local paths, archive
-members), verify size and sha256, install atomically, skip what already verifies, and record failures."""
+"""Download stage: fetch every manifest entry, a few at a time and politely (a pause between requests to
+one site, Retry-After honoured): direct file URLs with Range resume, page URLs (YouTube, Facebook, Twitter,
+HTML5 video, og:video, HLS) through yt-dlp, file:// and local paths, archive members. Every fetch is checked
+to be a video (Content-Type and leading bytes: an HTML page never is), verified against size and sha256
+when given, installed atomically and recorded in a download archive, so a rerun skips what is stored and
+verified. Dead links are normal: each is a row of failed.csv, and a summary counts the losses per label
+and per cascade."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import http.client
+import json
 import logging
 import os
 import re
 import shutil
 import tarfile
+import threading
 import time
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,19 +37,33 @@ from fvc.core.atomic import atomic_open, commit, disk_space_errors
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.data.archive import member_problems, safe_extract
-from fvc.data.manifest import ManifestEntry, read_manifest
+from fvc.data.manifest import LabelMap, Manifest, ManifestEntry, read_manifests
+from fvc.data.pages import PageError, PageOptions, fetch_page, has_video_suffix, site_extractor
+from fvc.data.polite import SitePacer, retry_after_s
+from fvc.data.sniff import HEAD_BYTES, check_file, not_a_video
 
 log = logging.getLogger(__name__)
 
-VIDEO_COLUMNS = ("video_id", "path", "label", "group", "sha256", "size")
-FAILED_COLUMNS = ("video_id", "url", "reason")
+VIDEO_COLUMNS = (
+    "video_id", "path", "label", "group", "sha256", "size",
+    "url", "extractor", "format", "resolution", "duration", "site_id",
+)  # fmt: skip
+FAILED_COLUMNS = ("video_id", "url", "label", "group", "reason")
 STAGING = ".staging"
+ARCHIVE = ".download_archive.jsonl"  # one JSON record per stored video (like yt-dlp's download archive)
+SUMMARY = "failed_summary.json"
+DEAD_STATUSES = (404, 410)
+RETRY_STATUSES = (429, 503)
 USER_AGENT = "fvc-download/0.1"
 BAR: dict[str, Any] = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, "mininterval": 2}
 
 
 class FetchError(FvcError, RuntimeError):
     """One source could not be fetched or verified; the message is the reason."""
+
+
+class NotAVideo(FetchError):
+    """The answer is no video (an HTML page, JSON, text, empty); never retried."""
 
 
 # What reading a fetched archive may raise: missing or truncated file, bad gzip/tar/zip, unsafe member.
@@ -53,12 +76,15 @@ class DownloadFailed(FvcError, RuntimeError):
 
 @dataclass(frozen=True)
 class FetchOptions:
-    """How to fetch: chunk size, retries with exponential backoff, and the per-request timeout."""
+    """How to fetch: chunk size, retries with exponential backoff, the per-request timeout, the longest
+    Retry-After honoured and the pause between requests to one site."""
 
     chunk_bytes: int = 262144
     retries: int = 3
     timeout_s: float = 30.0
     backoff_s: float = 1.0
+    retry_after_max_s: float = 120.0
+    pacer: SitePacer = field(default_factory=lambda: SitePacer(0))
 
 
 @dataclass
@@ -125,19 +151,36 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _media_type(resp: Any) -> str:
+    return (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+
 def _http_attempt(url: str, part: Path, opts: FetchOptions, progress: tqdm) -> None:
-    """One request, resuming from the bytes already in `part`; FetchError if the body ends early."""
+    """One request, resuming from the bytes already in `part`; FetchError if the body ends early, NotAVideo
+    when the answer's Content-Type and first bytes say it is no video."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=opts.timeout_s) as resp:
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=opts.timeout_s)
+    except HTTPError as exc:
+        if exc.code == 416 and part.exists():  # our offset is past the end: start over
+            part.unlink()
+            raise FetchError("range past the end of the file; starting over") from exc
+        raise
+    with resp:
         if offset and resp.status != 206:
             log.info("%s: server ignored the Range request; starting over", url)
             offset = 0
         total = _content_total(resp, offset)
         needed = None if total is None else total - offset
+        first = b"" if offset else resp.read(HEAD_BYTES)
+        if not offset and (problem := not_a_video(first, _media_type(resp))):
+            raise NotAVideo(problem)
         with disk_space_errors(part.parent, needed), open(part, "ab" if offset else "wb") as out:
+            out.write(first)
+            progress.update(len(first))
             while chunk := resp.read(opts.chunk_bytes):
                 out.write(chunk)
                 progress.update(len(chunk))
@@ -146,26 +189,54 @@ def _http_attempt(url: str, part: Path, opts: FetchOptions, progress: tqdm) -> N
         raise FetchError(f"connection closed after {size} of {total} bytes")
 
 
-def fetch_http(url: str, part: Path, opts: FetchOptions, progress: tqdm) -> None:
-    """Stream `url` into `part`, retrying with backoff and resuming with HTTP Range after an interruption.
-    Client errors (404, 403, ...) are not retried."""
-    last = "no attempt"
+def _wait_after(exc: HTTPError, attempt: int, opts: FetchOptions) -> float:
+    """The pause before the next attempt: what Retry-After asks (429/503, capped), else the backoff."""
+    asked = retry_after_s(exc.headers.get("Retry-After")) if exc.code in RETRY_STATUSES else None
+    return opts.backoff_s * 2**attempt if asked is None else min(asked, opts.retry_after_max_s)
+
+
+def with_retries(url: str, opts: FetchOptions, attempt_once: Any) -> Any:
+    """`attempt_once()` with retries: paced per site, exponential backoff, Retry-After honoured on 429/503.
+    Client errors (404, 403, ...) and NotAVideo are not retried."""
+    last, wait = "no attempt", 0.0
     for attempt in range(opts.retries + 1):
         if attempt:
-            time.sleep(opts.backoff_s * 2 ** (attempt - 1))
+            time.sleep(wait)
+        opts.pacer.wait(url)
         try:
-            _http_attempt(url, part, opts, progress)
-            return
+            return attempt_once()
         except HTTPError as exc:
-            if exc.code == 416 and part.exists():  # our offset is past the end: start over
-                part.unlink()
-            elif 400 <= exc.code < 500 and exc.code not in (408, 429):
+            if 400 <= exc.code < 500 and exc.code not in (408, 429):
                 raise FetchError(_reason(exc)) from exc
-            last = _reason(exc)
+            last, wait = _reason(exc), _wait_after(exc, attempt, opts)
+        except NotAVideo:
+            raise
         except (FetchError, URLError, OSError, http.client.HTTPException) as exc:
-            last = _reason(exc)
+            last, wait = _reason(exc), opts.backoff_s * 2**attempt
         log.warning("%s: attempt %d of %d failed: %s", url, attempt + 1, opts.retries + 1, last)
     raise FetchError(f"gave up after {opts.retries + 1} attempts: {last}")
+
+
+def fetch_http(url: str, part: Path, opts: FetchOptions, progress: tqdm) -> None:
+    """Stream `url` into `part`, retrying with backoff and resuming with HTTP Range after an interruption."""
+    with_retries(url, opts, lambda: _http_attempt(url, part, opts, progress))
+
+
+def probe_media_type(url: str, opts: FetchOptions) -> str:
+    """The Content-Type a HEAD request for `url` answers ('' when the server refuses HEAD); FetchError for a
+    dead link (404, 410) or a server that cannot be reached."""
+
+    def head() -> str:
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT}, method="HEAD")
+        try:
+            with urllib.request.urlopen(request, timeout=opts.timeout_s) as resp:
+                return _media_type(resp)
+        except HTTPError as exc:
+            if exc.code in DEAD_STATUSES or exc.code in RETRY_STATUSES or exc.code >= 500:
+                raise
+            return ""  # HEAD refused (405, 403, ...): let the page extractor try
+
+    return with_retries(url, opts, head)
 
 
 def fetch_local(path: str, part: Path, opts: FetchOptions, progress: tqdm) -> None:
@@ -182,8 +253,8 @@ def fetch_local(path: str, part: Path, opts: FetchOptions, progress: tqdm) -> No
 def fetch(
     source: str, dest: Path, opts: FetchOptions, progress: tqdm, entry: ManifestEntry | None = None
 ) -> tuple[str, int] | None:
-    """Fetch `source` into `dest` through `dest.part`; verify against `entry` (if given, returning its
-    (sha256, size)), then rename atomically. A part that fails verification is removed."""
+    """Fetch `source` into `dest` through `dest.part`; for an `entry`, check that it is a video and verify
+    it (returning its (sha256, size)), then rename atomically. A part that fails is removed."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     expected = entry.size if entry is not None else None
@@ -196,6 +267,8 @@ def fetch(
     checked = None
     if entry is not None:
         try:
+            if problem := check_file(part):
+                raise NotAVideo(problem)
             checked = verify(part, entry)
         except FetchError:
             part.unlink()
@@ -204,65 +277,159 @@ def fetch(
     return checked
 
 
-class _Run:
-    """State of one download run: where files go, options, progress, and the report being filled."""
+@dataclass(frozen=True)
+class Stored:
+    """What is known of a stored video: its checksum and size, and where and how it was fetched."""
 
-    def __init__(self, out_dir: Path, opts: FetchOptions, progress: tqdm, memory: MemoryLog) -> None:
-        self.out_dir, self.opts, self.progress, self.memory = out_dir, opts, progress, memory
+    sha256: str
+    size: int
+    extractor: str = ""
+    format: str = ""
+    resolution: str = ""
+    duration: float | None = None
+    site_id: str = ""
+
+
+class DownloadArchive:
+    """The videos stored so far, one JSON line each (video_id, url and Stored fields), appended as each is
+    installed; a rerun skips a video whose file still has the recorded sha256."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[str, Stored] = {}
+        self._lock = threading.Lock()
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                    self.records[record.pop("video_id")] = Stored(
+                        **{k: record[k] for k in Stored.__dataclass_fields__}
+                    )
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a kill: that video is verified again
+
+    def add(self, video_id: str, url: str, stored: Stored) -> None:
+        line = json.dumps({"video_id": video_id, "url": url, **stored.__dict__}) + "\n"
+        with self._lock:
+            self.records[video_id] = stored
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as fh:
+                fh.write(line)
+
+
+class _Run:
+    """State of one download run: where files go, options, progress, the archive and the report being
+    filled (by several worker threads)."""
+
+    def __init__(
+        self, out_dir: Path, opts: FetchOptions, pages: PageOptions, progress: tqdm, memory: MemoryLog
+    ) -> None:
+        self.out_dir, self.opts, self.pages, self.progress, self.memory = (
+            out_dir,
+            opts,
+            pages,
+            progress,
+            memory,
+        )
         self.report = DownloadReport()
+        self.archive_log = DownloadArchive(out_dir / ARCHIVE)
+        self._lock = threading.Lock()
 
     def final(self, entry: ManifestEntry) -> Path:
         return self.out_dir / entry.video_id
 
-    def succeed(self, entry: ManifestEntry, checked: tuple[str, int], fetched: bool) -> None:
-        sha, size = checked
+    def succeed(self, entry: ManifestEntry, stored: Stored, fetched: bool) -> None:
         row = {"video_id": entry.video_id, "path": os.path.relpath(self.final(entry)), "label": entry.label,
-               "group": entry.group, "sha256": sha, "size": size}  # fmt: skip
-        self.report.rows.append(row)
+               "group": entry.group, "url": entry.url, **stored.__dict__}  # fmt: skip
         if fetched:
-            self.report.fetched += 1
-        else:
-            self.report.skipped += 1
-            self.progress.update(size)
-        self.memory.mark("video", video_id=entry.video_id, fetched=fetched)
+            self.archive_log.add(entry.video_id, entry.url, stored)
+        with self._lock:
+            self.report.rows.append(row)
+            if fetched:
+                self.report.fetched += 1
+            else:
+                self.report.skipped += 1
+                self.progress.update(stored.size)
+            self.memory.mark("video", video_id=entry.video_id, fetched=fetched)
 
     def fail(self, entry: ManifestEntry, reason: str) -> None:
         log.error("%s (%s): %s", entry.video_id, entry.url, reason)
-        self.report.failed.append((entry, reason))
-        self.memory.mark("video", video_id=entry.video_id, failed=reason)
+        with self._lock:
+            self.report.failed.append((entry, reason))
+            self.memory.mark("video", video_id=entry.video_id, failed=reason)
 
-    def installed(self, entry: ManifestEntry) -> tuple[str, int] | None:
-        """(sha256, size) of the installed file when it verifies; one that does not is removed."""
+    def installed(self, entry: ManifestEntry) -> Stored | None:
+        """What is known of the installed file when it verifies (against the archive's record, the entry's
+        checksum and size, and as a video); a file that does not is removed."""
         path = self.final(entry)
         if not path.is_file():
             return None
+        record = self.archive_log.records.get(entry.video_id)
         try:
-            return verify(path, entry)
+            sha, size = verify(path, entry)
+            if record is not None and (sha, size) != (record.sha256, record.size):
+                raise FetchError("it differs from the download archive's record")
+            if record is None and (problem := check_file(path)):
+                raise FetchError(problem)
         except FetchError as exc:
             log.warning("%s: installed file fails verification (%s); fetching it again", entry.video_id, exc)
             path.unlink()
             return None
+        return record or Stored(sha, size, extractor="stored")
 
-    def plain(self, entry: ManifestEntry, source: str) -> None:
-        """A video fetched on its own (http, file, local path)."""
-        if checked := self.installed(entry):
-            self.succeed(entry, checked, fetched=False)
+    def plain(self, entry: ManifestEntry) -> None:
+        """A video fetched on its own: a page through yt-dlp, a file URL or a local path."""
+        if stored := self.installed(entry):
+            self.succeed(entry, stored, fetched=False)
             return
         try:
-            checked = fetch(source, self.final(entry), self.opts, self.progress, entry)
-        except FetchError as exc:
+            source, _ = split_source(entry.url, entry.base)
+            if source.startswith(("http://", "https://")) and self.is_page(source):
+                stored = self.page(entry, source)
+            else:
+                checked = fetch(source, self.final(entry), self.opts, self.progress, entry)
+                assert checked is not None, "fetch verifies against an entry"
+                remote = source.startswith(("http://", "https://"))
+                stored = Stored(*checked, extractor="http" if remote else "local")
+        except (FetchError, PageError) as exc:
             self.fail(entry, str(exc))
             return
-        assert checked is not None, "fetch verifies against an entry"
-        self.succeed(entry, checked, fetched=True)
+        self.succeed(entry, stored, fetched=True)
+
+    def is_page(self, url: str) -> bool:
+        """A URL is a file when its path ends in a video extension or a HEAD says video/*; a page (for
+        yt-dlp) when a site extractor claims it or the HEAD says anything else."""
+        if has_video_suffix(url):
+            return False
+        if site_extractor(url):
+            return True
+        return not probe_media_type(url, self.opts).startswith("video/")
+
+    def page(self, entry: ManifestEntry, url: str) -> Stored:
+        """Fetch a page's video with yt-dlp into the staging folder, check it, verify it and install it."""
+        stem = self.out_dir / STAGING / "pages" / entry.video_id
+        video = fetch_page(url, stem, self.pages, self.opts.pacer)
+        try:
+            if problem := check_file(video.path):
+                raise NotAVideo(problem)
+            sha, size = verify(video.path, entry)
+        except FetchError:
+            video.path.unlink(missing_ok=True)
+            raise
+        self.final(entry).parent.mkdir(parents=True, exist_ok=True)
+        commit(video.path, self.final(entry))
+        self.progress.update(size)
+        return Stored(
+            sha, size, video.extractor, video.format, video.resolution, video.duration, video.site_id
+        )
 
     def archive(self, source: str, items: list[tuple[ManifestEntry, str]]) -> None:
         """Fetch the archive once (only if a member is still missing), extract the wanted members safely into
         a staging folder, verify each against its row and install it."""
         pending = []
         for entry, member in items:
-            if checked := self.installed(entry):
-                self.succeed(entry, checked, fetched=False)
+            if stored := self.installed(entry):
+                self.succeed(entry, stored, fetched=False)
             else:
                 pending.append((entry, member))
         if not pending:
@@ -299,6 +466,8 @@ class _Run:
         self.memory.mark("archive", archive=source, members=len(ok))
         for entry, member in ok:
             try:
+                if problem := check_file(extract_dir / member):
+                    raise NotAVideo(problem)
                 checked = verify(extract_dir / member, entry)
             except (FetchError, OSError) as exc:
                 self.fail(entry, f"archive member {member!r}: {_reason(exc)}")
@@ -306,7 +475,7 @@ class _Run:
             self.final(entry).parent.mkdir(parents=True, exist_ok=True)
             commit(extract_dir / member, self.final(entry))
             self.progress.update(checked[1])
-            self.succeed(entry, checked, fetched=True)
+            self.succeed(entry, Stored(*checked, extractor="archive"), fetched=True)
         shutil.rmtree(extract_dir, ignore_errors=True)
         if remote and len(self.report.failed) == failed_before:
             local.unlink(missing_ok=True)
@@ -320,46 +489,90 @@ def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None
         writer.writerows(rows)
 
 
+def loss_summary(manifest: Manifest, failed: Sequence[tuple[ManifestEntry, str]]) -> dict[str, Any]:
+    """How many videos were lost, per label (as written in the manifest) and per cascade (group), with the
+    rows the label map dropped and the repeated URLs."""
+    lost = {entry.video_id for entry, _ in failed}
+
+    def tally(key: Any) -> dict[str, dict[str, int]]:
+        table: dict[str, dict[str, int]] = {}
+        for entry in manifest.entries:
+            counts = table.setdefault(key(entry), {"entries": 0, "failed": 0, "stored": 0})
+            counts["entries"] += 1
+            counts["failed" if entry.video_id in lost else "stored"] += 1
+        return table
+
+    cascades = tally(lambda e: e.group)
+    return {
+        "entries": len(manifest.entries),
+        "stored": len(manifest.entries) - len(lost),
+        "failed": len(lost),
+        "dropped_by_label_map": dict(manifest.dropped),
+        "repeated_urls": manifest.repeats,
+        "cascades_lost_entirely": sorted(g for g, c in cascades.items() if c["stored"] == 0),
+        "reasons": dict(Counter(re.sub(r"\d+ of \d+", "N of M", r)[:120] for _, r in failed).most_common(20)),
+        "by_label": tally(lambda e: e.label_name.lower() or str(e.label)),
+        "by_cascade": cascades,
+    }
+
+
 def download_all(
-    manifest: str | os.PathLike[str],
+    manifest: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     table: str | os.PathLike[str],
     *,
     failed_csv: str | os.PathLike[str] | None = None,
+    labels: LabelMap | None = None,
     chunk_bytes: int,
     retries: int,
+    backoff_s: float,
     timeout_s: float,
     max_failed_fraction: float,
-    backoff_s: float = 1.0,
+    workers: int,
+    per_site_interval_s: float,
+    retry_after_max_s: float,
+    format: str,
+    cookies: str | None,
+    rate_limit: int | None,
     memory_log: str | os.PathLike[str] | None = None,
 ) -> DownloadReport:
-    """Fetch every manifest entry into `out_dir/<video_id>` and write `table` (videos.csv, paths relative to
-    the current directory) and `failed_csv` (default: next to `table`). Raises DownloadFailed, after
-    writing failed.csv and keeping every verified file, when the failed share exceeds max_failed_fraction."""
-    manifest, out_dir, table = Path(manifest), Path(out_dir), Path(table)
+    """Fetch every entry of the manifest file(s) into `out_dir/<video_id>` with `workers` threads and write
+    `table` (videos.csv, paths relative to the current directory), `failed_csv` (default: next to `table`)
+    and the loss summary (failed_summary.json beside it). `labels` maps manifest labels (default: the
+    schema's dataset.labels). Raises DownloadFailed, after writing failed.csv and the summary and keeping
+    every verified file, when the failed share exceeds max_failed_fraction."""
+    out_dir, table = Path(out_dir), Path(table)
     failed_csv = Path(failed_csv) if failed_csv is not None else table.parent / "failed.csv"
+    summary_json = failed_csv.with_name(SUMMARY)
     memory = MemoryLog(memory_log, "download")
-    entries = read_manifest(manifest)
+    listed = read_manifests(manifest, labels)
+    entries = listed.entries
     memory.mark("start", entries=len(entries))
-    opts = FetchOptions(chunk_bytes=chunk_bytes, retries=retries, timeout_s=timeout_s, backoff_s=backoff_s)
+    pacer = SitePacer(per_site_interval_s)
+    opts = FetchOptions(chunk_bytes, retries, timeout_s, backoff_s, retry_after_max_s, pacer)
+    pages = PageOptions(format, timeout_s, retries, backoff_s, retry_after_max_s, cookies, rate_limit)
     total = sum(e.size for e in entries if e.size is not None) or None
     with tqdm(total=total, desc="download", **BAR) as bar:
-        run = _Run(out_dir, opts, bar, memory)
+        run = _Run(out_dir, opts, pages, bar, memory)
         archives: dict[str, list[tuple[ManifestEntry, str]]] = {}
+        singles: list[ManifestEntry] = []
         for entry in entries:
             try:
-                source, member = split_source(entry.url, manifest.parent)
+                source, member = split_source(entry.url, entry.base)
             except FetchError as exc:
                 run.fail(entry, str(exc))
                 continue
             if member is None:
-                run.plain(entry, source)
+                singles.append(entry)
             else:
                 archives.setdefault(source, []).append((entry, member))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
+            for done in [pool.submit(run.plain, entry) for entry in singles]:
+                done.result()  # a full disk (DiskFullError) stops the stage
         for source, items in archives.items():
             run.archive(source, items)
     report = run.report
-    if not report.failed:  # a fetched archive is kept only while some of its members still fail
+    if not report.failed:  # a fetched archive or page part is kept only while something still fails
         shutil.rmtree(out_dir / STAGING, ignore_errors=True)
     order = {e.video_id: i for i, e in enumerate(entries)}
     report.rows.sort(key=lambda row: order[row["video_id"]])
@@ -367,22 +580,28 @@ def download_all(
     _write_csv(
         failed_csv,
         FAILED_COLUMNS,
-        ({"video_id": e.video_id, "url": e.url, "reason": reason} for e, reason in report.failed),
-    )
+        ({"video_id": e.video_id, "url": e.url, "label": e.label_name, "group": e.group, "reason": reason}
+         for e, reason in report.failed),
+    )  # fmt: skip
+    summary = loss_summary(listed, report.failed)
+    with atomic_open(summary_json, "w") as fh:
+        json.dump(summary, fh, indent=1)
     memory.mark("end", fetched=report.fetched, skipped=report.skipped, failed=len(report.failed))
-    log.info(
-        "download: %d fetched, %d already present, %d failed (see %s)",
-        report.fetched,
-        report.skipped,
-        len(report.failed),
-        failed_csv,
+    per_label = ", ".join(
+        f"{label} {c['failed']} of {c['entries']}" for label, c in summary["by_label"].items()
     )
+    log.info(
+        "download: %d fetched, %d already present, %d failed (see %s); lost per label: %s; cascades lost "
+        "entirely: %d of %d (see %s)",
+        report.fetched, report.skipped, len(report.failed), failed_csv, per_label,
+        len(summary["cascades_lost_entirely"]), len(summary["by_cascade"]), summary_json,
+    )  # fmt: skip
     if report.failed and len(report.failed) > max_failed_fraction * len(entries):
-        listed = "\n  ".join(f"{e.video_id} ({e.url}): {reason}" for e, reason in report.failed[:50])
+        listed_lines = "\n  ".join(f"{e.video_id} ({e.url}): {reason}" for e, reason in report.failed[:50])
         more = f"\n  ... and {len(report.failed) - 50} more" if len(report.failed) > 50 else ""
         raise DownloadFailed(
             f"{len(report.failed)} of {len(entries)} entries failed (max_failed_fraction "
-            f"{max_failed_fraction}); see {failed_csv}:\n  {listed}{more}"
+            f"{max_failed_fraction}); see {failed_csv} and {summary_json}:\n  {listed_lines}{more}"
         )
     _write_csv(table, VIDEO_COLUMNS, report.rows)
     return report
