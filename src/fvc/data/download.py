@@ -550,7 +550,9 @@ def download_all(
     memory.mark("start", entries=len(entries))
     pacer = SitePacer(per_site_interval_s)
     opts = FetchOptions(chunk_bytes, retries, timeout_s, backoff_s, retry_after_max_s, pacer)
-    pages = PageOptions(format, timeout_s, retries, backoff_s, retry_after_max_s, cookies, rate_limit)
+    pages = PageOptions(
+        format, timeout_s, retries, backoff_s, retry_after_max_s, per_site_interval_s, cookies, rate_limit
+    )
     total = sum(e.size for e in entries if e.size is not None) or None
     with tqdm(total=total, desc="download", **BAR) as bar:
         run = _Run(out_dir, opts, pages, bar, memory)

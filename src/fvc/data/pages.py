@@ -43,6 +43,7 @@ class PageOptions:
     retries: int
     backoff_s: float
     retry_after_max_s: float
+    per_site_interval_s: float = 0.0
     cookies: str | None = None
     rate_limit: int | None = None
 
@@ -132,6 +133,8 @@ def ydl_options(opts: PageOptions, outtmpl: str) -> dict[str, Any]:
         "extractor_retries": opts.retries,
         "retry_sleep_functions": {"http": backoff, "fragment": backoff, "extractor": backoff},
         "socket_timeout": opts.timeout_s,
+        "sleep_interval_requests": opts.per_site_interval_s,  # between the extractor's requests
+        "sleep_interval": opts.per_site_interval_s,  # before the download itself
         "ratelimit": opts.rate_limit,
         "cookiefile": opts.cookies,
     }
