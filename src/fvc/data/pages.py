@@ -158,7 +158,7 @@ def fetch_page(url: str, stem: Path, opts: PageOptions, pacer: SitePacer) -> Pag
     for attempt in range(opts.retries + 1):
         pacer.wait(url)
         try:
-            with yt_dlp.YoutubeDL(ydl_options(opts, outtmpl)) as ydl:  # type: ignore[arg-type]
+            with yt_dlp.YoutubeDL(ydl_options(opts, outtmpl)) as ydl:
                 info = ydl.extract_info(url, download=True)
             break
         except yt_dlp.utils.DownloadError as exc:
