@@ -14,6 +14,7 @@ from loopback_site import loopback_site
 
 from fvc.core.schema import defaults
 from fvc.data.download import ARCHIVE, download_all
+from fvc.data.manifest import video_id_from_url
 from fvc.data.pages import clean_reason, has_video_suffix, site_extractor
 from fvc.data.polite import retry_after_s
 from fvc.data.sniff import container, not_a_video
@@ -166,3 +167,16 @@ def test_page_or_file_and_reasons():
     reason = "[generic] gone: Unable to download webpage: HTTP Error 410: Gone"
     raw = f"\x1b[0;31mERROR:\x1b[0m {reason} (caused by <HTTPError 410: Gone>)"
     assert clean_reason(raw) == reason
+
+
+def test_killed_page_download_continues_from_its_part(tmp_path):
+    with loopback_site(tmp_path) as srv:
+        url = srv.url("/watch/video-tag")
+        data = srv.files["/media/a.mp4"]
+        part = tmp_path / "videos" / ".staging" / "pages" / f"{video_id_from_url(url)}.mp4.part"
+        part.parent.mkdir(parents=True)
+        part.write_bytes(data[:6000])  # what a killed run left
+        report = run(tmp_path, fvc_csv(tmp_path / "FVC.csv", [("c1", url, "fake")]))
+        assert ("/media/a.mp4", "bytes=6000-") in srv.ranges
+        assert srv.served["/media/a.mp4"] == len(data) - 6000
+    assert report.rows[0]["sha256"] == hashlib.sha256(data).hexdigest()
