@@ -72,19 +72,19 @@ def test_synthetic_videos_match_sequential_decode(tmp_path, name):
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_every_decoder_thread_count_returns_the_same_frames(tmp_path, sample_videos, threads, monkeypatch):
+    paths = (make_video(tmp_path / "b3.mp4", 45, gop=30, bframes=3), sample_videos["bikes.mp4"])
+    requests = {path: [len(frame_table(path)) - 1, 3, len(frame_table(path)) // 2, 0] for path in paths}
+    references = {path: decode_all(path, keep=set(indices)) for path, indices in requests.items()}
     counts = []
-    decoder_stream = video._decoder_stream
+    real_open = video.VideoReader._open
 
-    def spy(container, path, n):
-        stream = decoder_stream(container, path, n)
-        counts.append(stream.codec_context.thread_count)
-        return stream
+    def spy(reader):
+        real_open(reader)
+        counts.append(reader.stream.codec_context.thread_count)
 
-    monkeypatch.setattr(video, "_decoder_stream", spy)
-    for path in (make_video(tmp_path / "b3.mp4", 45, gop=30, bframes=3), sample_videos["bikes.mp4"]):
-        n = len(frame_table(path))
-        indices = [n - 1, 3, n // 2, 0]
-        assert_matches(path, indices, decode_all(path, keep=set(indices)), threads=threads)
+    monkeypatch.setattr(video.VideoReader, "_open", spy)
+    for path, indices in requests.items():
+        assert_matches(path, indices, references[path], threads=threads)
     assert counts and set(counts) == {threads}
 
 
@@ -92,7 +92,7 @@ def test_a_given_frame_table_is_used_instead_of_demuxing_again(tmp_path, monkeyp
     path = make_video(tmp_path / "b2.mp4", 40, gop=9, bframes=2)
     table, indices = frame_table(path), [37, 2, 20]
     expected = read_frames(path, indices)
-    monkeypatch.setattr(video, "_demux_table", lambda *_: pytest.fail("demuxed again"))
+    monkeypatch.setattr(video.VideoReader, "_demux_table", lambda *_: pytest.fail("demuxed again"))
     assert np.array_equal(read_frames(path, indices, table=table), expected)
 
 
@@ -167,12 +167,12 @@ def test_stream_without_timestamps_falls_back_to_sequential_decode(tmp_path):
 def test_seek_that_lands_past_the_target_falls_back(tmp_path, monkeypatch):
     path = make_video(tmp_path / "v.mp4", 40, gop=10, bframes=2)
     reference = decode_all(path)
-    real = video._frames_from
+    real = video.VideoReader._frames_from
 
-    def overshooting(container, stream, seek_pts):
-        return real(container, stream, None if seek_pts is None else seek_pts + 15 * 512)
+    def overshooting(reader, seek_pts):
+        return real(reader, None if seek_pts is None else seek_pts + 15 * 512)
 
-    monkeypatch.setattr(video, "_frames_from", overshooting)
+    monkeypatch.setattr(video.VideoReader, "_frames_from", overshooting)
     with pytest.warns(RuntimeWarning, match="past target"):
         got, stats = decode_frames(path, [12, 33])
     assert stats.sequential_fallback
