@@ -111,10 +111,15 @@ def _check_decoding(video: VideoReader, count: int) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a sequential fallback is fine here
-            video.read(spread, size=CHECK_SIZE)
+            stats = video.decode(spread, size=CHECK_SIZE)[1]
     except (VideoReadError, IndexError) as exc:
         reason = exc.reason if isinstance(exc, VideoReadError) else str(exc)
         raise ProbeError(f"damaged: decoding frames {spread.tolist()} failed ({reason})") from exc
+    if stats.corrupt_frames:
+        raise ProbeError(
+            f"damaged: decoding frames {spread.tolist()} failed ({stats.corrupt_frames} of "
+            f"{stats.frames_decoded} decoded frames flagged corrupt)"
+        )
 
 
 def probe_video(

@@ -62,10 +62,12 @@ class FrameTable:
 
 @dataclass
 class DecodeStats:
-    """What a read cost: frames decoded (kept or dropped), seeks, and whether it decoded sequentially."""
+    """What a read cost: frames decoded (kept or dropped), seeks, and whether it decoded sequentially;
+    `corrupt_frames`: decoded frames the decoder flagged as corrupt (damage it concealed)."""
 
     frames_returned: int = 0
     frames_decoded: int = 0
+    corrupt_frames: int = 0
     seeks: int = 0
     sequential_fallback: bool = False
 
@@ -304,6 +306,7 @@ class VideoReader:
         targets = out.targets
         for frame in frames:
             stats.frames_decoded += 1
+            stats.corrupt_frames += frame.is_corrupt
             if number == targets[k]:
                 out.put(k, frame)
                 k += 1
@@ -349,6 +352,7 @@ class VideoReader:
                     self._continue_sequentially(frame, number, k, out, stats, frames)
                     return
                 stats.frames_decoded += 1
+                stats.corrupt_frames += frame.is_corrupt
                 if frame.pts is None:
                     raise _SeekFailed("a decoded frame has no pts")
                 last_pts = frame.pts
