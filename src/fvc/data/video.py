@@ -315,11 +315,16 @@ class VideoReader:
             number += 1
         raise _out_of_range(self.path, int(targets[-1]), number)
 
+    def _known_table(self) -> FrameTable:
+        assert self.table is not None, "only a sparse pass, given a frame table, comes here"
+        return self.table
+
     def _frames_from(self, seek_pts: int | None) -> Iterator[av.VideoFrame]:
         """Decoded frames from the keyframe at or before `seek_pts`, or from the start (None)."""
         if seek_pts is not None or not self._fresh:
-            target = self.table.keyframes[0] if seek_pts is None and len(self.table.keyframes) else seek_pts
-            target = self.table.pts[0] if target is None else target
+            table = self._known_table()
+            target = table.keyframes[0] if seek_pts is None and len(table.keyframes) else seek_pts
+            target = table.pts[0] if target is None else target
             try:
                 self.container.seek(int(target), stream=self.stream, backward=True, any_frame=False)
             except av.FFmpegError as exc:
@@ -332,7 +337,7 @@ class VideoReader:
         """One forward pass over the targets, seeking only when the target's keyframe lies past the decoder.
         From the start, each frame's pts must be the table's next one; at the first that is not, the pass
         goes on sequentially, numbering frames by count."""
-        table = self.table
+        table = self._known_table()
         target_pts = table.pts[out.targets]
         frames: Iterator[av.VideoFrame] | None = None
         last_pts: int | None = None
@@ -376,7 +381,7 @@ class VideoReader:
     ) -> None:
         warnings.warn(
             f"{self.path}: frame {number} decoded with pts {frame.pts}, not the packets' "
-            f"{self.table.pts[number]}; numbering frames by count up to frame {out.targets[-1]}",
+            f"{self._known_table().pts[number]}; numbering frames by count up to frame {out.targets[-1]}",
             RuntimeWarning,
             stacklevel=5,
         )
