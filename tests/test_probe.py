@@ -20,20 +20,20 @@ def test_sample_videos_probe_like_a_full_demux(sample_videos):
         info = probe_video(path)
         with av.open(str(path)) as container:
             packets = sum(1 for p in container.demux(video=0) if p.size)
-        assert info.frames == packets and info.frames_source == "container"
+        assert info.frames == packets
         assert info.codec == "h264" and info.size == path.stat().st_size
     bunny = probe_video(sample_videos["bigbuckbunny.mp4"])
     assert (bunny.width, bunny.height, bunny.fps, bunny.frames) == (1280, 720, 25.0, 132)
     assert bunny.duration == pytest.approx(5.28)
 
 
-def test_webm_and_mkv_without_frame_count_use_duration(tmp_path):
+def test_webm_and_mkv_without_frame_count_count_packets(tmp_path):
     for name, codec in (("v.webm", "libvpx-vp9"), ("v.mkv", "libx264")):
         path = make_video(tmp_path / name, 30, fps=15, gop=10, codec=codec)
         with av.open(str(path)) as container:
             assert container.streams.video[0].frames == 0
         info = probe_video(path)
-        assert (info.frames, info.frames_source, info.fps) == (30, "duration", 15.0)
+        assert (info.frames, info.fps) == (30, 15.0)
         assert info.duration == pytest.approx(2.0)
         read_frames(path, [info.frames - 1])  # the estimate promises no frame that is not there
 
@@ -41,7 +41,7 @@ def test_webm_and_mkv_without_frame_count_use_duration(tmp_path):
 def test_stream_without_duration_counts_packets(tmp_path):
     path = make_video(tmp_path / "live.webm", 17, gop=5, codec="libvpx-vp9", streamed=True)
     info = probe_video(path)
-    assert (info.frames, info.frames_source) == (17, "counted")
+    assert info.frames == 17
 
 
 @pytest.mark.parametrize("name", ["v.mp4", "v.mkv", "v.webm", "faststart.mp4"])
@@ -109,7 +109,6 @@ def test_build_index_writes_index_and_rejected_and_goes_on(tmp_path, sample_vide
     assert index["video_id"].to_list() == ["real/bikes.mp4", "fake/clip.webm"]
     assert index["group"].to_list() == ["g1", "007"], "groups stay strings"
     assert index["frames"].to_list() == [250, 20]
-    assert index["frames_source"].to_list() == ["container", "duration"]
     assert pl.read_csv("index/i.csv", schema=INDEX_SCHEMA).equals(index)
     rejected = pl.read_csv("index/rejected.csv")
     assert rejected.columns == ["video_id", "path", "reason"]

@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
-from video_factory import decode_all, frame_index, make_video
+from video_factory import decode_all, frame_index, make_two_stream_video, make_video
 
 from fvc.data import video
 from fvc.data.video import VideoReadError, decode_frames, frame_table, read_frames
@@ -72,19 +72,19 @@ def test_synthetic_videos_match_sequential_decode(tmp_path, name):
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_every_decoder_thread_count_returns_the_same_frames(tmp_path, sample_videos, threads, monkeypatch):
+    paths = (make_video(tmp_path / "b3.mp4", 45, gop=30, bframes=3), sample_videos["bikes.mp4"])
+    requests = {path: [len(frame_table(path)) - 1, 3, len(frame_table(path)) // 2, 0] for path in paths}
+    references = {path: decode_all(path, keep=set(indices)) for path, indices in requests.items()}
     counts = []
-    decoder_stream = video._decoder_stream
+    real_open = video.VideoReader._open
 
-    def spy(container, path, n):
-        stream = decoder_stream(container, path, n)
-        counts.append(stream.codec_context.thread_count)
-        return stream
+    def spy(reader):
+        real_open(reader)
+        counts.append(reader.stream.codec_context.thread_count)
 
-    monkeypatch.setattr(video, "_decoder_stream", spy)
-    for path in (make_video(tmp_path / "b3.mp4", 45, gop=30, bframes=3), sample_videos["bikes.mp4"]):
-        n = len(frame_table(path))
-        indices = [n - 1, 3, n // 2, 0]
-        assert_matches(path, indices, decode_all(path, keep=set(indices)), threads=threads)
+    monkeypatch.setattr(video.VideoReader, "_open", spy)
+    for path, indices in requests.items():
+        assert_matches(path, indices, references[path], threads=threads)
     assert counts and set(counts) == {threads}
 
 
@@ -92,7 +92,7 @@ def test_a_given_frame_table_is_used_instead_of_demuxing_again(tmp_path, monkeyp
     path = make_video(tmp_path / "b2.mp4", 40, gop=9, bframes=2)
     table, indices = frame_table(path), [37, 2, 20]
     expected = read_frames(path, indices)
-    monkeypatch.setattr(video, "_demux_table", lambda *_: pytest.fail("demuxed again"))
+    monkeypatch.setattr(video.VideoReader, "_demux_table", lambda *_: pytest.fail("demuxed again"))
     assert np.array_equal(read_frames(path, indices, table=table), expected)
 
 
@@ -167,12 +167,12 @@ def test_stream_without_timestamps_falls_back_to_sequential_decode(tmp_path):
 def test_seek_that_lands_past_the_target_falls_back(tmp_path, monkeypatch):
     path = make_video(tmp_path / "v.mp4", 40, gop=10, bframes=2)
     reference = decode_all(path)
-    real = video._frames_from
+    real = video.VideoReader._frames_from
 
-    def overshooting(container, stream, seek_pts):
-        return real(container, stream, None if seek_pts is None else seek_pts + 15 * 512)
+    def overshooting(reader, seek_pts):
+        return real(reader, None if seek_pts is None else seek_pts + 15 * 512)
 
-    monkeypatch.setattr(video, "_frames_from", overshooting)
+    monkeypatch.setattr(video.VideoReader, "_frames_from", overshooting)
     with pytest.warns(RuntimeWarning, match="past target"):
         got, stats = decode_frames(path, [12, 33])
     assert stats.sequential_fallback
@@ -189,3 +189,80 @@ def test_memory_grows_with_frames_asked_not_video_length(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 10 * frame_bytes, f"peak {peak} B for 2 frames of {frame_bytes} B"
+
+
+def ffmpeg_frames(path, count, width, height):
+    """Every frame as the ffmpeg CLI shows it (it applies the display matrix), as RGB [count, H, W, 3]."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo"]
+    raw = subprocess.run([*cmd, "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(count, height, width, 3)
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotated_phone_videos_come_out_upright(tmp_path, rotation):
+    path = make_video(tmp_path / f"r{rotation}.mp4", 20, size=(64, 48), gop=6, bframes=2, rotation=rotation)
+    with video.open_video(path) as reader:
+        got = reader.read([17, 2, 9])
+        assert reader.rotation == rotation
+        assert reader.read([]).shape == (0, 48, 64, 3), "an empty read has the displayed shape too"
+    assert got.shape == (3, 48, 64, 3) and [frame_index(f) for f in got] == [17, 2, 9]
+    shown = ffmpeg_frames(path, 20, 64, 48)
+    assert all(np.array_equal(got[row], shown[i]) for row, i in enumerate([17, 2, 9])), "as ffmpeg shows it"
+    resized = read_frames(path, [5], size=(40, 24))
+    assert resized.shape == (1, 24, 40, 3) and frame_index(resized[0]) == 5, "size is the displayed size"
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("default_second.mp4", {"main": 1}), ("default_second.mkv", {"main": 1}),
+     ("no_default_larger_second.mkv", {"main": 1, "default": False})],
+)  # fmt: skip
+def test_the_main_stream_is_read_not_the_first(tmp_path, name, kwargs):
+    path = make_two_stream_video(tmp_path / name, 12, **kwargs)
+    with video.open_video(path) as reader:
+        assert reader.stream.index == 1 and reader.frames == 12
+        assert [frame_index(f) for f in reader.read([11, 0, 6])] == [11, 0, 6]
+    assert frame_table(path) is not None and len(frame_table(path)) == 12
+
+
+def test_h264_with_bframes_in_avi_decodes_no_frame_past_the_last_asked(tmp_path):
+    # AVI has no presentation timestamps: decoded B-frame pts disagree with the packets' from frame 1 on.
+    path = make_video(tmp_path / "b2.avi", 164, gop=30, bframes=2)
+    indices = np.linspace(0, 120, 8).round().astype(int)
+    with pytest.warns(RuntimeWarning, match="numbering frames by count up to frame 120"):
+        got, stats = decode_frames(path, indices)
+    assert [frame_index(f) for f in got] == indices.tolist()
+    assert stats.sequential_fallback and stats.frames_decoded == 121
+
+
+def count_opens(monkeypatch):
+    """Wrap av.open by a counter; returns the list of paths opened."""
+    import av
+
+    opened = []
+    real = av.open
+
+    def counting(target, *args, **kwargs):
+        opened.append(target)
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting)
+    return opened
+
+
+def test_one_decode_call_opens_the_file_once(tmp_path, monkeypatch):
+    path = make_video(tmp_path / "v.mp4", 40, gop=9, bframes=2)
+    table = frame_table(path)
+    opened = count_opens(monkeypatch)
+    read_frames(path, [37, 2, 20])
+    assert len(opened) == 1, "demuxing the table and decoding share one open"
+    read_frames(path, [37, 2, 20], table=table, size=16)
+    assert len(opened) == 2
+    with video.open_video(path) as reader:  # a video's clips: one open for all of them
+        for indices in ([0, 10, 20], [39, 5], [33, 34, 35], [1]):
+            assert [frame_index(f) for f in reader.read(indices, size=32)] == indices
+    assert len(opened) == 3 and reader.opens == 1

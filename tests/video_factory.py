@@ -81,12 +81,15 @@ def make_video(
     vfr: bool = False,
     streamed: bool = False,
     options: dict[str, str] | None = None,
+    rotation: int = 0,
 ) -> Path:
     """Encode `frames` index-pattern frames of `size` = (width, height) to `path`, a keyframe every `gop`
     frames (scene-cut keyframes off for x264) and up to `bframes` B-frames in a row. The container format
     follows the suffix unless given. `vfr` gives frames irregular durations (VFR_TICKS) around 1 / fps.
     `streamed` writes through a sink that cannot seek, as a live stream does: a WebM/MKV then states neither
-    frame count nor duration. `options` go to the encoder (e.g. {"preset": "veryfast"} for libx264)."""
+    frame count nor duration. `options` go to the encoder (e.g. {"preset": "veryfast"} for libx264).
+    `rotation` (counter-clockwise degrees, a multiple of 90) stores each frame turned back by it and sets the
+    display matrix, as a phone does: displayed upright, the frames show their index at `size`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     width, height = size
@@ -98,7 +101,10 @@ def make_video(
         target = _WriteOnly(stack.enter_context(path.open("wb"))) if streamed else str(path)
         out = stack.enter_context(av.open(target, mode="w", format=fmt))
         stream = out.add_stream(codec, rate=fps, options=options)
-        stream.width, stream.height = width, height
+        turns = rotation // 90 % 4
+        stream.width, stream.height = (height, width) if turns % 2 else (width, height)
+        if turns:
+            stream.set_display_rotation(rotation)
         stream.pix_fmt = "yuv420p"
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
@@ -107,7 +113,8 @@ def make_video(
         out.start_encoding()  # writes the header even when no frame follows
         pts = 0
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(frame_pattern(i, width, height), format="rgb24")
+            stored = np.ascontiguousarray(np.rot90(frame_pattern(i, width, height), -turns))
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
             frame.pts = pts
             frame.time_base = time_base
             pts += VFR_TICKS[i % len(VFR_TICKS)] if vfr else 1
@@ -150,3 +157,55 @@ def decode_all(
         if wanted is None:
             return [f.to_ndarray(format="rgb24", **kwargs) for _, f in frames]
         return {i: f.to_ndarray(format="rgb24", **kwargs) for i, f in frames if i in wanted}
+
+
+def make_two_stream_video(path: str | Path, frames: int, main: int = 1, default: bool = True) -> Path:
+    """Two H.264 video streams: stream `main` at 64x48 shows the frame indices, the other, 32x24, shows
+    index + 1000. With `default`, only the main stream carries the default disposition; without, neither
+    does (Matroska: the muxer would otherwise mark the first)."""
+    path = Path(path)
+    options = {} if default else {"default_mode": "passthrough"}
+    with av.open(str(path), mode="w", options=options) as out:
+        streams = []
+        for s in range(2):
+            stream = out.add_stream("libx264", rate=25, options=ENCODER_OPTIONS["libx264"])
+            stream.width, stream.height = (64, 48) if s == main else (32, 24)
+            stream.pix_fmt = "yuv420p"
+            stream.disposition = av.stream.Disposition.default if default and s == main else 0
+            streams.append(stream)
+        for i in range(frames):
+            for s, stream in enumerate(streams):
+                shown = i if s == main else i + 1000
+                frame = av.VideoFrame.from_ndarray(frame_pattern(shown, stream.width, stream.height), "rgb24")
+                frame.pts = i
+                out.mux(stream.encode(frame))
+        for stream in streams:
+            out.mux(stream.encode(None))
+    return path
+
+
+def make_still(path: str | Path, codec: str = "png") -> Path:
+    """One still image (PNG or JPEG, as `codec` says) written to `path` whatever its suffix (e.g. `.mp4`)."""
+    path = Path(path)
+    fmt = {"png": "image2pipe", "mjpeg": "image2pipe"}[codec]
+    with av.open(str(path), mode="w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=1)
+        stream.width, stream.height = 64, 48
+        stream.pix_fmt = "rgb24" if codec == "png" else "yuvj420p"
+        frame = av.VideoFrame.from_ndarray(frame_pattern(0, 64, 48), format="rgb24")
+        out.mux(stream.encode(frame.reformat(format=stream.pix_fmt)))
+        out.mux(stream.encode(None))
+    return path
+
+
+def damage_frame(path: str | Path, index: int, stream: int = 0) -> Path:
+    """Overwrite the bytes of the packet holding frame `index` (in packet order) with noise, in place."""
+    path = Path(path)
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(video=stream) if p.size]
+        position, size = packets[index].pos, packets[index].size
+    data = bytearray(path.read_bytes())
+    noise = np.random.default_rng(index).integers(0, 256, size, dtype=np.uint8).tobytes()
+    data[position + 8 : position + size] = noise[8:]
+    path.write_bytes(bytes(data))
+    return path

@@ -11,6 +11,8 @@ build_index(
     videos_csv=snakemake.input.videos,
     out_parquet=snakemake.output.parquet,
     out_csv=snakemake.output.csv,
-    rejected_csv=snakemake.output.rejected,
+    rejected_csv=snakemake.log.rejected,
     memory_log=snakemake.log.memory,
+    download_failed=snakemake.params.download_failed,
+    **snakemake.params.settings,
 )

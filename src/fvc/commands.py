@@ -121,7 +121,17 @@ def index(args: argparse.Namespace, overrides: Overrides) -> int:
     out = IndexFiles(args.out_dir) if args.out_dir else layout.index
     from fvc.data.index import build_index
 
-    report = build_index(videos, out.parquet, out.csv, out.rejected, memory_log=args.memory_log)
+    report = build_index(
+        videos,
+        out.parquet,
+        out.csv,
+        out.rejected,
+        memory_log=args.memory_log,
+        check_frames=config["index"]["check_frames"],
+        clip_frames=config["augment"]["num_frames"],
+        min_frames=config["index"]["min_frames"],
+        download_failed=None if args.videos else layout.download.failed_csv,
+    )
     print(f"indexed {report.indexed} videos, rejected {report.rejected} (see {out.rejected})")
     return 0
 

@@ -1,42 +1,47 @@
-"""The index stage: probe every downloaded video with PyAV without decoding it, and quarantine bad files.
+"""The index stage: probe every downloaded video with PyAV, and quarantine bad files with their reason.
 
-A probe reads the container header (frame count, rate, duration, size, codec) and demuxes only the packets
-of the last second or so, to catch files cut short. The frame count comes from the container; when it
-reports 0 (WebM/MKV) from duration x fps, rounded down so that it never promises a frame that is not there;
-and only as a last resort from counting packets (demux, no decode). Files that are missing, empty, not
-media, audio only, without frames or truncated go to rejected.csv with the reason, and the stage goes on.
+A probe opens the file once (`fvc.data.video.VideoReader`) and reads it through its main video stream, the
+one the decoder will read: it demuxes every packet (no decoding: the frame count, and files cut short), then
+decodes `check_frames` frames spread evenly across the file (each from its preceding keyframe), so that damage
+in the middle is found here rather than one stage later; the first decoded frame also gives the display
+rotation, and the index records the displayed width and height. Files that are missing, empty, not media,
+still images, audio only, truncated, damaged or shorter than `min_frames` go to rejected.csv with the reason,
+and the stage goes on; videos with fewer frames than a clip's `num_frames` are kept but flagged (`short`:
+their clips repeat frames). An index left empty is an error naming rejected.csv.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import sys
+import warnings
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import polars as pl
 from tqdm import tqdm
 
 from fvc.core.atomic import atomic_path
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
-from fvc.data.video import count_frames
+from fvc.data.video import VideoReader, VideoReadError
 
 log = logging.getLogger(__name__)
 
 INDEX_SCHEMA = {
     "video_id": pl.Utf8, "path": pl.Utf8, "label": pl.Int64, "group": pl.Utf8,
-    "frames": pl.Int64, "frames_source": pl.Utf8, "fps": pl.Float64, "duration": pl.Float64,
-    "width": pl.Int64, "height": pl.Int64, "codec": pl.Utf8, "size": pl.Int64,
+    "frames": pl.Int64, "fps": pl.Float64, "duration": pl.Float64, "width": pl.Int64, "height": pl.Int64,
+    "rotation": pl.Int64, "stream": pl.Int64, "short": pl.Boolean, "codec": pl.Utf8, "size": pl.Int64,
 }  # fmt: skip
 REJECTED_SCHEMA = {"video_id": pl.Utf8, "path": pl.Utf8, "reason": pl.Utf8}
 VIDEOS_COLUMNS = ("video_id", "path", "label", "group")
-TAIL_SECONDS = 1.0
+CHECK_FRAMES = 8
+CLIP_FRAMES = 8
+CHECK_SIZE = 32  # the spread check decodes at this size: it looks for errors, not pixels
 DURATION_TAG = re.compile(r"(\d+):(\d+):(\d+(?:\.\d+)?)")
 
 
@@ -44,16 +49,24 @@ class ProbeError(FvcError, ValueError):
     """A file that is not a usable video; the message is the reason recorded in rejected.csv."""
 
 
+class EmptyIndexError(FvcError, RuntimeError):
+    """Every video was rejected: nothing is left for the next stage."""
+
+
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the index records about one readable video. `frames_source`: container, duration or counted."""
+    """What the index records about one readable video: frames counted from packets, displayed width and
+    height, the display `rotation` (counter-clockwise degrees), the main `stream`'s index, and `short`: fewer
+    frames than a clip needs."""
 
     frames: int
-    frames_source: str
     fps: float
     duration: float
     width: int
     height: int
+    rotation: int
+    stream: int
+    short: bool
     codec: str
     size: int
 
@@ -74,41 +87,50 @@ def _stream_duration(
     return None
 
 
-def _check_tail(
-    path: Path,
-    container: av.container.InputContainer,
-    stream: av.video.stream.VideoStream,
-    duration: float,
-    fps: float,
-) -> None:
-    """Demux (no decode) the packets of the last TAIL_SECONDS and check they reach the stated duration."""
-    time_base = stream.time_base or Fraction(1, 1000)
-    start = stream.start_time or 0
-    try:
-        container.seek(start + int(max(duration - TAIL_SECONDS, 0) / time_base), stream=stream, backward=True)
-    except av.FFmpegError:
-        log.info("%s: seek for the tail check failed; demuxing from the start", path)
-    end = None
-    try:
-        for packet in container.demux(stream):
-            if packet.size and packet.pts is not None:
-                stop = packet.pts + max(packet.duration or 0, 0)
-                end = stop if end is None else max(end, stop)
-    except av.FFmpegError as exc:
-        raise ProbeError(
-            f"truncated or corrupt: demuxing the last {TAIL_SECONDS:g} s failed ({exc})"
-        ) from exc
-    if end is None:
-        raise ProbeError(f"truncated: no video packets in the last {TAIL_SECONDS:g} s of {duration:.2f} s")
-    reached = float((end - start) * time_base)
+def _is_still_image(container: av.container.InputContainer) -> bool:
+    """Opened by an image demuxer (image2, png_pipe, jpeg_pipe, ...): a picture, whatever its suffix."""
+    return any(name == "image2" or name.endswith("_pipe") for name in container.format.name.split(","))
+
+
+def _check_length(video: VideoReader, duration: float | None, fps: float) -> None:
+    """The packets must reach the duration the header states (a file cut short keeps its header)."""
+    table, stream = video.table, video.stream
+    if table is None or not len(table) or not duration or not stream.time_base:
+        return
+    start = stream.start_time if stream.start_time is not None else int(table.pts[0])
+    reached = float((int(table.pts[-1]) - start) * stream.time_base) + 1 / fps
     if reached < duration - max(2 / fps, 0.1):
         raise ProbeError(
             f"truncated: video packets end at {reached:.2f} s but the file says {duration:.2f} s"
         )
 
 
-def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
-    """Probe one video without decoding it; raise ProbeError with the reason when it is not usable."""
+def _check_decoding(video: VideoReader, count: int) -> None:
+    """Decode `count` frames spread evenly across the file; raise ProbeError at the first damage."""
+    spread = np.unique(np.linspace(0, video.frames - 1, count).round().astype(np.int64))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a sequential fallback is fine here
+            stats = video.decode(spread, size=CHECK_SIZE)[1]
+    except (VideoReadError, IndexError) as exc:
+        reason = exc.reason if isinstance(exc, VideoReadError) else str(exc)
+        raise ProbeError(f"damaged: decoding frames {spread.tolist()} failed ({reason})") from exc
+    if stats.corrupt_frames:
+        raise ProbeError(
+            f"damaged: decoding frames {spread.tolist()} failed ({stats.corrupt_frames} of "
+            f"{stats.frames_decoded} decoded frames flagged corrupt)"
+        )
+
+
+def probe_video(
+    path: str | os.PathLike[str],
+    check_frames: int = CHECK_FRAMES,
+    min_frames: int = 1,
+    clip_frames: int = CLIP_FRAMES,
+) -> VideoInfo:
+    """Probe one video (one open: demux all packets, decode `check_frames` spread frames); raise ProbeError
+    with the reason when it is not usable or has fewer than `min_frames` frames. `clip_frames`: frames a clip
+    needs (fewer is flagged `short`)."""
     path = Path(path)
     if not path.is_file():
         raise ProbeError("missing file")
@@ -116,39 +138,50 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     if size == 0:
         raise ProbeError("empty file (0 bytes)")
     try:
-        container = av.open(str(path))
-    except av.FFmpegError as exc:
-        raise ProbeError(f"not a readable media file (truncated or not media): {exc}") from exc
-    with container:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams})
-            raise ProbeError(f"no video stream (streams: {', '.join(kinds) or 'none'})")
-        stream = container.streams.video[0]
+        video = VideoReader(path, threads=1)
+    except VideoReadError as exc:
+        reason = exc.reason
+        if reason.startswith("not a readable media file"):
+            reason = f"not a readable media file (truncated or not media): {reason.split('(', 1)[1][:-1]}"
+        elif reason.startswith("demuxing failed"):
+            reason = f"truncated or corrupt: {reason}"
+        raise ProbeError(reason) from exc
+    with video:
+        container, stream = video.container, video.stream
+        if _is_still_image(container):
+            raise ProbeError(
+                f"still image ({container.format.name}, {stream.codec_context.name}), not a video"
+            )
         codec = stream.codec_context.name if stream.codec_context else None
         width, height = stream.width, stream.height
         if not codec or not width or not height:
             raise ProbeError(f"video stream without a known codec or size (codec {codec}, {width}x{height})")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
+        if video.frames <= 0:
+            raise ProbeError("no video frames")
+        if not fps:
+            raise ProbeError("video stream without a frame rate")
         duration = _stream_duration(stream, container)
-        if stream.frames > 0:
-            frames, source = stream.frames, "container"
-        elif duration and fps:
-            frames, source = math.floor(duration * fps + 1e-6), "duration"
-        else:
-            frames, source = 0, "counted"
-        if source != "counted" and duration:
-            _check_tail(path, container, stream, duration, fps or 25.0)
-    if source == "counted":
-        try:
-            frames = count_frames(path)
-        except av.FFmpegError as exc:
-            raise ProbeError(f"truncated or corrupt: counting packets failed ({exc})") from exc
-    if frames <= 0:
-        raise ProbeError("no video frames")
-    if not fps:
-        raise ProbeError("video stream without a frame rate")
-    return VideoInfo(frames, source, fps, duration or frames / fps, width, height, codec, size)
+        _check_length(video, duration, fps)
+        if video.frames < min_frames:
+            raise ProbeError(f"too short: {video.frames} frames, fewer than index.min_frames ({min_frames})")
+        _check_decoding(video, check_frames)
+        rotation = video.rotation or 0
+        if rotation % 180:
+            width, height = height, width
+        return VideoInfo(
+            frames=video.frames,
+            fps=fps,
+            duration=duration or video.frames / fps,
+            width=width,
+            height=height,
+            rotation=rotation,
+            stream=stream.index,
+            short=video.frames < clip_frames,
+            codec=codec,
+            size=size,
+        )
 
 
 @dataclass(frozen=True)
@@ -178,15 +211,47 @@ def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
         frame.write_parquet(tmp) if path.suffix == ".parquet" else frame.write_csv(tmp)
 
 
+def _reason_kind(reason: str) -> str:
+    """A reason's kind for a summary: its words before the first colon or parenthesis."""
+    return re.split(r"[:(]", reason, maxsplit=1)[0].strip()
+
+
+def _empty_index_message(
+    videos_csv: Path, rejected: list[dict], rejected_csv: Path, failed_csv: Path | None
+) -> str:
+    kinds: dict[str, int] = {}
+    for row in rejected:
+        kinds[_reason_kind(row["reason"])] = kinds.get(_reason_kind(row["reason"]), 0) + 1
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    message = (
+        f"no usable video: index rejected every one of the {len(rejected)} videos of {videos_csv}"
+        f"{f' ({summary})' if summary else ''}; reasons in {rejected_csv}"
+    )
+    if failed_csv is not None and failed_csv.is_file():
+        failed = len(pl.read_csv(failed_csv, infer_schema=False))
+        message += f"; download failed {failed} more entries (reasons in {failed_csv})"
+    return message
+
+
 def build_index(
     videos_csv: str | os.PathLike[str],
     out_parquet: str | os.PathLike[str],
     out_csv: str | os.PathLike[str],
     rejected_csv: str | os.PathLike[str],
     memory_log: str | os.PathLike[str] | None = None,
+    *,
+    check_frames: int = CHECK_FRAMES,
+    clip_frames: int = CLIP_FRAMES,
+    min_frames: int | None = None,
+    download_failed: str | os.PathLike[str] | None = None,
 ) -> IndexReport:
     """Probe every video of videos.csv (paths relative to the working directory) into the index (parquet +
-    csv) and rejected.csv; a bad video is recorded with its reason and the stage goes on."""
+    csv) and rejected.csv; a bad video is recorded with its reason and the stage goes on. `check_frames`:
+    frames decoded per video to find damage; `clip_frames`: a clip's frames (fewer: flagged `short`);
+    `min_frames` (default `clip_frames`): fewer are rejected. Raises EmptyIndexError, after writing
+    rejected.csv, when no video is left; its message counts the rejects by reason and, given the download's
+    failed.csv (`download_failed`), the entries that failed before."""
+    min_frames = clip_frames if min_frames is None else min_frames
     memory = MemoryLog(memory_log, "index")
     memory.mark("start")
     videos = _read_videos(Path(videos_csv))
@@ -195,20 +260,28 @@ def build_index(
         videos.iter_rows(named=True), total=len(videos), desc="index", unit="video", file=sys.stderr
     ):
         try:
-            info = probe_video(video["path"])
+            info = probe_video(video["path"], check_frames, min_frames, clip_frames)
         except Exception as exc:  # odd media trips odd errors: each rejects only its own file
             reason = str(exc) if isinstance(exc, ProbeError) else f"{type(exc).__name__}: {exc}"
             log.warning("rejected %s (%s): %s", video["video_id"], video["path"], reason)
             rejected.append({"video_id": video["video_id"], "path": video["path"], "reason": reason})
             memory.mark("video", video_id=video["video_id"], rejected=True)
             continue
+        if info.short:
+            log.warning(
+                "%s has %d frames, fewer than a clip's %d: its clips repeat frames",
+                video["video_id"],
+                info.frames,
+                clip_frames,
+            )
         rows.append({**{c: video[c] for c in VIDEOS_COLUMNS}, **asdict(info)})
-        memory.mark("video", video_id=video["video_id"], frames=info.frames, frames_source=info.frames_source)
+        memory.mark("video", video_id=video["video_id"], frames=info.frames)
     index = pl.DataFrame(rows, schema=INDEX_SCHEMA)
     _write_atomic(pl.DataFrame(rejected, schema=REJECTED_SCHEMA), Path(rejected_csv))
+    if index.is_empty():
+        failed = Path(download_failed) if download_failed is not None else None
+        raise EmptyIndexError(_empty_index_message(Path(videos_csv), rejected, Path(rejected_csv), failed))
     _write_atomic(index, Path(out_parquet))
     _write_atomic(index, Path(out_csv))
-    if index.is_empty():
-        log.warning("%s: no readable video; every one is in %s", videos_csv, rejected_csv)
     memory.mark("end", indexed=len(rows), rejected=len(rejected))
     return IndexReport(indexed=len(rows), rejected=len(rejected))
