@@ -2,10 +2,10 @@
 forwards of the same model in fp32, fp16 and bf16 (`model.float()/half()/bfloat16()` in memory).
 
 Every model at its config.yaml row, random weights exported with fvc's own fp16 export; the same random
-clips (batch 8) in every case; each case in a fresh interpreter with one thread (`benchmarks/fresh.py`),
-timed from its first forward (cold, like a job). Prints clips/s, the ratio to the best plain forward (target
->= 0.8), each case's peak RSS (the child's VmHWM), the precision `auto` chose with its probe, and max |dp|
-of each case vs the plain fp32 forward.
+clips in memory through the same DataLoader (batch 8) in every case; each case in a fresh interpreter with
+one thread (`benchmarks/fresh.py`), timed from its first forward (cold, like a job). Prints clips/s, the
+ratio to the best plain forward (target >= 0.8), each case's peak RSS (the child's VmHWM), the precision
+`auto` chose with its probe, and max |dp| of each case vs the plain fp32 forward.
 Run: `python benchmarks/infer_speed.py [--models x3d naive_cnn] [--clips 100]` (~6 minutes on 2 cores).
 """
 
@@ -51,19 +51,21 @@ def fvc_case(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def plain_case(spec: dict[str, Any]) -> dict[str, Any]:
-    """Plain forwards of the same weights cast whole to one dtype in memory."""
+    """Plain forwards of the same weights cast whole to one dtype in memory, over the same data loader."""
     import torch
+    from torch.utils.data import DataLoader, TensorDataset
 
     from fvc.infer.inference import load_export
     from fvc.models import scale_clips
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[spec["dtype"]]
+    clips = _clips(spec)
+    loader = DataLoader(TensorDataset(clips, torch.zeros(len(clips))), batch_size=spec["batch_size"])
     model = load_export(spec["weights"]).to(dtype)
-    batches = _clips(spec).split(spec["batch_size"])
     probs = []
     start = time.perf_counter()
     with torch.inference_mode():
-        for clips in batches:
+        for clips, _ in loader:
             probs.append(torch.sigmoid(model(scale_clips(clips).to(dtype)).float().reshape(-1)))
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "probs": torch.cat(probs).tolist()}

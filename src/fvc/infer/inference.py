@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -123,6 +124,16 @@ class Runner(contextlib.ExitStack):
         return torch.sigmoid(logits.float().reshape(-1)).cpu()
 
 
+class Progress(tqdm):
+    """tqdm without its monitor thread and multiprocessing lock (whose set-up costs more than a small
+    model's whole job)."""
+
+    monitor_interval = 0
+
+
+Progress.set_lock(threading.RLock())
+
+
 def predict(
     model: nn.Module,
     loader: DataLoader,
@@ -138,7 +149,7 @@ def predict(
     (logged); an error of the last candidate, or after the first batch, is raised."""
     check_precision(precision, device)
     outputs: dict[int, torch.Tensor] = {}
-    batches = enumerate(clips for clips, _ in tqdm(loader, desc=desc, unit="batch", file=sys.stderr))
+    batches = enumerate(clips for clips, _ in Progress(loader, desc=desc, unit="batch", file=sys.stderr))
     record: dict[str, Any] = {"requested": precision, "chosen": precision, "probe": []}
     with torch.inference_mode(), Runner(model, device) as run:
         pending: list[tuple[int, torch.Tensor]] = []

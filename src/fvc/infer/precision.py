@@ -16,7 +16,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -156,10 +156,14 @@ class Trial:
     rejected: str = ""
 
     def record(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["ms_per_batch"] = None if self.seconds is None else round(self.seconds * 1000, 3)
-        del out["seconds"]
-        return out
+        """The trial for the log and metrics.json, its time in ms per batch."""
+        ms = None if self.seconds is None else round(self.seconds * 1000, 3)
+        return {
+            "precision": self.precision,
+            "ms_per_batch": ms,
+            "max_dp": self.max_dp,
+            "rejected": self.rejected,
+        }
 
 
 Run = Callable[[str, Any, float], torch.Tensor]

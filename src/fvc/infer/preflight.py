@@ -62,7 +62,8 @@ class Estimate:
         """The terms of the estimate, in MB."""
         return (
             f"weights {self.weights / MB:.0f} MB fp16 + largest tensor {self.largest_tensor / MB:.0f} MB"
-            f" + compute copy {self.compute_copy / MB:.0f} MB + activations {self.activations / MB:.0f} MB + baseline {self.baseline / MB:.0f} MB"
+            f" + compute copy {self.compute_copy / MB:.0f} MB + activations {self.activations / MB:.0f} MB"
+            f" + baseline {self.baseline / MB:.0f} MB"
         )
 
 
