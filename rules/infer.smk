@@ -23,6 +23,7 @@ rule infer:
         settings=settings(
             device=config["infer"]["device"],
             batch_size=config["infer"]["batch_size"],
+            precision=config["infer"]["precision"],
             # MB of the job's cap left to its two Snakemake processes by the pre-flight memory check.
             reserved_mb=config["resources"]["snakemake_overhead_mb"],
         ),

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fvc.cli import main
 from fvc.clips.dataset import load_clip_tensor
 from fvc.core.metrics import binary_metrics
-from fvc.infer.inference import FP16, FP32_FROM_FP16, infer_model, predict
+from fvc.infer.inference import infer_model, predict
 from fvc.models import scale_clips
 from fvc.weights.lean_load import LoadError
 
@@ -79,7 +79,9 @@ def test_infer_writes_fold_and_ensemble_predictions(clip_set):
     assert table["pred_ensemble"].to_list() == (table["prob_ensemble"] >= 0.5).cast(int).to_list()
 
     assert json.loads((out / "m.json").read_text()) == metrics
-    assert [f["fold"] for f in metrics["folds"]] == [0, 1, 2] and metrics["compute"] == [FP16]
+    assert [f["fold"] for f in metrics["folds"]] == [0, 1, 2]
+    assert metrics["precision"]["requested"] == "auto"
+    assert metrics["precision"]["folds"] == [metrics["precision"]["chosen"]] * 3
     labels = table["label"].to_numpy()
     assert metrics["ensemble"] == binary_metrics(labels, table["prob_ensemble"].to_numpy())
     assert metrics["folds"][1] == {
@@ -138,15 +140,15 @@ class HalfShy(nn.Module):
         return self.head(self.norm(self.proj(x.mean((3, 4)).flatten(1)))).squeeze(-1)
 
 
-def test_cpu_fallback_computes_in_fp32_from_fp16_storage():
+def test_failing_precision_falls_back_to_fp32_from_fp16_storage():
     reference = HalfShy().eval()
     model = HalfShy().half().eval()
     model.load_state_dict(reference.state_dict())
     generator = torch.Generator().manual_seed(0)
     clips = torch.randint(0, 256, (5, 4, 3, 8, 8), dtype=torch.uint8, generator=generator)
     loader = DataLoader(TensorDataset(clips, torch.zeros(5)), batch_size=2)
-    probs, compute = predict(model, loader, torch.device("cpu"))
-    assert compute == FP32_FROM_FP16
+    probs, ran = predict(model, loader, torch.device("cpu"), "fp16")
+    assert ran == {"requested": "fp16", "chosen": "fp32", "probe": []}
     with torch.inference_mode():
         expected = torch.sigmoid(reference(scale_clips(clips))).numpy()
     np.testing.assert_allclose(probs, expected, atol=2e-3)

@@ -77,3 +77,13 @@ def test_without_limits_uses_available_ram(weights, no_slurm):
     assert source == "available RAM" and allowance > 0
     with pytest.raises(PreflightError, match="available RAM"):
         preflight(weights, "svm", batch_size=10**6, num_frames=64, size=256)
+
+
+def test_compute_copy_of_one_unit_counts_in_the_need(weights, no_slurm):
+    need = estimate(weights, batch_size=2, num_frames=4, size=8, compute_copy=3 * MB)
+    assert need.host_total == need.baseline + need.weights + need.largest_tensor + 3 * MB + need.activations
+    assert "largest tensor 8 MB + compute copy 3 MB" in need.describe()
+    no_slurm.setenv("SLURM_MEM_PER_NODE", str(int(estimate(weights, 2, 4, 8).host_total / MB) + 40))
+    preflight(weights, "x3d", batch_size=2, num_frames=4, size=8)
+    with pytest.raises(PreflightError, match="compute copy 100 MB"):
+        preflight(weights, "x3d", batch_size=2, num_frames=4, size=8, compute_copy=100 * MB)

@@ -138,6 +138,7 @@ def infer_options(parser: argparse.ArgumentParser) -> None:
     results_dir(parser)
     setting(parser, "--device", "infer.device", "device")
     setting(parser, "--batch-size", "infer.batch_size", "clips per batch")
+    setting(parser, "--precision", "infer.precision", "compute dtype on the fp16 weights")
 
 
 def audit_options(parser: argparse.ArgumentParser) -> None:

@@ -239,6 +239,7 @@ def infer(args: argparse.Namespace, overrides: Overrides) -> int:
         out.metrics,
         device=config["infer"]["device"],
         batch_size=config["infer"]["batch_size"],
+        precision=config["infer"]["precision"],
         memory_log=args.memory_log,
     )
     print(json.dumps(metrics["ensemble"]))

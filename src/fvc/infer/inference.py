@@ -1,9 +1,10 @@
 """Inference of one model on the held-out test clips: every fold's fp16 export loaded lean, one fold at a time
 (the previous one freed first), and the folds' fake probabilities averaged per video (the ensemble).
 
-The fp16 weights run in fp16 (under autocast on CUDA) when the model's ops allow it (tried on the first
-batch); otherwise each module's fp16 tensors are upcast to fp32 only for its own forward ("fp32 compute
-from fp16 storage"), so the model is never held in fp32. The log and metrics.json say which.
+The weights stay fp16; the compute precision is `infer.precision`: forced, or `auto`, chosen at the start of
+the job by a probe on the first fold's real batches (`fvc.infer.precision`). A precision whose ops fail on
+the first batch (no kernel for that dtype) falls back to the next candidate. The log and metrics.json say
+which precision ran and what the probe measured.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -31,6 +34,15 @@ from fvc.core.atomic import atomic_path, write_text
 from fvc.core.devices import resolve_device
 from fvc.core.memory import MB, MemoryLog
 from fvc.core.metrics import binary_metrics
+from fvc.infer.precision import (
+    DTYPES,
+    candidates,
+    cast_compute,
+    check_precision,
+    deadline,
+    largest_unit_bytes,
+    probe,
+)
 from fvc.infer.preflight import preflight
 from fvc.models import build_model, scale_clips
 from fvc.weights.export import config_path
@@ -38,8 +50,9 @@ from fvc.weights.lean_load import check_tensors, lean_load, tensor_infos
 from fvc.weights.safetensors_io import LoadError
 
 log = logging.getLogger(__name__)
-FP16 = "fp16"
-FP32_FROM_FP16 = "fp32 compute from fp16 storage"
+PROBE_SHARE = 0.02  # the auto probe's cost, as a share of the job's forwards
+TOLERANCE = 0.02  # max |p - p_fp32| of an accepted precision
+FAILURES = (RuntimeError, NotImplementedError, ValueError)
 Paths = Sequence[str | os.PathLike[str]]
 
 
@@ -67,86 +80,110 @@ def load_export(weights_path: str | os.PathLike[str], device: str | torch.device
     return lean_load(_builder(read_export_config(weights_path)), weights_path, device=device)
 
 
-def check_exports(weights: Paths, configs: list[dict[str, Any]]) -> None:
+def check_exports(weights: Paths, configs: list[dict[str, Any]]) -> int:
     """Before any fold is loaded: every export's tensors (from its headers) fit its model built on the meta
-    device (this also imports the model code, so the pre-flight baseline counts it)."""
+    device (this also imports the model code, so the pre-flight baseline counts it). Returns the bytes of the
+    largest unit's fp32 copy (`cast_compute`), the widest compute copy any precision or fallback makes."""
+    copy = 0
     for path, config in zip(weights, configs, strict=True):
         with torch.device("meta"):
             model = _builder(config)()
         check_tensors(model, tensor_infos(path), path)
+        copy = max(copy, largest_unit_bytes(model, torch.float32))
+    return copy
 
 
-@contextlib.contextmanager
-def fp32_compute(model: nn.Module) -> Iterator[None]:
-    """While active, every module's own fp16 parameters and buffers (and fp16 inputs) are upcast to fp32 for
-    its forward only, and the fp16 tensors put back after it: fp32 compute, one module's weights in fp32."""
-    stash: dict[nn.Module, dict[str, torch.Tensor]] = {}
+class Runner(contextlib.ExitStack):
+    """Forwards of one fp16-stored model in any precision: fp16 directly (fp16 autocast on CUDA), fp32 and
+    bf16 through `cast_compute`, whose hooks stay installed while that precision keeps being used."""
 
-    def to_fp32(value: Any) -> Any:
-        is_half = isinstance(value, torch.Tensor) and value.dtype == torch.float16
-        return value.float() if is_half else value
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model, self.device, self.current = model, device, ""
 
-    def upcast(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        saved = {}
-        for name, tensor in [*module._parameters.items(), *module._buffers.items()]:
-            if tensor is not None and tensor.dtype == torch.float16:
-                saved[name] = tensor
-                full = tensor.float()
-                is_param = name in module._parameters
-                setattr(module, name, nn.Parameter(full, requires_grad=False) if is_param else full)
-        stash[module] = saved
-        return tuple(to_fp32(a) for a in args), {k: to_fp32(v) for k, v in kwargs.items()}
+    def _use(self, precision: str) -> None:
+        if precision == self.current:
+            return
+        self.close()
+        if precision != "fp16":
+            self.enter_context(cast_compute(self.model, DTYPES[precision]))
+        self.current = precision
 
-    def restore(module: nn.Module, args: tuple, output: Any) -> None:
-        for name, tensor in stash.pop(module).items():
-            setattr(module, name, tensor)
-
-    handles = []
-    for module in model.modules():
-        if any(t is not None for t in [*module._parameters.values(), *module._buffers.values()]):
-            handles.append(module.register_forward_pre_hook(upcast, with_kwargs=True))
-            handles.append(module.register_forward_hook(restore))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    def __call__(self, precision: str, clips: torch.Tensor, seconds: float = math.inf) -> torch.Tensor:
+        """Fake probabilities `[B]` (fp32, CPU) of a uint8 batch `[B, T, 3, H, W]`; TooSlow past `seconds`."""
+        self._use(precision)
+        x = scale_clips(clips.to(self.device))
+        limit = deadline(self.model, seconds) if seconds < math.inf else contextlib.nullcontext()
+        if precision == "fp16" and self.device.type == "cuda":
+            autocast: contextlib.AbstractContextManager = torch.autocast("cuda", dtype=torch.float16)
+        else:
+            autocast = contextlib.nullcontext()
+            x = x.to(DTYPES[precision])
+        with limit, autocast:
+            logits = self.model(x)
+        return torch.sigmoid(logits.float().reshape(-1)).cpu()
 
 
-def _forward(model: nn.Module, clips: torch.Tensor, device: torch.device, compute: str) -> torch.Tensor:
-    """Fake probabilities `[B]` of a uint8 batch `[B, T, 3, H, W]`."""
-    x = scale_clips(clips.to(device))
-    if compute == FP32_FROM_FP16:
-        with fp32_compute(model):
-            logits = model(x)
-    elif device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.float16):
-            logits = model(x)
-    else:
-        logits = model(x.half())
-    return torch.sigmoid(logits.float().reshape(-1)).cpu()
+class Progress(tqdm):
+    """tqdm without its monitor thread and multiprocessing lock (whose set-up costs more than a small
+    model's whole job)."""
+
+    monitor_interval = 0
+
+
+Progress.set_lock(threading.RLock())
 
 
 def predict(
-    model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "infer"
-) -> tuple[np.ndarray, str]:
-    """Fake probabilities for every clip of `loader`, and the compute mode used: fp16 (autocast on CUDA)
-    unless the first batch fails in fp16 (an op without fp16 kernel or a dtype mismatch), then fp32 compute
-    from the fp16 storage; an error that fp32 repeats is raised."""
-    compute = FP16
-    probs: list[torch.Tensor] = []
-    with torch.inference_mode():
-        for clips, _ in tqdm(loader, desc=desc, unit="batch", file=sys.stderr):
-            if not probs and compute == FP16:
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    precision: str = "auto",
+    *,
+    job_batches: int | None = None,
+    desc: str = "infer",
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fake probabilities for every clip of `loader`, and what ran: `{requested, chosen, probe}`. `auto`
+    probes the device's candidates on the first batches (cost: PROBE_SHARE of `job_batches` forwards,
+    default this loader's); a precision that fails on its first batch falls back to the next candidate
+    (logged); an error of the last candidate, or after the first batch, is raised."""
+    check_precision(precision, device)
+    outputs: dict[int, torch.Tensor] = {}
+    batches = enumerate(clips for clips, _ in Progress(loader, desc=desc, unit="batch", file=sys.stderr))
+    record: dict[str, Any] = {"requested": precision, "chosen": precision, "probe": []}
+    with torch.inference_mode(), Runner(model, device) as run:
+        pending: list[tuple[int, torch.Tensor]] = []
+        if precision == "auto":
+            chosen, trials, pending = probe(
+                candidates(device),
+                lambda name, batch, seconds: run(name, batch[1], seconds),
+                batches,
+                lambda batch, probs: outputs.__setitem__(batch[0], probs),
+                PROBE_SHARE,
+                job_batches or len(loader),
+                TOLERANCE,
+            )
+            record.update(chosen=chosen, probe=[trial.record() for trial in trials])
+            for trial in trials:
+                log.info("%s: probe %s", desc, trial.record())
+        order = [record["chosen"], *(p for p in candidates(device) if p != record["chosen"])]
+        for index, clips in [*pending, *batches]:
+            while True:
                 try:
-                    probs.append(_forward(model, clips, device, FP16))
-                    continue
-                except (RuntimeError, NotImplementedError, ValueError) as exc:
-                    compute = FP32_FROM_FP16
+                    outputs[index] = run(order[0], clips)
+                    break
+                except FAILURES as exc:
+                    if outputs or len(order) == 1:
+                        raise
                     reason = str(exc).splitlines()[0]
-                    log.warning("%s: fp16 failed on %s (%s); %s", desc, device, reason, compute)
-            probs.append(_forward(model, clips, device, compute))
-    return torch.cat(probs).numpy() if probs else np.zeros(0), compute
+                    log.warning(
+                        "%s: %s failed on %s (%s); using %s", desc, order[0], device, reason, order[1]
+                    )
+                    order.pop(0)
+        record["chosen"] = order[0]
+    log.info("%s: computed in %s (%s requested)", desc, record["chosen"], precision)
+    probs = torch.cat([outputs[i] for i in sorted(outputs)]).numpy() if outputs else np.zeros(0)
+    return probs, record
 
 
 def _free(device: torch.device) -> None:
@@ -166,35 +203,43 @@ def infer_model(
     *,
     device: str,
     batch_size: int,
+    precision: str = "auto",
     memory_log: str | os.PathLike[str] | None = None,
     reserved_mb: int = 0,
 ) -> dict[str, Any]:
     """Predict the test clips with each fold's export (`weights`, in fold order), ensemble them, and write the
-    per-video predictions (parquet + CSV) and the metrics JSON. `reserved_mb`: memory of other processes of
+    per-video predictions (parquet + CSV) and the metrics JSON. `precision`: `infer.precision` (auto probes
+    on the first fold; the later folds compute in its choice). `reserved_mb`: memory of other processes of
     the job (Snakemake's) left out of the pre-flight allowance. Returns the metrics."""
     memory = MemoryLog(memory_log, "infer")
     memory.mark("start", model=model_name, folds=len(weights))
     dev = resolve_device(device, "infer.device")
+    check_precision(precision, dev)
     configs = [read_export_config(path, model_name) for path in weights]
     clips = held_out_clips(clips_csv, folds_csv).sort("original_video", "clip_path")
     if clips.is_empty():
         raise ValueError(f"{folds_csv}: no test clips (split == test, aug_idx 0) in {clips_csv}")
-    check_exports(weights, configs)
+    compute_copy = check_exports(weights, configs)
     num_frames = max(c["num_frames"] for c in configs)
     size = max(c["size"] for c in configs)
-    need = preflight(weights, model_name, batch_size, num_frames, size, dev, reserved_mb * MB)
+    need = preflight(weights, model_name, batch_size, num_frames, size, dev, reserved_mb * MB, compute_copy)
     memory.mark("preflight", need_mb=need.host_total / MB, weights_mb=need.weights / MB)
 
     table = clips.select(pl.col("original_video").alias("video_id"), "label")
-    modes = []
+    record: dict[str, Any] = {}
+    used = []
+    job_batches = len(weights) * math.ceil(clips.height / batch_size)
     for fold, (path, config) in enumerate(zip(weights, configs, strict=True)):
         model = load_export(path, dev)
         memory.mark("load", fold=fold, weights=str(path))
         loader = DataLoader(ClipDataset(clips, config["num_frames"], config["size"]), batch_size=batch_size)
-        probs, compute = predict(model, loader, dev, desc=f"{model_name} fold {fold}")
-        log.info("%s fold %d: %d clips on %s, %s", model_name, fold, len(probs), dev, compute)
-        memory.mark("predicted", fold=fold, compute=compute)
-        modes.append(compute)
+        asked = record.get("chosen", precision)
+        desc = f"{model_name} fold {fold}"
+        probs, ran = predict(model, loader, dev, asked, job_batches=job_batches, desc=desc)
+        record = record or {**ran, "requested": precision}
+        log.info("%s: %d clips on %s in %s", desc, len(probs), dev, ran["chosen"])
+        memory.mark("predicted", fold=fold, precision=ran["chosen"])
+        used.append(ran["chosen"])
         table = table.with_columns(pl.Series(f"prob_fold{fold}", probs, dtype=pl.Float64))
         del model, loader
         _free(dev)
@@ -209,7 +254,7 @@ def infer_model(
     metrics = {
         "model": model_name,
         "device": str(dev),
-        "compute": sorted(set(modes)),
+        "precision": {**record, "folds": used},
         "videos": videos.height,
         "folds": [
             {"fold": fold, "weights": str(path), **binary_metrics(labels, videos[col].to_numpy())}

@@ -5,6 +5,8 @@ Estimate (bytes) of one inference job that loads its folds one at a time:
     current RSS (interpreter, torch and the libraries already imported)
   + fp16 weights of the largest fold
   + its largest tensor (one cast or device copy in flight while loading)
+  + the compute copy: the largest unit's weights in fp32 while it runs (fp32 or bf16 compute from fp16
+    storage casts one unit at a time; fvc.infer.precision), given by the caller from the model
   + activations: batch x frames x 3 x size^2 x 4 bytes (fp32 input) x ACTIVATION_FACTOR
 
 It is compared with the job's allowance: the SLURM allocation (`SLURM_MEM_PER_NODE` MB, or
@@ -44,37 +46,40 @@ class Estimate:
     weights: int
     largest_tensor: int
     activations: int
+    compute_copy: int = 0
 
     @property
     def host_total(self) -> int:
         """Need in host RAM when everything runs on the CPU."""
-        return self.baseline + self.weights + self.largest_tensor + self.activations
+        return self.baseline + self.device_total
 
     @property
     def device_total(self) -> int:
         """Need in GPU memory when the model runs on CUDA."""
-        return self.weights + self.largest_tensor + self.activations
+        return self.weights + self.largest_tensor + self.compute_copy + self.activations
 
     def describe(self) -> str:
         """The terms of the estimate, in MB."""
         return (
             f"weights {self.weights / MB:.0f} MB fp16 + largest tensor {self.largest_tensor / MB:.0f} MB"
-            f" + activations {self.activations / MB:.0f} MB + baseline {self.baseline / MB:.0f} MB"
+            f" + compute copy {self.compute_copy / MB:.0f} MB + activations {self.activations / MB:.0f} MB"
+            f" + baseline {self.baseline / MB:.0f} MB"
         )
 
 
 Paths = Sequence[str | os.PathLike[str]]
 
 
-def estimate(weights: Paths, batch_size: int, num_frames: int, size: int) -> Estimate:
-    """The need of loading the largest of `weights` (folds load one at a time) and running a batch."""
+def estimate(weights: Paths, batch_size: int, num_frames: int, size: int, compute_copy: int = 0) -> Estimate:
+    """The need of loading the largest of `weights` (folds load one at a time) and running a batch whose
+    compute casts `compute_copy` bytes of weights at a time."""
     fold_bytes, largest = 0, 0
     for path in weights:
         infos = tensor_infos(path).values()
         fold_bytes = max(fold_bytes, sum(info.loaded_nbytes() for info in infos))
         largest = max(largest, max((info.nbytes for info in infos), default=0))
     activations = batch_size * num_frames * 3 * size * size * 4 * ACTIVATION_FACTOR
-    return Estimate(psutil.Process().memory_info().rss, fold_bytes, largest, activations)
+    return Estimate(psutil.Process().memory_info().rss, fold_bytes, largest, activations, compute_copy)
 
 
 def _env_int(name: str) -> int | None:
@@ -108,9 +113,11 @@ def preflight(
     size: int,
     device: str | torch.device = "cpu",
     reserved_bytes: int = 0,
+    compute_copy: int = 0,
 ) -> Estimate:
-    """Raise PreflightError before anything is loaded if inference of `model_name` cannot fit."""
-    need = estimate(weights, batch_size, num_frames, size)
+    """Raise PreflightError before anything is loaded if inference of `model_name` cannot fit
+    (`compute_copy`: see `estimate`)."""
+    need = estimate(weights, batch_size, num_frames, size, compute_copy)
     device = torch.device(device)
     fix = (
         f"raise models.{model_name}.infer_mem_mb in config.yaml (or lower infer.batch_size, now {batch_size})"
