@@ -49,6 +49,7 @@ def test_infer_writes_fold_and_ensemble_predictions(clip_set):
         out / "m.json",
         device="cpu",
         batch_size=3,
+        precision="auto",
         memory_log=out / "mem.jsonl",
     )
     table = pl.read_parquet(out / "p.parquet")
@@ -122,6 +123,7 @@ def test_command_and_its_refusals(clip_set, monkeypatch, capsys):
             "c",
             device="cpu",
             batch_size=1,
+            precision="auto",
         )
 
 
@@ -160,7 +162,7 @@ MEMORY_SCRIPT = """
 import json, sys
 from fvc.infer.inference import infer_model
 infer_model("vit_transformer", sys.argv[1:], "clips.csv", "folds.csv", "p.parquet", "p.csv", "m.json",
-            device="cpu", batch_size=4, memory_log="mem.jsonl")
+            device="cpu", batch_size=4, precision="auto", memory_log="mem.jsonl")
 """
 
 

@@ -122,7 +122,7 @@ def test_infer_model_writes_the_probe_and_honours_a_forced_precision(in_tmp_path
     write_clip_set(in_tmp_path)
     weights, _ = export_folds("naive_cnn", {"widths": [4]}, 4, 16, in_tmp_path / "models", folds=2)
     common = ("clips.csv", "folds.csv", "p.parquet", "p.csv", "m.json")
-    metrics = infer_model("naive_cnn", weights, *common, device="cpu", batch_size=1)
+    metrics = infer_model("naive_cnn", weights, *common, device="cpu", batch_size=1, precision="auto")
     precision = json.loads((in_tmp_path / "m.json").read_text())["precision"]
     assert precision == metrics["precision"] and precision["requested"] == "auto"
     assert [t["precision"] for t in precision["probe"]] == ["fp32", "bf16", "fp16"]
@@ -177,7 +177,8 @@ class Wide(nn.Module):
         return self.head(self.layers(x.flatten(1)))
 
 model = lean_load(Wide, sys.argv[1])
-touched = sum(float(t.sum()) for t in model.state_dict().values())  # memory-mapped weights made resident
+for t in model.state_dict().values():  # out of the memory map: its pages could be dropped and fault back in
+    t.data = t.data.clone()
 clips = torch.randint(0, 256, (8, 1, 3, 16, 16), dtype=torch.uint8)
 loader = DataLoader(TensorDataset(clips, torch.zeros(8)), batch_size=4)
 base = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024

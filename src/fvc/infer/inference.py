@@ -203,7 +203,7 @@ def infer_model(
     *,
     device: str,
     batch_size: int,
-    precision: str = "auto",
+    precision: str,
     memory_log: str | os.PathLike[str] | None = None,
     reserved_mb: int = 0,
 ) -> dict[str, Any]:
