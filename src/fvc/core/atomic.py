@@ -87,7 +87,7 @@ def commit_dir(staging: StrPath, final_path: StrPath) -> None:
 TEMP_NAME = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.tmp")
 
 
-def _create_temp(path: Path) -> Path:
+def create_temp(path: Path) -> Path:
     """A new empty file `.<name>.<pid>.<random>.tmp` next to `path`, created with the usual permissions
     (0o666 less the umask, unlike `tempfile.mkstemp`'s 0o600)."""
     while True:
@@ -126,7 +126,7 @@ def atomic_path(path: StrPath, needed: int | None = None) -> Iterator[Path]:
     path = Path(path)
     with disk_space_errors(path.parent, needed):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _create_temp(path)
+        tmp = create_temp(path)
         try:
             yield tmp
             _keep_mode(path, tmp)
