@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from safetensors import safe_open
 
-from fvc.core.atomic import create_temp, disk_space_errors, fsync_dir, write_bytes
+from fvc.core.atomic import commit_batch, create_temp, disk_space_errors, write_bytes
 from fvc.weights.safetensors_io import encode_header, read_header
 
 
@@ -57,21 +57,13 @@ class ClipBatch:
             while written < len(data):
                 written += os.write(fd, data[written:])
 
-    def _commit(self) -> None:
-        for fd, tmp, final in self._pending:
-            with disk_space_errors(final.parent):
-                os.fsync(fd)
-            os.replace(tmp, final)
-        for folder in dict.fromkeys(final.parent for _, _, final in self._pending):
-            fsync_dir(folder)
-
     def __enter__(self) -> ClipBatch:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         try:
             if kind is None:
-                self._commit()
+                commit_batch(self._pending)
         finally:
             for fd, tmp, _ in self._pending:
                 os.close(fd)

@@ -77,6 +77,17 @@ def commit(tmp_path: StrPath, final_path: StrPath) -> None:
     fsync_dir(final.parent)
 
 
+def commit_batch(files: list[tuple[int, Path, Path]]) -> None:
+    """For files made durable together (e.g. one video's clips): fsync each open temporary file (fd, temp,
+    final path), rename it to its final path, then fsync each folder once rather than once per file."""
+    for fd, tmp, final in files:
+        with disk_space_errors(final.parent):
+            os.fsync(fd)
+        os.replace(tmp, final)
+    for folder in dict.fromkeys(final.parent for _, _, final in files):
+        fsync_dir(folder)
+
+
 def commit_dir(staging: StrPath, final_path: StrPath) -> None:
     """Rename a fully written folder `staging` to `final_path` (which must not exist) and fsync the parent."""
     final = Path(final_path)
