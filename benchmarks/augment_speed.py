@@ -8,7 +8,8 @@ on the same videos (`fvc.data.demo`, listed cyclically as in `augment_memory.py`
 interpreter with one torch thread (`fresh.py`: videos/s and the child's own peak RSS). A last fresh run of
 fvc under cProfile says where its time goes. Target: fvc >= 0.8x the peer's videos/s.
 
-Usage: .venv/bin/python benchmarks/augment_speed.py [--sizes 50 400] [--distinct 60] [--workdir DIR]
+Usage: .venv/bin/python benchmarks/augment_speed.py [--sizes 50 400] [--repeat 1] [--distinct 60]
+    [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -180,6 +181,9 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 400])
     parser.add_argument("--distinct", type=int, default=60, help="distinct demo videos to encode (60)")
     parser.add_argument("--workdir", default=None, help="keep videos and outputs here (default: a temp dir)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per case, alternating; the fastest counts"
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile run of fvc")
     args = parser.parse_args()
     import polars as pl
@@ -196,11 +200,18 @@ def main() -> int:
         for n in args.sizes:
             subset = workdir / f"index_{n}.parquet"
             full.head(n).write_parquet(subset)
-            speed = {}
-            for case in ("fvc", "peer"):
-                spec = {"index": str(subset), "out": str(workdir / f"{case}_{n}")}
-                r = run_fresh(f"augment_speed:{case}_case", spec, threads=1)
-                speed[case] = n / r["seconds"]
+            best: dict[str, dict] = {}
+            for rep in range(args.repeat):  # fvc and the peer alternate, so both see the same machine load
+                for case in ("fvc", "peer"):
+                    spec = {
+                        "index": str(subset),
+                        "out": str(workdir / f"{case}_{n}_{rep}"),
+                    }  # fresh: no resume
+                    r = run_fresh(f"augment_speed:{case}_case", spec, threads=1)
+                    if case not in best or r["seconds"] < best[case]["seconds"]:
+                        best[case] = r
+            speed = {case: n / r["seconds"] for case, r in best.items()}
+            for case, r in best.items():
                 ratio = f"{speed['fvc'] / speed['peer']:>10.2f}" if case == "peer" else ""
                 print(f"{n:>7}{case:>6}{r['clips']:>7}{speed[case]:>10.1f}{r['peak_mb']:>13.1f}{ratio}")
             ratios.append(speed["fvc"] / speed["peer"])
