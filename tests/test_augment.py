@@ -244,6 +244,40 @@ def test_killed_at_random_points_resumes_to_identical_result(
     assert journal_rows(journal) == 18  # no duplicates, no gaps
 
 
+def test_rows_are_journalled_after_their_clips_are_durable_one_round_per_video(
+    dataset: dict, baseline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each time the journal is fsynced, every row in it names a clip file already fsynced, renamed to its
+    path, and whose folder was fsynced after: a crash cannot keep a row without its clip. The durability work
+    is batched per video: one fsync per clip file, one per folder and one of the journal."""
+    real_fsync, events = os.fsync, []
+    journal = (tmp_path / "out/clips.partial.csv").resolve()
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        events.append(target)
+        if target != journal:
+            return
+        for row in pl.read_csv(journal)["clip_path"]:
+            clip = (tmp_path / row).resolve()
+            synced = [
+                i
+                for i, e in enumerate(events)
+                if e.parent == clip.parent and e.name.startswith(f".{clip.name}.")
+            ]
+            assert clip.is_file() and synced, row
+            assert clip.parent in events[synced[-1] :], f"{row}: its folder was not fsynced after it"
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    report = run_in(tmp_path, dataset["index"])
+    monkeypatch.undo()
+    videos = report.made // 3
+    assert events.count(journal) == videos  # one append per video (the header went in through a temp file)
+    assert len(events) <= 5 * videos + 6  # 3 clips + their folder + the journal per video; 3 CSVs at 2 each
+    assert outputs(tmp_path) == outputs(baseline)
+
+
 def test_torn_journal_and_orphan_clip(dataset: dict, baseline: Path, tmp_path: Path) -> None:
     """A torn last line, a clip file whose row never made it, and half-written temp files (removed)."""
     shutil.copytree(baseline / "out", tmp_path / "out")

@@ -57,3 +57,26 @@ def test_peak_is_this_process_not_its_parent() -> None:
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     )
     assert child_peak < 200
+
+
+def test_quick_mark_logs_rss_and_peak_only(tmp_path: Path) -> None:
+    """`full=False` points (one per video) follow real allocations through RSS and peak, and leave out USS,
+    cgroup and CUDA, whose reads cost milliseconds; full points keep every key."""
+    path = tmp_path / "job.memory.jsonl"
+    code = (
+        "import sys, numpy as np\n"
+        "from fvc.core.memory import MemoryLog\n"
+        "log = MemoryLog(sys.argv[1], stage='test')\n"
+        "log.mark('start')\n"
+        "log.mark('video', full=False, number=0)\n"
+        "block = np.ones(64 * 1024 * 1024, dtype=np.uint8)\n"
+        "log.mark('video', full=False, number=1)\n"
+        "del block\n"
+        "log.mark('end')\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    start, before, after, end = (json.loads(line) for line in path.read_text().splitlines())
+    assert {"uss_mb", "cgroup_current_mb", "cgroup_peak_mb"} <= set(start) and set(start) == set(end)
+    assert set(before) == {"time", "stage", "point", "pid", "rss_mb", "peak_rss_mb", "number"}
+    assert after["rss_mb"] - before["rss_mb"] > 50 and after["peak_rss_mb"] >= after["rss_mb"] - 1
+    assert end["peak_rss_mb"] >= after["rss_mb"] - 1 and end["rss_mb"] < after["rss_mb"] - 50

@@ -4,8 +4,9 @@ only resized) and `num_augmentations` augmented clips, made once and filtered pe
 Every clip depends only on (seed, video_id, aug_idx) and the video's bytes: its randomness comes from local
 generators seeded with `stable_seed(seed, video_id, aug_idx)`, so the result is the same in every run,
 process and processing order. Frames are decoded sparsely (only the sampled ones), one clip at a time.
-Each clip is written atomically, then journalled row by row; a killed run resumes from the journal and ends
-with the same clips.csv and clip files as an uninterrupted one."""
+Each clip is written atomically; a video's clips are made durable together, then journalled together, so
+a killed run resumes from the journal and ends with the same clips.csv and clip files as an uninterrupted
+one."""
 
 from __future__ import annotations
 
@@ -23,21 +24,10 @@ from pathlib import Path
 import av
 import numpy as np
 import polars as pl
-import torch
-from kornia.enhance import (
-    adjust_brightness,
-    adjust_contrast,
-    adjust_hue,
-    adjust_saturation,
-    jpeg_codec_differentiable,
-)
-from kornia.filters import gaussian_blur2d
-from kornia.geometry.transform import hflip
-from torch.nn.functional import interpolate
 from tqdm import tqdm
 
 from fvc.clips.journal import Journal, read_journal
-from fvc.clips.store import write_clip
+from fvc.clips.store import ClipBatch
 from fvc.core.atomic import atomic_open, remove_stale_temps
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
@@ -148,6 +138,8 @@ def sample_augmentation(rng: np.random.Generator) -> Augmentation:
 def _plain_cpu_ops() -> Iterator[None]:
     """Run torch ops on one thread and without oneDNN, restoring both settings: results do not depend on the
     thread count, and oneDNN's per-shape primitive cache cannot grow the process from clip to clip."""
+    import torch
+
     threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(1)
     torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # stubs type the flag as a descriptor
@@ -161,7 +153,20 @@ def _plain_cpu_ops() -> Iterator[None]:
 
 def apply_augmentation(frames: np.ndarray, aug: Augmentation, size: int) -> np.ndarray:
     """Apply `aug` to every frame of a uint8 [T, H, W, 3] clip alike (torch and kornia functional ops, no
-    RNG); return uint8 [T, size, size, 3]."""
+    RNG); return uint8 [T, size, size, 3]. torch and kornia are imported here, at the first augmented clip:
+    the stage starts without them, and a run of original clips only never loads them."""
+    import torch
+    from kornia.enhance import (
+        adjust_brightness,
+        adjust_contrast,
+        adjust_hue,
+        adjust_saturation,
+        jpeg_codec_differentiable,
+    )
+    from kornia.filters import gaussian_blur2d
+    from kornia.geometry.transform import hflip
+    from torch.nn.functional import interpolate
+
     height, width = frames.shape[1:3]
     x0, y0, cw, ch = aug.crop
     left, top = round(x0 * width), round(y0 * height)
@@ -285,27 +290,26 @@ def _write_rows_atomic(path: str | os.PathLike[str], columns: tuple[str, ...], r
 
 
 def _augment_video(video: dict, expected: list[dict], done: dict, journal: Journal, **clip: int) -> int:
-    """Make the clips of one video that the journal lacks; return how many were made. Raises VideoRejected
-    when the video cannot be decoded."""
-    made = 0
-    source = None
-    for aug_idx, row in enumerate(expected):
-        if (video["video_id"], aug_idx) in done:
-            continue
-        source = source or source_video(video)
-        frames = make_clip(
-            source, clip["num_frames"], clip["size"], aug_idx, int(row["seed"]), clip["threads"]
-        )
-        write_clip(
-            row["clip_path"],
-            frames,
-            {"video_id": video["video_id"], "aug_idx": str(aug_idx), "seed": row["seed"]},
-        )
-        del frames
-        journal.append(row)
+    """Make the clips of one video that the journal lacks; return how many were made. They are made durable
+    together, then journalled together (one fsync per folder and one for the journal per video, not per clip):
+    a kill loses at most this video's unjournalled clips, which a resumed run makes again. Raises
+    VideoRejected when the video cannot be decoded (none of its clips is journalled then)."""
+    missing = [(a, row) for a, row in enumerate(expected) if (video["video_id"], a) not in done]
+    if not missing:
+        return 0
+    source = source_video(video)
+    with ClipBatch() as batch:
+        for aug_idx, row in missing:
+            frames = make_clip(
+                source, clip["num_frames"], clip["size"], aug_idx, int(row["seed"]), clip["threads"]
+            )
+            metadata = {"video_id": video["video_id"], "aug_idx": str(aug_idx), "seed": row["seed"]}
+            batch.write(row["clip_path"], frames, metadata)
+            del frames
+    journal.append(row for _, row in missing)
+    for aug_idx, row in missing:
         done[(video["video_id"], aug_idx)] = row
-        made += 1
-    return made
+    return len(missing)
 
 
 def augment_all(
@@ -375,7 +379,7 @@ def augment_all(
                 log.warning("augment: rejecting %s: %s", video["video_id"], reason)
                 rejected.append({"video_id": video["video_id"], "path": video["path"], "reason": reason})
             release_freed_memory()
-            mem.mark("video", video_id=video["video_id"], number=number, made=made)
+            mem.mark("video", full=False, video_id=video["video_id"], number=number, made=made)
     bad = {r["video_id"] for r in rejected}
     rows = [row for v in videos if v["video_id"] not in bad for row in expected[v["video_id"]]]
     _write_rows_atomic(rejected_csv, REJECTED_COLUMNS, rejected)

@@ -1,6 +1,7 @@
-"""A CSV journal of finished work: one row appended, flushed and fsynced per item, so that a job killed at
-any point can resume from it. Only the last line can be torn by a kill; it (and any line with the wrong
-number of fields) is dropped on reading, and the item it stood for is simply done again."""
+"""A CSV journal of finished work: the rows of one item (e.g. a video's clips) appended in one write and
+fsynced, so that a job killed at any point can resume from it. Only the last line can be torn by a kill; it
+(and any line with the wrong number of fields) is dropped on reading, and the item it stood for is simply done
+again."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _line(values: Iterable[object]) -> str:
 
 class Journal:
     """An open journal: `rows` (kept from an earlier run) are rewritten atomically with the header, then each
-    `append` adds one durable line."""
+    `append` adds durable lines."""
 
     def __init__(
         self, path: str | os.PathLike[str], columns: Iterable[str], rows: Iterable[dict] = ()
@@ -66,10 +67,11 @@ class Journal:
                 fh.write(_line(row[c] for c in self.columns))
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
-    def append(self, row: dict) -> None:
-        """Add one row and make it durable before returning. Unbuffered, so nothing is left to flush after a
-        failure: a full disk raises DiskFullError, and the torn line it may leave is dropped on reading."""
-        data = _line(row[c] for c in self.columns).encode("utf-8")
+    def append(self, rows: Iterable[dict]) -> None:
+        """Add `rows` in one write and make them durable (one fsync) before returning. Unbuffered, so nothing
+        is left to flush after a failure: a full disk raises DiskFullError, and the torn line it may leave
+        is dropped on reading."""
+        data = "".join(_line(row[c] for c in self.columns) for row in rows).encode("utf-8")
         with disk_space_errors(self.path.parent, len(data)):
             written = 0
             while written < len(data):

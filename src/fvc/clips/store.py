@@ -8,11 +8,12 @@ in every run, and stays a plain safetensors file that any safetensors reader loa
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
 
-from fvc.core.atomic import write_bytes
+from fvc.core.atomic import commit_batch, create_temp, disk_space_errors, write_bytes
 from fvc.weights.safetensors_io import encode_header, read_header
 
 
@@ -26,6 +27,47 @@ def encode_clip(frames: np.ndarray, metadata: dict[str, str]) -> bytes:
 def write_clip(path: str | os.PathLike[str], frames: np.ndarray, metadata: dict[str, str]) -> None:
     """Write a clip atomically: a reader (or a resumed run) sees the whole file or none."""
     write_bytes(path, encode_clip(frames, metadata))
+
+
+class ClipBatch:
+    """Clips written together with one round of durability work, e.g. one video's clips: `write` puts each
+    clip's bytes in a temporary file next to its path; leaving the block without an error fsyncs every file,
+    renames each to its path and fsyncs each folder once, so that all of them are durable when it ends: the
+    caller journals them after, never before. On an error the block removes its temporary files (a killed
+    one's are stale temps for `remove_stale_temps`); a clip renamed before the error is unjournalled, so it is
+    simply made again."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[int, Path, Path]] = []  # open fd, temporary file, final path
+
+    def write(self, path: str | os.PathLike[str], frames: np.ndarray, metadata: dict[str, str]) -> None:
+        """Write one clip's bytes to its temporary file (not yet durable, not yet at `path`)."""
+        final = Path(path)
+        data = memoryview(encode_clip(frames, metadata))
+        with disk_space_errors(final.parent, len(data)):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = create_temp(final)
+            try:
+                fd = os.open(tmp, os.O_WRONLY)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                raise
+            self._pending.append((fd, tmp, final))
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+
+    def __enter__(self) -> ClipBatch:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if kind is None:
+                commit_batch(self._pending)
+        finally:
+            for fd, tmp, _ in self._pending:
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
 
 
 def read_clip(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, str]]:

@@ -77,6 +77,17 @@ def commit(tmp_path: StrPath, final_path: StrPath) -> None:
     fsync_dir(final.parent)
 
 
+def commit_batch(files: list[tuple[int, Path, Path]]) -> None:
+    """For files made durable together (e.g. one video's clips): fsync each open temporary file (fd, temp,
+    final path), rename it to its final path, then fsync each folder once rather than once per file."""
+    for fd, tmp, final in files:
+        with disk_space_errors(final.parent):
+            os.fsync(fd)
+        os.replace(tmp, final)
+    for folder in dict.fromkeys(final.parent for _, _, final in files):
+        fsync_dir(folder)
+
+
 def commit_dir(staging: StrPath, final_path: StrPath) -> None:
     """Rename a fully written folder `staging` to `final_path` (which must not exist) and fsync the parent."""
     final = Path(final_path)
@@ -87,7 +98,7 @@ def commit_dir(staging: StrPath, final_path: StrPath) -> None:
 TEMP_NAME = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.tmp")
 
 
-def _create_temp(path: Path) -> Path:
+def create_temp(path: Path) -> Path:
     """A new empty file `.<name>.<pid>.<random>.tmp` next to `path`, created with the usual permissions
     (0o666 less the umask, unlike `tempfile.mkstemp`'s 0o600)."""
     while True:
@@ -126,7 +137,7 @@ def atomic_path(path: StrPath, needed: int | None = None) -> Iterator[Path]:
     path = Path(path)
     with disk_space_errors(path.parent, needed):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _create_temp(path)
+        tmp = create_temp(path)
         try:
             yield tmp
             _keep_mode(path, tmp)
