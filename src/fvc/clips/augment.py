@@ -15,7 +15,6 @@ import ctypes
 import logging
 import math
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +33,13 @@ from kornia.enhance import (
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import hflip
 from torch.nn.functional import interpolate
-from tqdm import tqdm
 
 from fvc.clips.journal import Journal, read_journal
 from fvc.clips.store import write_clip
 from fvc.core.atomic import atomic_open, remove_stale_temps
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
+from fvc.core.progress import progress
 from fvc.core.seeding import stable_seed
 from fvc.data.manifest import check_video_id
 from fvc.data.video import DECODE_THREADS, FrameTable, VideoReadError, count_frames, frame_table, read_frames
@@ -354,7 +353,7 @@ def augment_all(
     rejected: list[dict] = []
     made = 0
     with Journal(journal, CLIP_COLUMNS, done.values()) as jr:
-        for number, video in enumerate(tqdm(videos, desc="augment", unit="video", file=sys.stderr)):
+        for number, video in enumerate(progress(videos, desc="augment", unit="video")):
             reason = None
             if video["frames"] is None or video["frames"] < 1:
                 reason = f"the index gives no frame count ({video['frames']})"

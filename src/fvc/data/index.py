@@ -13,18 +13,17 @@ import logging
 import math
 import os
 import re
-import sys
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import polars as pl
-from tqdm import tqdm
 
 from fvc.core.atomic import atomic_path
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
+from fvc.core.progress import progress
 from fvc.data.video import count_frames
 
 log = logging.getLogger(__name__)
@@ -191,9 +190,7 @@ def build_index(
     memory.mark("start")
     videos = _read_videos(Path(videos_csv))
     rows, rejected = [], []
-    for video in tqdm(
-        videos.iter_rows(named=True), total=len(videos), desc="index", unit="video", file=sys.stderr
-    ):
+    for video in progress(videos.iter_rows(named=True), total=len(videos), desc="index", unit="video"):
         try:
             info = probe_video(video["path"])
         except Exception as exc:  # odd media trips odd errors: each rejects only its own file

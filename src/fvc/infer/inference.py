@@ -13,7 +13,6 @@ import gc
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -23,14 +22,14 @@ import polars as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from fvc.clips.dataset import ClipDataset
 from fvc.clips.folds import held_out_clips
 from fvc.core.atomic import atomic_path, write_text
 from fvc.core.devices import resolve_device
 from fvc.core.memory import MB, MemoryLog
-from fvc.core.metrics import binary_metrics
+from fvc.core.metrics import binary_metrics, group_scores
+from fvc.core.progress import progress
 from fvc.infer.preflight import preflight
 from fvc.models import build_model, scale_clips
 from fvc.weights.export import config_path
@@ -136,7 +135,7 @@ def predict(
     compute = FP16
     probs: list[torch.Tensor] = []
     with torch.inference_mode():
-        for clips, _ in tqdm(loader, desc=desc, unit="batch", file=sys.stderr):
+        for clips, _ in progress(loader, desc=desc, unit="batch"):
             if not probs and compute == FP16:
                 try:
                     probs.append(_forward(model, clips, device, FP16))
@@ -185,7 +184,7 @@ def infer_model(
     need = preflight(weights, model_name, batch_size, num_frames, size, dev, reserved_mb * MB)
     memory.mark("preflight", need_mb=need.host_total / MB, weights_mb=need.weights / MB)
 
-    table = clips.select(pl.col("original_video").alias("video_id"), "label")
+    table = clips.select(pl.col("original_video").alias("video_id"), "label", "group")
     modes = []
     for fold, (path, config) in enumerate(zip(weights, configs, strict=True)):
         model = load_export(path, dev)
@@ -202,7 +201,8 @@ def infer_model(
 
     fold_cols = [f"prob_fold{fold}" for fold in range(len(weights))]
     per_video = table.group_by("video_id", maintain_order=True)
-    videos = per_video.agg(pl.col("label").first(), pl.col(fold_cols).mean())
+    videos = per_video.agg(pl.col("label", "group").first(), pl.col(fold_cols).mean())
+    groups, videos = videos["group"].to_numpy(), videos.drop("group")
     videos = videos.with_columns(pl.mean_horizontal(fold_cols).alias("prob_ensemble"))
     videos = videos.with_columns((pl.col("prob_ensemble") >= 0.5).cast(pl.Int64).alias("pred_ensemble"))
     labels = videos["label"].to_numpy()
@@ -211,11 +211,20 @@ def infer_model(
         "device": str(dev),
         "compute": sorted(set(modes)),
         "videos": videos.height,
+        "groups": len(set(groups)),
         "folds": [
             {"fold": fold, "weights": str(path), **binary_metrics(labels, videos[col].to_numpy())}
             for fold, (path, col) in enumerate(zip(weights, fold_cols, strict=True))
         ],
         "ensemble": binary_metrics(labels, videos["prob_ensemble"].to_numpy()),
+        # Each group (cascade) scored from its videos (mean probability): fvc.core.metrics.group_scores.
+        "per_group": {
+            "folds": [
+                {"fold": fold, **binary_metrics(*group_scores(labels, videos[col].to_numpy(), groups))}
+                for fold, col in enumerate(fold_cols)
+            ],
+            "ensemble": binary_metrics(*group_scores(labels, videos["prob_ensemble"].to_numpy(), groups)),
+        },
     }
     with atomic_path(out_parquet) as tmp:
         videos.write_parquet(tmp)
