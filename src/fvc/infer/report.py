@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, sharp at any zoom
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file-only backend
 import polars as pl  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fvc.slurm.render import html_page  # noqa: E402
 
@@ -31,7 +32,7 @@ TABLE_COLUMNS = (
     ("AP", "average_precision"),
     ("EER", "eer"),
     ("accuracy", "accuracy"),
-    ("balanced acc.", "balanced_accuracy"),
+    ("bal. acc.", "balanced_accuracy"),
     ("F1", "f1"),
     ("Brier", "brier"),
     ("TN", "tn"),
@@ -39,7 +40,7 @@ TABLE_COLUMNS = (
     ("FN", "fn"),
     ("TP", "tp"),
     ("group AUC", "group_auc"),
-    ("group accuracy", "group_accuracy"),
+    ("group acc.", "group_accuracy"),
 )
 
 
@@ -84,7 +85,8 @@ def plot_roc(predictions: str | Path, out: str | Path, model: str) -> None:
                     "zorder": 2 + i,
                 },
             )
-        ax.legend(loc="lower right", fontsize="small")
+        ax.legend(loc="lower right", fontsize="small", framealpha=0.7)
+        ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03))  # curves along an edge stay clear of the axes' frame
     ax.set_xlabel("false positive rate (real videos called fake)")
     ax.set_ylabel("true positive rate (fake videos found)")
     ax.set_title(f"{model}: ROC on {len(labels)} held-out test videos")
@@ -96,10 +98,12 @@ def plot_training(train_metrics: Sequence[str | Path], out: str | Path, model: s
     """Training curves of one model, one colour per fold (train's metrics.json `history`): training and
     validation loss per epoch (left), validation AUC per epoch (right)."""
     fig, (loss_ax, auc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs_max = 1
     for path in train_metrics:
         data = json.loads(Path(path).read_text())
         history = data["history"]
         epochs = [row["epoch"] + 1 for row in history]
+        epochs_max = max(epochs_max, *epochs)
         color = f"C{data['fold']}"
         loss_ax.plot(
             epochs, [r["train_loss"] for r in history], "-o", color=color, label=f"fold {data['fold']} train"
@@ -114,7 +118,8 @@ def plot_training(train_metrics: Sequence[str | Path], out: str | Path, model: s
     loss_ax.set(xlabel="epoch", ylabel="loss (BCE)", title="loss (star: best epoch, exported)")
     auc_ax.set(xlabel="epoch", ylabel="validation AUC", title="validation AUC", ylim=(-0.02, 1.02))
     for ax in (loss_ax, auc_ax):
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlim(0.5, epochs_max + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=min(epochs_max, 10), integer=True, min_n_ticks=1))
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{model}: training curves per fold")
@@ -151,16 +156,18 @@ def metrics_table(metrics: Mapping[str, str | Path]) -> pl.DataFrame:
 
 def _cell(value: object) -> str:
     if value is None:
-        return "<td>-</td>"
-    text = f"{value:.3f}" if isinstance(value, float) else str(value)
-    return f"<td>{html.escape(text)}</td>"
+        return "<td class='num'>-</td>"
+    if isinstance(value, str):
+        return f"<td>{html.escape(value)}</td>"
+    return f"<td class='num'>{f'{value:.3f}' if isinstance(value, float) else value}</td>"
 
 
 def write_metrics_html(metrics: Mapping[str, str | Path], out: str | Path) -> pl.DataFrame:
     """The metrics table as a small HTML page for `snakemake --report`; returns the table."""
     table = metrics_table(metrics)
     titles = ["model", "fold", "test videos", "groups", *(title for title, _ in TABLE_COLUMNS)]
-    head = "".join(f"<th>{html.escape(t)}</th>" for t in titles)
+    kinds = ["text", "text"] + ["num"] * (len(titles) - 2)
+    head = "".join(f"<th class='{k}'>{html.escape(t)}</th>" for k, t in zip(kinds, titles, strict=True))
     cells = "".join(
         f"<tr class='{'ensemble' if row['fold'] == 'ensemble' else 'fold'}'>"
         + "".join(_cell(v) for v in row.values())

@@ -63,19 +63,20 @@ def html_page(title: str, body: str) -> str:
     """A small standalone HTML page in fvc's table style, for a `snakemake --report` item."""
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-        "body{font-family:sans-serif;font-size:14px}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f3f3f3}"
-        "td:first-child,td:nth-child(2){text-align:left}tr.ensemble{font-weight:bold}"
-        "tr.flagged td{background:#fde0dd}</style></head><body>" + body + "</body></html>\n"
+        "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}th{background:#f3f3f3}"
+        ".num{text-align:right}tr.ensemble{font-weight:bold}tr.flagged td{background:#fde0dd}"
+        "</style></head><body>" + body + "</body></html>\n"
     )
 
 
 def render_html(rows: list[dict], recs: list[Recommendation]) -> str:
     """The audit table (flagged jobs highlighted) and the recommendations as an HTML page for the report."""
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in HEAD)
+    kind = ["num" if i in NUMERIC else "text" for i in range(len(HEAD))]
+    head = "".join(f"<th class='{k}'>{html.escape(name)}</th>" for k, name in zip(kind, HEAD, strict=True))
     body = "".join(
         f"<tr class='{'flagged' if cells[-1] != '' else 'ok'}'>"
-        + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        + "".join(f"<td class='{k}'>{html.escape(c)}</td>" for k, c in zip(kind, cells, strict=True))
         + "</tr>"
         for cells in map(_cells, rows)
     )
