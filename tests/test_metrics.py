@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from sklearn.metrics import (
     accuracy_score,
@@ -130,3 +133,18 @@ def test_training_and_inference_do_not_import_sklearn_at_start_up():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_infer_scores_each_group_from_its_test_videos(tiny_local_run: Path):
+    folds = pl.read_csv(tiny_local_run / "results" / "folds" / "folds.csv").select("video_id", "group")
+    for metrics_path in (tiny_local_run / "results" / "infer").glob("*/metrics.json"):
+        metrics = json.loads(metrics_path.read_text())
+        videos = pl.read_parquet(metrics_path.with_name("predictions.parquet")).join(folds, on="video_id")
+        labels, groups = videos["label"].to_numpy(), videos["group"].to_numpy()
+        assert (metrics["videos"], metrics["groups"]) == (videos.height, videos["group"].n_unique())
+        assert metrics["ensemble"] == binary_metrics(labels, videos["prob_ensemble"].to_numpy())
+        per_group = binary_metrics(*group_scores(labels, videos["prob_ensemble"].to_numpy(), groups))
+        assert metrics["per_group"]["ensemble"] == per_group and per_group["n"] == metrics["groups"]
+        fold1 = binary_metrics(*group_scores(labels, videos["prob_fold1"].to_numpy(), groups))
+        assert metrics["per_group"]["folds"][1] == {"fold": 1, **fold1}

@@ -1,7 +1,7 @@
 """Progress bars that suit both a terminal and a log file.
 
 On a terminal, tqdm's usual bar redrawn in place. When stderr is a file or pipe (a Snakemake or SLURM job's
-log), the bar is written as whole lines, at most one every `FVC_PROGRESS_SECONDS` seconds (default 10) plus
+log), the bar is written as whole lines, at most one every `FVC_PROGRESS_SECONDS` seconds (default 5) plus
 the first and the last, so `tail -f` shows readable progress and the log holds no `\\r` redraws.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, TextIO, TypeVar
 from tqdm import tqdm
 
 INTERVAL_ENV = "FVC_PROGRESS_SECONDS"
-DEFAULT_INTERVAL_S = 10.0
+DEFAULT_INTERVAL_S = 5.0
 T = TypeVar("T")
 
 

@@ -46,14 +46,14 @@ TABLE_COLUMNS = (
 
 def _save(fig: plt.Figure, out: str | Path) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    fig.savefig(out, bbox_inches="tight")
     plt.close(fig)
 
 
 def plot_roc(predictions: str | Path, out: str | Path, model: str) -> None:
     """ROC curves of one model's folds and of their ensemble from infer's per-video predictions, drawn with
     scikit-learn's RocCurveDisplay: the AUC in each legend entry, the ensemble a broad grey band and each fold
-    its own line style and markers on top of it."""
+    its own line style and markers on top of it; the legend below the axes."""
     from sklearn.metrics import RocCurveDisplay
 
     table = pl.read_parquet(predictions)
@@ -85,7 +85,8 @@ def plot_roc(predictions: str | Path, out: str | Path, model: str) -> None:
                     "zorder": 2 + i,
                 },
             )
-        ax.legend(loc="lower right", fontsize="small", framealpha=0.7)
+        # Below the axes: curves of small test sets run along every edge.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize="small", frameon=False)
         ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03))  # curves along an edge stay clear of the axes' frame
     ax.set_xlabel("false positive rate (real videos called fake)")
     ax.set_ylabel("true positive rate (fake videos found)")
