@@ -1,6 +1,9 @@
 from snakemake.utils import min_version
 
+import sys
+
 from fvc.core.config import validate_config
+from fvc.summary import run_summary
 
 min_version("9.14")
 
@@ -27,3 +30,8 @@ include: "rules/audit.smk"
 rule all:
     input:
         final_targets(),
+
+
+onsuccess:
+    # Each model's test scores, where the audit and report are, the biggest memory recommendations.
+    print(run_summary(config), file=sys.stderr)

@@ -5,6 +5,11 @@ rule audit:
             str(LAYOUT.infer("{model}").predictions_parquet), model=TRAIN_MODELS
         ),
         metrics=expand(str(LAYOUT.infer("{model}").metrics), model=TRAIN_MODELS),
+        train=expand(
+            str(LAYOUT.train("{model}", "{fold}").metrics),
+            model=TRAIN_MODELS,
+            fold=FOLDS,
+        ),
     output:
         csv=str(LAYOUT.audit.csv),
         parquet=str(LAYOUT.audit.parquet),
@@ -12,6 +17,13 @@ rule audit:
             str(LAYOUT.audit.plot),
             caption="../report/audit.rst",
             category="Memory audit",
+            labels={"figure": "memory per rule and model"},
+        ),
+        table=report(
+            str(LAYOUT.audit.table_html),
+            caption="../report/audit_table.rst",
+            category="Memory audit",
+            labels={"figure": "audit table"},
         ),
         recommended=str(LAYOUT.audit.recommended),
         roc=report(
@@ -20,6 +32,13 @@ rule audit:
             caption="../report/roc.rst",
             category="Models",
             labels={"model": "{model}", "figure": "ROC curves"},
+        ),
+        training=report(
+            directory(str(LAYOUT.audit.training_dir)),
+            patterns=["{model}.svg"],
+            caption="../report/training.rst",
+            category="Models",
+            labels={"model": "{model}", "figure": "training curves"},
         ),
         metrics=report(
             str(LAYOUT.audit.metrics_html),
@@ -41,5 +60,9 @@ rule audit:
     params:
         settings=settings(safety_factor=config["audit"]["safety_factor"]),
         models=TRAIN_MODELS,
+        train_metrics={
+            model: expand(str(LAYOUT.train(model, "{fold}").metrics), fold=FOLDS)
+            for model in TRAIN_MODELS
+        },
     script:
         "../workflow_scripts/audit.py"

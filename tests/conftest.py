@@ -71,6 +71,7 @@ def tiny_local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("tiny_local_run"))
     result = snakemake(workdir, "--profile", "profiles/local")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    (workdir / "snakemake_output.txt").write_text(result.stdout + result.stderr)  # what the terminal showed
     return workdir
 
 

@@ -18,5 +18,8 @@ audit_workflow(
     predictions=dict(zip(snakemake.params.models, snakemake.input.predictions, strict=True)),
     roc_dir=snakemake.output.roc,
     metrics_html=snakemake.output.metrics,
+    train_metrics=snakemake.params.train_metrics,
+    training_dir=snakemake.output.training,
+    audit_html=snakemake.output.table,
     **snakemake.params.settings,
 )

@@ -16,7 +16,6 @@ import ctypes
 import logging
 import math
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +23,13 @@ from pathlib import Path
 import av
 import numpy as np
 import polars as pl
-from tqdm import tqdm
 
 from fvc.clips.journal import Journal, read_journal
 from fvc.clips.store import ClipBatch
 from fvc.core.atomic import atomic_open, remove_stale_temps
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
+from fvc.core.progress import progress
 from fvc.core.seeding import stable_seed
 from fvc.data.manifest import check_video_id
 from fvc.data.video import DECODE_THREADS, FrameTable, VideoReadError, count_frames, frame_table, read_frames
@@ -358,7 +357,7 @@ def augment_all(
     rejected: list[dict] = []
     made = 0
     with Journal(journal, CLIP_COLUMNS, done.values()) as jr:
-        for number, video in enumerate(tqdm(videos, desc="augment", unit="video", file=sys.stderr)):
+        for number, video in enumerate(progress(videos, desc="augment", unit="video")):
             reason = None
             if video["frames"] is None or video["frames"] < 1:
                 reason = f"the index gives no frame count ({video['frames']})"

@@ -177,6 +177,14 @@ class AuditFiles:
     def metrics_html(self) -> Path:
         return self.path / "metrics.html"
 
+    @property
+    def training_dir(self) -> Path:
+        return self.path / "training"
+
+    @property
+    def table_html(self) -> Path:
+        return self.path / "audit.html"
+
 
 @dataclass(frozen=True)
 class Layout:

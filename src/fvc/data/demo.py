@@ -21,10 +21,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-from tqdm import tqdm
 
 from fvc.core.atomic import atomic_open
 from fvc.core.memory import MemoryLog
+from fvc.core.progress import progress
 from fvc.core.seeding import stable_seed
 
 ARCHIVE_NAME = "fvc_demo.tar.gz"
@@ -179,7 +179,7 @@ def make_demo_dataset(
         gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
-        for video in tqdm(plan_videos(videos, seed), desc="demo videos", unit="video"):
+        for video in progress(plan_videos(videos, seed), desc="demo videos", unit="video"):
             data = encode_video(video)
             tar.addfile(_tar_info(video.video_id, len(data)), io.BytesIO(data))
             rows.append(

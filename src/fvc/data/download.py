@@ -36,6 +36,7 @@ from tqdm import tqdm
 from fvc.core.atomic import atomic_open, commit, disk_space_errors
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
+from fvc.core.progress import progress
 from fvc.data.archive import member_problems, safe_extract
 from fvc.data.manifest import LabelMap, Manifest, ManifestEntry, read_manifests
 from fvc.data.pages import PageError, PageOptions, fetch_page, has_video_suffix, site_extractor
@@ -443,7 +444,7 @@ class _Run:
             local = staging / "archives" / f"{digest}_{Path(urlsplit(source).path).name}"
         try:
             if remote and not local.exists():
-                with tqdm(desc=f"archive {local.name}", **BAR) as bar:
+                with progress(desc=f"archive {local.name}", **BAR) as bar:
                     fetch(source, local, self.opts, bar)
             problems = member_problems(local, [member for _, member in pending])
         except ARCHIVE_ERRORS as exc:
@@ -554,7 +555,7 @@ def download_all(
         format, timeout_s, retries, backoff_s, retry_after_max_s, per_site_interval_s, cookies, rate_limit
     )
     total = sum(e.size for e in entries if e.size is not None) or None
-    with tqdm(total=total, desc="download", **BAR) as bar:
+    with progress(total=total, desc="download", **BAR) as bar:
         run = _Run(out_dir, opts, pages, bar, memory)
         archives: dict[str, list[tuple[ManifestEntry, str]]] = {}
         singles: list[ManifestEntry] = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,11 +22,11 @@ from pathlib import Path
 import av
 import numpy as np
 import polars as pl
-from tqdm import tqdm
 
 from fvc.core.atomic import atomic_path
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
+from fvc.core.progress import progress
 from fvc.data.video import VideoReader, VideoReadError
 
 log = logging.getLogger(__name__)
@@ -256,9 +255,7 @@ def build_index(
     memory.mark("start")
     videos = _read_videos(Path(videos_csv))
     rows, rejected = [], []
-    for video in tqdm(
-        videos.iter_rows(named=True), total=len(videos), desc="index", unit="video", file=sys.stderr
-    ):
+    for video in progress(videos.iter_rows(named=True), total=len(videos), desc="index", unit="video"):
         try:
             info = probe_video(video["path"], check_frames, min_frames, clip_frames)
         except Exception as exc:  # odd media trips odd errors: each rejects only its own file

@@ -15,8 +15,6 @@ import json
 import logging
 import math
 import os
-import sys
-import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -26,14 +24,14 @@ import polars as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from fvc.clips.dataset import ClipDataset
 from fvc.clips.folds import held_out_clips
 from fvc.core.atomic import atomic_path, write_text
 from fvc.core.devices import resolve_device
 from fvc.core.memory import MB, MemoryLog
-from fvc.core.metrics import binary_metrics
+from fvc.core.metrics import binary_metrics, group_scores
+from fvc.core.progress import progress
 from fvc.infer.precision import (
     DTYPES,
     candidates,
@@ -124,16 +122,6 @@ class Runner(contextlib.ExitStack):
         return torch.sigmoid(logits.float().reshape(-1)).cpu()
 
 
-class Progress(tqdm):
-    """tqdm without its monitor thread and multiprocessing lock (whose set-up costs more than a small
-    model's whole job)."""
-
-    monitor_interval = 0
-
-
-Progress.set_lock(threading.RLock())
-
-
 def predict(
     model: nn.Module,
     loader: DataLoader,
@@ -149,7 +137,7 @@ def predict(
     (logged); an error of the last candidate, or after the first batch, is raised."""
     check_precision(precision, device)
     outputs: dict[int, torch.Tensor] = {}
-    batches = enumerate(clips for clips, _ in Progress(loader, desc=desc, unit="batch", file=sys.stderr))
+    batches = enumerate(clips for clips, _ in progress(loader, desc=desc, unit="batch"))
     record: dict[str, Any] = {"requested": precision, "chosen": precision, "probe": []}
     with torch.inference_mode(), Runner(model, device) as run:
         pending: list[tuple[int, torch.Tensor]] = []
@@ -225,7 +213,7 @@ def infer_model(
     need = preflight(weights, model_name, batch_size, num_frames, size, dev, reserved_mb * MB, compute_copy)
     memory.mark("preflight", need_mb=need.host_total / MB, weights_mb=need.weights / MB)
 
-    table = clips.select(pl.col("original_video").alias("video_id"), "label")
+    table = clips.select(pl.col("original_video").alias("video_id"), "label", "group")
     record: dict[str, Any] = {}
     used = []
     job_batches = len(weights) * math.ceil(clips.height / batch_size)
@@ -247,7 +235,8 @@ def infer_model(
 
     fold_cols = [f"prob_fold{fold}" for fold in range(len(weights))]
     per_video = table.group_by("video_id", maintain_order=True)
-    videos = per_video.agg(pl.col("label").first(), pl.col(fold_cols).mean())
+    videos = per_video.agg(pl.col("label", "group").first(), pl.col(fold_cols).mean())
+    groups, videos = videos["group"].to_numpy(), videos.drop("group")
     videos = videos.with_columns(pl.mean_horizontal(fold_cols).alias("prob_ensemble"))
     videos = videos.with_columns((pl.col("prob_ensemble") >= 0.5).cast(pl.Int64).alias("pred_ensemble"))
     labels = videos["label"].to_numpy()
@@ -256,11 +245,20 @@ def infer_model(
         "device": str(dev),
         "precision": {**record, "folds": used},
         "videos": videos.height,
+        "groups": len(set(groups)),
         "folds": [
             {"fold": fold, "weights": str(path), **binary_metrics(labels, videos[col].to_numpy())}
             for fold, (path, col) in enumerate(zip(weights, fold_cols, strict=True))
         ],
         "ensemble": binary_metrics(labels, videos["prob_ensemble"].to_numpy()),
+        # Each group (cascade) scored from its videos (mean probability): fvc.core.metrics.group_scores.
+        "per_group": {
+            "folds": [
+                {"fold": fold, **binary_metrics(*group_scores(labels, videos[col].to_numpy(), groups))}
+                for fold, col in enumerate(fold_cols)
+            ],
+            "ensemble": binary_metrics(*group_scores(labels, videos["prob_ensemble"].to_numpy(), groups)),
+        },
     }
     with atomic_path(out_parquet) as tmp:
         videos.write_parquet(tmp)

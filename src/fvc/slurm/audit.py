@@ -7,7 +7,7 @@ terminal table from `render`, the plot from `plots` and the ROC curves and metri
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +47,17 @@ def audit_workflow(
     predictions: Mapping[str, str | Path] | None = None,
     roc_dir: str | Path | None = None,
     metrics_html: str | Path | None = None,
+    train_metrics: Mapping[str, Sequence[str | Path]] | None = None,
+    training_dir: str | Path | None = None,
+    audit_html: str | Path | None = None,
 ) -> AuditResult:
     """Audit every SLURM job of `workdir` (sacct; benchmark files when sacct is unreachable), write the
     table (CSV, parquet), the plot and the YAML snippet, and return rows and recommendations.
 
     With `predictions` (model -> infer's predictions.parquet, its metrics.json beside it), also the report
-    material: `roc_dir/<model>.svg` ROC curves per fold and ensemble, and the `metrics_html` table."""
+    material: `roc_dir/<model>.svg` ROC curves per fold and ensemble, and the `metrics_html` table; with
+    `train_metrics` (model -> each fold's train metrics.json), `training_dir/<model>.svg` training curves;
+    `audit_html`: the audit table as an HTML page."""
     mem = MemoryLog(memory_log, "audit")
     mem.mark("start")
     workdir = Path(workdir)
@@ -93,6 +98,15 @@ def audit_workflow(
         if metrics_html is not None:
             metrics = {m: Path(p).with_name("metrics.json") for m, p in predictions.items()}
             write_metrics_html(metrics, metrics_html)
+    if train_metrics and training_dir is not None:
+        from fvc.infer.report import plot_training
+
+        for model, paths in train_metrics.items():
+            plot_training(paths, Path(training_dir, f"{model}.svg"), model)
+    if audit_html is not None:
+        from fvc.slurm.render import render_html
+
+        write_text(audit_html, render_html(rows, recs))
     if snippet_path is not None:
         write_text(snippet_path, snippet(recs))
     mem.mark("end")

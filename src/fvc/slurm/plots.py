@@ -8,29 +8,35 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, sharp at any zoom
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file-only backend
 
 from fvc.slurm.recommend import Recommendation  # noqa: E402
+
+
+def _label(rule: str, model: str | None) -> str:
+    """A bar's name: the rule, and the model for train and infer (e.g. `train  naive_cnn`)."""
+    return rule if model is None else f"{rule}  {model}"
 
 
 def plot_audit(rows: list[dict], recs: Iterable[Recommendation], out: str | Path) -> None:
     """Requested vs used memory per rule/model (PNG or SVG by the file's suffix)."""
     groups: dict[str, dict] = {}
     for r in rows:
-        label = r["rule"] if r["model"] is None else f"{r['rule']}:{r['model']}"
+        label = _label(r["rule"], r["model"])
         g = groups.setdefault(label, {"req": 0.0, "peak": 0.0, "oom": False})
         g["req"] = max(g["req"], r["req_mem_mb"] or 0.0)
         g["peak"] = max(g["peak"], r["peak_mem_mb"] or 0.0)
         g["oom"] |= r["state"] == "OUT_OF_MEMORY"
     rec_by_label = {
         (
-            f"{'train' if r.key == 'mem_mb' else 'infer'}:{r.row}" if r.table == "models" else r.row
+            _label("train" if r.key == "mem_mb" else "infer", r.row) if r.table == "models" else r.row
         ): r.recommended
         for r in recs
     }
     labels = sorted(groups)
     y = range(len(labels))
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 2.2))
     ax.barh(
         [i + 0.2 for i in y],
         [groups[k]["req"] for k in labels],
@@ -58,8 +64,8 @@ def plot_audit(rows: list[dict], recs: Iterable[Recommendation], out: str | Path
         )
     ax.set_yticks(list(y), labels)
     ax.set_xlabel("memory (MB)")
-    ax.set_title("Requested vs used memory per rule/model (red: out of memory)")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title("Memory requested vs used per rule (and model)\nred: ran out of memory")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside the axes, over no bar
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

@@ -1,6 +1,8 @@
-"""The audit as a terminal table, then its recommendations."""
+"""The audit as a terminal table, then its recommendations; the same as an HTML page for the report."""
 
 from __future__ import annotations
+
+import html
 
 from fvc.slurm.recommend import Recommendation
 
@@ -19,24 +21,26 @@ def _hms(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _cells(r: dict) -> tuple[str, ...]:
+    """One audit row as the table's text cells."""
+    return (
+        r["job_id"] or r["source"],
+        r["rule"],
+        r["wildcards"] or "-",
+        str(r["attempt"]),
+        r["state"],
+        _fmt(r["req_mem_mb"]),
+        _fmt(r["peak_mem_mb"]),
+        _fmt(r["mem_eff"], ".1f"),
+        _hms(r["elapsed_s"]),
+        _fmt(r["cpu_eff"], ".1f"),
+        r["flag"] or "",
+    )
+
+
 def render_table(rows: list[dict], recs: list[Recommendation]) -> str:
     """The audit as a terminal table, then the recommendations."""
-    body = [
-        (
-            r["job_id"] or r["source"],
-            r["rule"],
-            r["wildcards"] or "-",
-            str(r["attempt"]),
-            r["state"],
-            _fmt(r["req_mem_mb"]),
-            _fmt(r["peak_mem_mb"]),
-            _fmt(r["mem_eff"], ".1f"),
-            _hms(r["elapsed_s"]),
-            _fmt(r["cpu_eff"], ".1f"),
-            r["flag"],
-        )
-        for r in rows
-    ]
+    body = [_cells(r) for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(HEAD, *body, strict=True)]
 
     def line(cells: tuple) -> str:
@@ -53,3 +57,33 @@ def render_table(rows: list[dict], recs: list[Recommendation]) -> str:
             for r in recs
         ]
     return "\n".join(out)
+
+
+def html_page(title: str, body: str) -> str:
+    """A small standalone HTML page in fvc's table style, for a `snakemake --report` item."""
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}th{background:#f3f3f3}"
+        ".num{text-align:right}tr.ensemble{font-weight:bold}tr.flagged td{background:#fde0dd}"
+        "</style></head><body>" + body + "</body></html>\n"
+    )
+
+
+def render_html(rows: list[dict], recs: list[Recommendation]) -> str:
+    """The audit table (flagged jobs highlighted) and the recommendations as an HTML page for the report."""
+    kind = ["num" if i in NUMERIC else "text" for i in range(len(HEAD))]
+    head = "".join(f"<th class='{k}'>{html.escape(name)}</th>" for k, name in zip(kind, HEAD, strict=True))
+    body = "".join(
+        f"<tr class='{'flagged' if cells[-1] != '' else 'ok'}'>"
+        + "".join(f"<td class='{k}'>{html.escape(c)}</td>" for k, c in zip(kind, cells, strict=True))
+        + "</tr>"
+        for cells in map(_cells, rows)
+    )
+    items = "".join(
+        f"<li><code>{html.escape(f'{r.table}.{r.row}.{r.key}')}</code>: {_fmt(r.current)} &rarr; "
+        f"{r.recommended} MB [{html.escape(r.action)}] {html.escape(r.reason)}</li>"
+        for r in recs
+    )
+    recommended = f"<h3>Recommended memory (fvc audit --apply)</h3><ul>{items}</ul>" if recs else ""
+    return html_page("fvc memory audit", f"<table><tr>{head}</tr>{body}</table>{recommended}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator, Sized
 from contextlib import contextmanager
@@ -23,7 +22,6 @@ from typing import Any, cast
 import polars as pl
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from fvc.clips.dataset import ClipDataset
 from fvc.clips.folds import fold_clips
@@ -31,6 +29,7 @@ from fvc.core.config import ModelSpec
 from fvc.core.devices import resolve_device
 from fvc.core.memory import MemoryLog
 from fvc.core.metrics import binary_metrics
+from fvc.core.progress import progress
 from fvc.core.seeding import stable_seed
 from fvc.models import ClipClassifier, build_model, check_trainable, export_config, scale_clips
 from fvc.train import checkpoint
@@ -103,7 +102,7 @@ def _train_epoch(
     sizes = [min(batch, samples - i * batch) for i in range(batches)]
     total, seen = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
-    for i, (clips, labels) in enumerate(tqdm(loader, desc=desc, file=sys.stderr, leave=False)):
+    for i, (clips, labels) in enumerate(progress(loader, desc=desc, leave=False)):
         start = (i // accum) * accum
         group_samples = sum(sizes[start : start + accum])
         clips, labels = clips.to(device, non_blocking=True), labels.to(device)
