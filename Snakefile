@@ -3,7 +3,7 @@ from snakemake.utils import min_version
 import sys
 
 from fvc.core.config import validate_config
-from fvc.summary import run_summary
+from fvc.slurm.summary import run_summary
 
 min_version("9.14")
 

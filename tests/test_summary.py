@@ -10,7 +10,7 @@ import yaml
 from workflow_runner import copy_workflow, snakemake
 
 from fvc.slurm.recommend import Recommendation
-from fvc.summary import biggest
+from fvc.slurm.summary import biggest
 
 
 def _rec(row: str, current: int | None, recommended: int, action: str) -> Recommendation:
