@@ -143,10 +143,11 @@ def probe(
         return ProbeResult("fp32", figures)
     start = time.perf_counter()
     share_s = math.inf  # each candidate's part of the budget, known once fp32's first step is timed
+    fp32_s = 0.0
     reference: torch.Tensor | None = None
     for row in figures:
         started = time.perf_counter()
-        if reference is not None and started - start + figures[0].seconds_per_step > share_s * len(figures):
+        if reference is not None and started - start + fp32_s > share_s * len(figures):
             row.rejected = "over the probe budget"
             continue
         result = step(row.precision)
@@ -163,7 +164,8 @@ def probe(
             _sync(device)
             times.append(time.perf_counter() - t0)
             if row.precision == "fp32" and len(times) == 1:
-                share_s = budget_steps * times[0] / len(figures)
+                fp32_s = times[0]
+                share_s = budget_steps * fp32_s / len(figures)
             warm_s = min(warm_s, times[-1])
         row.steps = len(times)
         row.seconds_per_step = sorted(times)[len(times) // 2] if times else warm_s
