@@ -163,7 +163,9 @@ def main() -> int:
             }
             chosen = run_fresh("train_speed:fvc_case", auto, threads=1)["precision"]
             figures = ", ".join(
-                f"{f['precision']} {f['seconds_per_step'] or 0:.4f} s/step dev {f['deviation'] or 0:.2g}"
+                f["precision"]
+                + ("" if f["seconds_per_step"] is None else f" {f['seconds_per_step']:.4f} s/step")
+                + ("" if f["deviation"] is None else f" dev {f['deviation']:.2g}")
                 + (f" ({f['rejected']})" if f["rejected"] else "")
                 for f in chosen["probe"]
             )
