@@ -24,7 +24,7 @@ rule train:
         model=model_row,
         settings=settings(
             device=config["train"]["device"],
-            gradient_checkpointing=config["train"]["gradient_checkpointing"],
+            precision=config["train"]["precision"],
             seed=config["seed"],
         ),
     script:

@@ -8,18 +8,22 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, SequentialSampler
 from train_fixtures import ROOT, tiny_spec, write_config, write_dataset
 
-from fvc.clips.dataset import ClipDataset, frame_indices, load_clip_tensor
+from fvc.clips.dataset import frame_indices, load_clip_tensor
 from fvc.clips.folds import fold_clips
+from fvc.core.config import load_config, model_specs
+from fvc.core.errors import FvcError
 from fvc.models import MODEL_NAMES, build_model
 from fvc.train import checkpoint
+from fvc.train.loader import Batches, ClipBatches
 from fvc.train.training import _train_epoch, train_fold
 from fvc.weights.safetensors_io import LoadError
 
@@ -45,7 +49,7 @@ def run(dataset, tmp_path: Path, spec, **kwargs) -> dict:
         tmp_path / "checkpoints",
         root=root,
         memory_log=tmp_path / "memory.jsonl",
-        **{"device": "cpu", "gradient_checkpointing": True, "seed": 0, **kwargs},
+        **{"device": "cpu", "seed": 0, "precision": "auto", **kwargs},
     )
 
 
@@ -77,7 +81,8 @@ def sgd_epoch(dataset, batch_size: int, accum: int) -> torch.Tensor:
     train_rows, _ = fold_clips(clips_csv, folds_csv, 0)
     torch.manual_seed(0)
     model = build_model("logistic_regression", {"pool": 4}, 4, 32)
-    loader = DataLoader(ClipDataset(train_rows, 4, 32, root), batch_size=batch_size)
+    order = BatchSampler(SequentialSampler(range(train_rows.height)), batch_size, drop_last=False)
+    loader = Batches(ClipBatches(train_rows, 4, 32, root), order, None)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     _train_epoch(model, loader, optimizer, scaler, torch.device("cpu"), accum, "test")
@@ -188,10 +193,77 @@ def test_resume_after_sigkill_equals_uninterrupted_run(dataset, tmp_path):
     run(dataset, out, spec, seed=0)  # the requeued job (in-process: one interpreter start-up less)
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["resumed_from_epoch"] == killed_at
-    for got, want in zip(resumed["history"], reference["history"], strict=True):
-        assert {k: v for k, v in got.items() if k not in ("seconds", "clips_per_s")} == {
-            k: v for k, v in want.items() if k not in ("seconds", "clips_per_s")
-        }
+    assert without_timings(resumed["history"]) == without_timings(reference["history"])
     a = load_file(str(out / "fold0.safetensors"))
     b = load_file(str(tmp_path / "reference" / "fold0.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def without_timings(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMINGS} for row in history]
+
+
+TIMINGS = ("seconds", "train_seconds", "clips_per_s")
+
+
+def test_auto_probes_and_leaves_the_run_as_if_forced(dataset, tmp_path):
+    """x3d (BatchNorm, dropout): the probe's steps change no buffer, gradient or RNG draw of the run."""
+    spec = tiny_spec("x3d", epochs=2)
+    auto = run(dataset, tmp_path / "auto", spec, precision="auto", probe_share=1.0)
+    record = auto["precision"]
+    assert record["requested"] == "auto" and record["chosen"] in ("fp32", "bf16")
+    assert [f["precision"] for f in record["probe"]] == ["fp32", "bf16"]
+    assert all(f["seconds_per_step"] > 0 and f["deviation"] is not None for f in record["probe"])
+    assert json.loads((tmp_path / "auto" / "metrics.json").read_text())["precision"] == record
+    forced = run(dataset, tmp_path / "forced", spec, precision=record["chosen"])
+    assert forced["precision"] == {"chosen": record["chosen"], "requested": record["chosen"], "probe": []}
+    assert without_timings(auto["history"]) == without_timings(forced["history"])
+    a = (tmp_path / "auto" / "fold0.safetensors").read_bytes()
+    assert a == (tmp_path / "forced" / "fold0.safetensors").read_bytes()
+
+
+def test_small_job_trains_in_fp32_without_probing(dataset, tmp_path):
+    record = run(dataset, tmp_path, tiny_spec("naive_cnn"), precision="auto")["precision"]
+    assert record["chosen"] == "fp32" and record["probe"][1]["rejected"].startswith("job too small")
+
+
+def test_forced_precision_is_honoured_and_an_impossible_one_refused(dataset, tmp_path):
+    spec = tiny_spec("naive_cnn")
+    bf16 = run(dataset, tmp_path / "bf16", spec, precision="bf16")
+    fp32 = run(dataset, tmp_path / "fp32", spec, precision="fp32")
+    assert bf16["precision"]["chosen"] == "bf16" and fp32["precision"]["chosen"] == "fp32"
+    assert bf16["history"][0]["train_loss"] != fp32["history"][0]["train_loss"]
+    with pytest.raises(FvcError, match=r"^train\.precision is 'fp16' but cpu computes in fp32, bf16"):
+        run(dataset, tmp_path / "fp16", spec, precision="fp16")
+
+
+def test_resumed_job_keeps_its_precision(dataset, tmp_path):
+    run(dataset, tmp_path, tiny_spec("naive_cnn", epochs=1), precision="bf16")
+    resumed = run(dataset, tmp_path, tiny_spec("naive_cnn", epochs=2), precision="auto", probe_share=1.0)
+    assert resumed["resumed_from_epoch"] == 0
+    assert resumed["precision"] == {"chosen": "bf16", "requested": "auto", "probe": [], "resumed": True}
+    with pytest.raises(FvcError, match=r"^train\.precision is 'fp32' but .* was made in bf16"):
+        run(dataset, tmp_path, tiny_spec("naive_cnn", epochs=3), precision="fp32")
+
+
+def block_calls(dataset, tmp_path: Path, row_value: bool) -> int:
+    """Forward calls of x3d's blocks in training with the row's `gradient_checkpointing` (from a config)."""
+    tmp_path.mkdir()
+    row = replace(tiny_spec("x3d"), gradient_checkpointing=row_value)
+    spec = model_specs(load_config(write_config(tmp_path / "config.yaml", row)))["x3d"]
+    calls = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: calls.append(1) if type(module).__name__ == "X3DBlock" else None
+    )
+    try:
+        metrics = run(dataset, tmp_path, spec, precision="fp32")
+    finally:
+        hook.remove()
+    assert metrics["gradient_checkpointing"] is row_value
+    return len(calls)
+
+
+def test_gradient_checkpointing_of_the_row_reaches_the_model(dataset, tmp_path):
+    """Checkpointed blocks start their forward again in the backward pass (a pre-hook: the recomputation
+    stops early, before the block's forward returns)."""
+    assert block_calls(dataset, tmp_path / "on", True) > block_calls(dataset, tmp_path / "off", False)

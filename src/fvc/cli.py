@@ -123,7 +123,7 @@ def train_options(parser: argparse.ArgumentParser) -> None:
     path(parser, "--root", Path("."), "folder the clip paths are relative to")
     results_dir(parser)
     setting(parser, "--device", "train.device", "device")
-    setting(parser, "--gradient-checkpointing", "train.gradient_checkpointing", "gradient checkpointing")
+    setting(parser, "--precision", "train.precision", "precision")
     setting(parser, "--seed", "seed", "seed of initialisation and shuffling")
 
 

@@ -202,7 +202,7 @@ def train(args: argparse.Namespace, overrides: Overrides) -> int:
         exports.weights(args.fold),
         out.checkpoints,
         device=config["train"]["device"],
-        gradient_checkpointing=config["train"]["gradient_checkpointing"],
+        precision=config["train"]["precision"],
         seed=config["seed"],
         memory_log=args.memory_log,
         root=args.root or ".",

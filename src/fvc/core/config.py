@@ -87,6 +87,7 @@ class ModelSpec:
     runtime: int
     infer_mem_mb: int
     num_workers: int = 0
+    gradient_checkpointing: bool = False
     params: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,49 +1,53 @@
-"""Training of one (model, fold): mixed precision, gradient accumulation, optional gradient checkpointing,
-epoch checkpoints a killed job resumes from, per-epoch metrics, and the best weights exported as fp16.
+"""Training of one (model, fold): precision chosen by measurement (`fvc.core.precision`), gradient
+accumulation, per-model gradient checkpointing, epoch checkpoints a killed job resumes from, per-epoch
+metrics, and the best weights exported as fp16.
 
-Determinism: shuffling uses a local `torch.Generator` seeded per epoch with `stable_seed(seed, model, fold,
-epoch)`. Module initialisers and dropout only draw from torch's global generator, so the whole run sits inside
-`torch.random.fork_rng` (the caller's RNG state is restored afterwards), seeded from `stable_seed`, and that
-state is saved in every checkpoint and restored on resume. The best epoch is the one with the lowest
-validation loss (defined even when a small validation fold has one class, unlike AUC).
+Precision: `train.precision` forces fp32, bf16 or fp16 (fp16 with a GradScaler), or `auto` probes the
+device's candidates on the job's own model and first batch before training, within `PROBE_SHARE` of the
+job's training steps (a job too small for that trains in fp32). The probe restores the model's buffers,
+gradients and the RNG state, so the run is the same as one with the chosen precision forced. The choice
+is saved in every checkpoint: a resumed job keeps it and does not probe again.
+
+Determinism: shuffling draws each epoch's order from `stable_seed(seed, model, fold, "shuffle", epoch)`
+(`fvc.train.loader.EpochShuffle`). Module initialisers and dropout only draw from torch's global generator,
+so the whole run sits inside `torch.random.fork_rng` (the caller's RNG state is restored afterwards), seeded
+from `stable_seed`, and that state is saved in every checkpoint and restored on resume. The best epoch is
+the one with the lowest validation loss (defined even when a small validation fold has one class, unlike
+AUC).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
-from collections.abc import Iterator, Sized
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import polars as pl
 import torch
 from torch.utils.data import DataLoader
 
-from fvc.clips.dataset import ClipDataset
 from fvc.clips.folds import fold_clips
+from fvc.core import precision as prec
 from fvc.core.config import ModelSpec
 from fvc.core.devices import resolve_device
+from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.core.metrics import binary_metrics
 from fvc.core.progress import progress
 from fvc.core.seeding import stable_seed
 from fvc.models import ClipClassifier, build_model, check_trainable, export_config, scale_clips
 from fvc.train import checkpoint
+from fvc.train.loader import Batches, EpochShuffle, make_loaders
 from fvc.weights.export import export_fp16
 
 log = logging.getLogger(__name__)
 
 
-@contextmanager
-def _autocast(device: torch.device) -> Iterator[None]:
-    """bf16 autocast on CPU, fp16 on CUDA."""
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    with torch.autocast(device_type=device.type, dtype=dtype):
-        yield
+#: Share of the job's training steps the precision probe may take.
+PROBE_SHARE = 0.02
 
 
 def _trainable_state(model: ClipClassifier) -> dict[str, torch.Tensor]:
@@ -85,56 +89,90 @@ def _spec_key(spec: ModelSpec, fold: int, seed: int) -> dict[str, Any]:
     }
 
 
+def _forward(
+    model: ClipClassifier, clips: torch.Tensor, precision: prec.Precision, device: torch.device
+) -> torch.Tensor:
+    """Logits of `clips` (already on `device`; uint8, or float already scaled) under `precision`."""
+    with prec.autocast(precision, device):
+        return model(clips if clips.is_floating_point() else scale_clips(clips))
+
+
 def _train_epoch(
     model: ClipClassifier,
-    loader: DataLoader,
+    loader: Batches,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     device: torch.device,
     accum: int,
     desc: str,
+    precision: prec.Precision = "fp32",
 ) -> float:
     """One pass; each optimizer step averages the loss over the samples of its (possibly partial) group."""
     model.train()
-    batches = len(loader)
-    batch, samples = loader.batch_size, len(cast(Sized, loader.dataset))
-    assert batch is not None, "the loader batches"
-    sizes = [min(batch, samples - i * batch) for i in range(batches)]
-    total, seen = 0.0, 0
+    sizes = loader.sizes()
+    groups = [sum(sizes[start : start + accum]) for start in range(0, len(sizes), accum)]
+    total = torch.zeros((), device=device)
     optimizer.zero_grad(set_to_none=True)
     for i, (clips, labels) in enumerate(progress(loader, desc=desc, leave=False)):
-        start = (i // accum) * accum
-        group_samples = sum(sizes[start : start + accum])
-        clips, labels = clips.to(device, non_blocking=True), labels.to(device)
-        with _autocast(device):
-            logits = model(scale_clips(clips))
-        loss = model.loss_fn(logits, labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{desc}: loss is {loss.item()} at batch {i}; lower lr in the model's row"
-            )
-        scaler.scale(loss * (len(labels) / group_samples)).backward()
-        total += loss.item() * len(labels)
-        seen += len(labels)
-        if (i + 1) % accum == 0 or i + 1 == batches:
+        clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        loss = model.loss_fn(_forward(model, clips, precision, device), labels)
+        scaler.scale(loss * (len(labels) / groups[i // accum])).backward()
+        total += loss.detach() * len(labels)
+        if (i + 1) % accum == 0 or i + 1 == len(sizes):
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-    return total / max(seen, 1)
+    mean = float(total) / max(sum(sizes), 1)
+    if not math.isfinite(mean):
+        raise FloatingPointError(f"{desc}: mean loss is {mean}; lower lr in the model's row")
+    return mean
 
 
 @torch.no_grad()
-def evaluate(model: ClipClassifier, loader: DataLoader, device: torch.device) -> dict[str, float | None]:
+def evaluate(
+    model: ClipClassifier, loader: Batches, device: torch.device, precision: prec.Precision = "fp32"
+) -> dict[str, float | None]:
     """Validation metrics of `model` on `loader`."""
     model.eval()
     logits, labels = [], []
     for clips, y in loader:
-        with _autocast(device):
-            logits.append(model(scale_clips(clips.to(device))).float().cpu())
+        logits.append(_forward(model, clips.to(device), precision, device).float().cpu())
         labels.append(y)
     all_logits, all_labels = torch.cat(logits), torch.cat(labels)
     loss = float(model.loss_fn(all_logits, all_labels))
     return {"loss": loss, **binary_metrics(all_labels.numpy(), torch.sigmoid(all_logits).numpy())}
+
+
+def choose_precision(
+    model: ClipClassifier,
+    loader: Batches,
+    requested: str,
+    device: torch.device,
+    job_steps: int,
+    share: float = PROBE_SHARE,
+) -> dict[str, Any]:
+    """`{chosen, requested, probe}`: the forced precision, or for `auto` the probe's choice on the loader's
+    first batch, leaving no trace on `model` or the RNGs (FvcError naming `train.precision` for a precision
+    the device cannot do)."""
+    candidates = prec.resolve(requested, device, "train.precision")
+    if len(candidates) == 1:
+        return {"chosen": candidates[0], "requested": requested, "probe": []}
+    clips, labels = next(iter(loader))
+    clips, labels = clips.to(device), labels.to(device)
+
+    def step(precision: prec.Precision) -> torch.Tensor:
+        torch.manual_seed(0)  # the same dropout on every call
+        logits = _forward(model, clips, precision, device)
+        loss = model.loss_fn(logits, labels)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        return torch.cat([loss.detach().reshape(1), logits.detach().float()])
+
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    model.train()
+    with prec.no_trace(model, cuda):
+        result = prec.probe(step, candidates, budget_steps=share * job_steps, device=device)
+    return {"chosen": result.chosen, "requested": requested, "probe": result.as_dict()}
 
 
 def train_fold(
@@ -147,13 +185,16 @@ def train_fold(
     checkpoint_dir: str | os.PathLike[str],
     *,
     device: str,
-    gradient_checkpointing: bool,
     seed: int,
+    precision: str,
     memory_log: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] = ".",
+    probe_share: float = PROBE_SHARE,
 ) -> dict[str, Any]:
-    """Train `spec.name` on fold `fold` (resuming from `checkpoint_dir` when it holds a checkpoint), write the
-    metrics JSON and the best epoch's fp16 export (`out_weights` + `.json`). Returns the metrics."""
+    """Train `spec.name` on fold `fold` (resuming from `checkpoint_dir` when it holds a checkpoint) in
+    `precision` (`auto`: chosen by `choose_precision` with `probe_share`), with the row's gradient
+    checkpointing; write the metrics JSON and the best epoch's fp16 export (`out_weights` + `.json`).
+    Returns the metrics."""
     mem = MemoryLog(memory_log, "train")
     mem.mark("start", model=spec.name, fold=fold)
     train_rows, val_rows = fold_clips(clips_csv, folds_csv, fold)
@@ -163,15 +204,18 @@ def train_fold(
             f"{val_rows.height} validation clips; both must be non-empty"
         )
     dev = resolve_device(device, "train.device")
+    prec.resolve(precision, dev, "train.precision")
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(stable_seed(seed, spec.name, fold, "init"))
         model = build_model(spec.name, spec.params, spec.num_frames, spec.size)
-        model.set_gradient_checkpointing(gradient_checkpointing)
+        model.set_gradient_checkpointing(spec.gradient_checkpointing)
         report = check_trainable(model)
         model.to(dev)
         mem.mark("model_built", parameters={r["component"]: r for r in report})
-        metrics = _fit(model, spec, fold, seed, train_rows, val_rows, dev, Path(checkpoint_dir), mem, root)
+        loaders = make_loaders(train_rows, val_rows, spec, root, dev, seed, spec.name, fold, "shuffle")
+        ckpt = Path(checkpoint_dir)
+        metrics = _fit(model, spec, fold, seed, loaders, dev, ckpt, mem, precision, probe_share)
     state = checkpoint.load_state(checkpoint_dir)
     assert state is not None, "training wrote a checkpoint"
     _load_trainable(model, checkpoint.load_tensors(checkpoint_dir, state, "best"), str(checkpoint_dir))
@@ -182,33 +226,52 @@ def train_fold(
     return metrics
 
 
+def _resume_precision(state: dict[str, Any], requested: str, ckpt: Path) -> dict[str, Any]:
+    """The checkpoint's precision record; a forced precision must be the one it was made in."""
+    saved = state["precision"]
+    if requested not in ("auto", saved["chosen"]):
+        raise FvcError(
+            f"train.precision is {requested!r} but {ckpt} was made in {saved['chosen']}; set it to auto or "
+            f"{saved['chosen']}, or delete the checkpoint folder to start over"
+        )
+    return {**saved, "requested": requested, "resumed": True}
+
+
 def _fit(
     model: ClipClassifier,
     spec: ModelSpec,
     fold: int,
     seed: int,
-    train_rows: pl.DataFrame,
-    val_rows: pl.DataFrame,
+    loaders: tuple[Batches, EpochShuffle, Batches],
     dev: torch.device,
     ckpt: Path,
     mem: MemoryLog,
-    root: str | os.PathLike[str],
+    requested: str,
+    probe_share: float,
 ) -> dict[str, Any]:
     """The epoch loop from the last checkpoint on; returns the metrics summary."""
+    train, shuffle, val = loaders
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=spec.lr, weight_decay=0.01
     )
-    scaler = torch.amp.GradScaler(dev.type, enabled=dev.type == "cuda")
     key = _spec_key(spec, fold, seed)
     state = checkpoint.load_state(ckpt)
+    if state is not None and state["key"] != key:
+        raise ValueError(
+            f"{ckpt}: checkpoint was made for {state['key']}, not {key}; delete it to start over"
+        )
+    if state is None:
+        steps = spec.epochs * len(train)
+        precision = choose_precision(model, train, requested, dev, steps, probe_share)
+    else:
+        precision = _resume_precision(state, requested, ckpt)
+    chosen: prec.Precision = precision["chosen"]
+    log.info("%s fold %d precision: %s", spec.name, fold, json.dumps(precision))
+    scaler = torch.amp.GradScaler(dev.type, enabled=chosen == "fp16")
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": None, "val_loss": None}
     resumed_from = None
     if state is not None:
-        if state["key"] != key:
-            raise ValueError(
-                f"{ckpt}: checkpoint was made for {state['key']}, not {key}; delete it to start over"
-            )
         _load_trainable(model, checkpoint.load_tensors(ckpt, state, "model"), str(ckpt))
         opt = checkpoint.load_tensors(ckpt, state, "optimizer")
         optimizer.load_state_dict(
@@ -224,38 +287,19 @@ def _fit(
         history, best, resumed_from = state["history"], state["best"], state["epoch"]
         log.info("resuming %s fold %d after epoch %d from %s", spec.name, fold, state["epoch"], ckpt)
     start = 0 if state is None else state["epoch"] + 1
-    val = DataLoader(
-        ClipDataset(val_rows, spec.num_frames, spec.size, root),
-        batch_size=spec.batch_size,
-        num_workers=spec.num_workers,
-    )
-    train_set = ClipDataset(train_rows, spec.num_frames, spec.size, root)
     for epoch in range(start, spec.epochs):
         t0 = time.perf_counter()
-        shuffle = torch.Generator().manual_seed(stable_seed(seed, spec.name, fold, "shuffle", epoch))
-        order = torch.randperm(len(train_set), generator=shuffle).tolist()
-        loader = DataLoader(
-            train_set,
-            batch_size=spec.batch_size,
-            sampler=order,
-            num_workers=spec.num_workers,
-            generator=shuffle,
-        )
-        train_loss = _train_epoch(
-            model,
-            loader,
-            optimizer,
-            scaler,
-            dev,
-            spec.grad_accum_steps,
-            f"{spec.name} fold{fold} epoch {epoch + 1}/{spec.epochs}",
-        )
+        shuffle.set_epoch(epoch)
+        desc = f"{spec.name} fold{fold} epoch {epoch + 1}/{spec.epochs}"
+        train_loss = _train_epoch(model, train, optimizer, scaler, dev, spec.grad_accum_steps, desc, chosen)
+        t1 = time.perf_counter()
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
-            **{f"val_{k}": v for k, v in evaluate(model, val, dev).items()},
+            **{f"val_{k}": v for k, v in evaluate(model, val, dev, chosen).items()},
             "seconds": time.perf_counter() - t0,
-            "clips_per_s": len(train_set) / (time.perf_counter() - t0),
+            "train_seconds": t1 - t0,
+            "clips_per_s": len(shuffle) / (t1 - t0),
         }
         history.append(row)
         groups = {"model": _trainable_state(model)}
@@ -270,6 +314,7 @@ def _fit(
             groups,
             {
                 "key": key,
+                "precision": precision,
                 "history": history,
                 "best": best,
                 "optimizer": opt_meta,
@@ -283,9 +328,11 @@ def _fit(
         "model": spec.name,
         "fold": fold,
         "device": str(dev),
+        "precision": precision,
+        "gradient_checkpointing": spec.gradient_checkpointing,
         "epochs": spec.epochs,
-        "train_clips": train_rows.height,
-        "val_clips": val_rows.height,
+        "train_clips": len(shuffle),
+        "val_clips": len(val.data),
         "resumed_from_epoch": resumed_from,
         "best_epoch": best["epoch"],
         "best": best_row,

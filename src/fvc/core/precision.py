@@ -1,0 +1,204 @@
+"""Arithmetic precision by measurement: the candidates a device supports, their autocast, and a timing probe.
+
+A precision is `fp32` (no autocast), `bf16` or `fp16` (autocast to that dtype; fp16 training also scales its
+loss with a GradScaler). No fixed rule is right everywhere: on a CPU without bf16 units bf16 autocast is ~10x
+slower than fp32, on one with them ~3x faster. So `auto` runs `probe`: a few steps of the job's own model and
+batch per candidate, timed after a warm-up, each checked against fp32's result; the fastest candidate within
+tolerance wins.
+
+API (shared by training and inference):
+- `PRECISIONS`, `REQUESTS`: the names; `Precision`: their type.
+- `candidates(device)`: what the device can compute in, fp32 first.
+- `resolve(requested, device, key)`: a forced precision checked against the device (FvcError naming `key`).
+- `autocast(precision, device)`: the context a step runs under.
+- `probe(step, precisions, budget_steps=...)`: the timing probe; returns a `ProbeResult` (`chosen` + one
+  `Figures` per candidate, JSON-able via `as_dict`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, cast
+
+import torch
+
+from fvc.core.errors import FvcError
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
+REQUESTS = ("auto", *PRECISIONS)
+DTYPES: dict[Precision, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: Largest accepted deviation from fp32: max |result - fp32 result| / max(1, max |fp32 result|).
+TOLERANCE = 0.05
+#: A reduced precision must beat fp32's seconds per step by this factor (timing noise prefers the exact one).
+MARGIN = 0.95
+
+
+def candidates(device: torch.device) -> tuple[Precision, ...]:
+    """The precisions `device` computes in, fp32 first: CPU fp32, bf16; CUDA fp32, bf16 where the GPU
+    supports it, fp16."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            bf16 = torch.cuda.is_bf16_supported()
+        return ("fp32", "bf16", "fp16") if bf16 else ("fp32", "fp16")
+    if device.type == "cpu":
+        return ("fp32", "bf16")
+    return ("fp32",)
+
+
+def resolve(requested: str, device: torch.device, key: str) -> tuple[Precision, ...]:
+    """The candidates for `requested` on `device`: all of them for `auto`, else the one forced. Raises
+    FvcError naming the config `key` (e.g. `train.precision`) for an unknown or unsupported precision."""
+    supported = candidates(device)
+    if requested == "auto":
+        return supported
+    if requested not in PRECISIONS:
+        raise FvcError(f"{key}: unknown precision {requested!r}; use {', '.join(REQUESTS)}")
+    if requested not in supported:
+        raise FvcError(
+            f"{key} is {requested!r} but {device.type} computes in {', '.join(supported)}; "
+            "use auto or one of those"
+        )
+    return (cast(Precision, requested),)
+
+
+def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Autocast to `precision` on `device`; fp32 runs without autocast."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
+
+
+@dataclass
+class Figures:
+    """One candidate's probe figures: median seconds per timed step (the warm-up's when `steps` is 0; None
+    when it did not run), deviation from fp32's result, and why it was not chosen (None for the choice and
+    for fp32)."""
+
+    precision: Precision
+    seconds_per_step: float | None = None
+    steps: int = 0
+    deviation: float | None = None
+    rejected: str | None = None
+
+
+@dataclass
+class ProbeResult:
+    """The probe's choice and every candidate's figures."""
+
+    chosen: Precision
+    figures: list[Figures] = field(default_factory=list)
+
+    def as_dict(self) -> list[dict[str, Any]]:
+        """The figures as JSON-able rows."""
+        return [asdict(f) for f in self.figures]
+
+
+def deviation(result: torch.Tensor, reference: torch.Tensor) -> float:
+    """max |result - reference| / max(1, max |reference|); inf when `result` is not finite."""
+    result, reference = result.detach().float().cpu(), reference.detach().float().cpu()
+    if not torch.isfinite(result).all():
+        return math.inf
+    scale = max(1.0, float(reference.abs().max()))
+    return float((result - reference).abs().max()) / scale
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def probe(
+    step: Callable[[Precision], torch.Tensor],
+    precisions: Sequence[Precision],
+    *,
+    budget_steps: float = math.inf,
+    steps: int = 3,
+    tolerance: float = TOLERANCE,
+    device: torch.device | None = None,
+) -> ProbeResult:
+    """Choose among `precisions` (fp32 first: the reference) by running `step(precision)`: one step of the
+    real work under `autocast(precision)` returning its result (loss, logits...), the same on every call for
+    the same precision (no optimizer step; dropout reseeded).
+
+    Per candidate: a warm-up call, whose result is compared with fp32's, then up to `steps` timed calls
+    (median kept). The probe's time stays within `budget_steps` of fp32's steps, shared evenly by the
+    candidates: fp32's warm-up and one timed step always run, a candidate starts only while a step of fp32's
+    time still fits, and its warm-up time stands in (an upper bound) when no timed step fits. Below the
+    minimum (warm-up + one step per candidate) nothing runs and fp32 is chosen. The choice: the fastest
+    candidate within `tolerance`, a reduced precision only when faster than fp32 by `MARGIN`."""
+    if not precisions or precisions[0] != "fp32":
+        raise ValueError(f"probe candidates must start with fp32, got {list(precisions)}")
+    figures = [Figures(p) for p in precisions]
+    if len(precisions) == 1:
+        return ProbeResult("fp32", figures)
+    if budget_steps < 2 * len(precisions):
+        for row in figures[1:]:
+            row.rejected = f"job too small to probe (budget {budget_steps:.2g} steps)"
+        return ProbeResult("fp32", figures)
+    start = time.perf_counter()
+    share_s = math.inf  # each candidate's part of the budget, known once fp32's first step is timed
+    fp32_s = 0.0
+    reference: torch.Tensor | None = None
+    for row in figures:
+        started = time.perf_counter()
+        if reference is not None and started - start + fp32_s > share_s * len(figures):
+            row.rejected = "over the probe budget"
+            continue
+        result = step(row.precision)
+        _sync(device)
+        warm_s = time.perf_counter() - started
+        reference = result if reference is None else reference
+        row.deviation = deviation(result, reference)
+        times: list[float] = []
+        while len(times) < steps and (
+            not times and row.precision == "fp32" or time.perf_counter() - started + warm_s <= share_s
+        ):
+            t0 = time.perf_counter()
+            step(row.precision)
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+            if row.precision == "fp32" and len(times) == 1:
+                fp32_s = times[0]
+                share_s = budget_steps * fp32_s / len(figures)
+            warm_s = min(warm_s, times[-1])
+        row.steps = len(times)
+        row.seconds_per_step = sorted(times)[len(times) // 2] if times else warm_s
+        if row.deviation > tolerance:
+            row.rejected = f"deviation {row.deviation:.3g} > tolerance {tolerance}"
+    return ProbeResult(_choose(figures), figures)
+
+
+def _choose(figures: list[Figures]) -> Precision:
+    fp32 = figures[0]
+    assert fp32.seconds_per_step is not None, "fp32 was timed"
+    best, best_s = fp32.precision, fp32.seconds_per_step * MARGIN
+    for row in figures[1:]:
+        if row.rejected is None and row.seconds_per_step is not None and row.seconds_per_step < best_s:
+            best, best_s = row.precision, row.seconds_per_step
+    for row in figures[1:]:
+        if row.rejected is None and row.precision != best:
+            row.rejected = f"slower than {best}" if best != "fp32" else "not faster than fp32 by the margin"
+    return best
+
+
+@contextlib.contextmanager
+def no_trace(model: torch.nn.Module, devices: Sequence[int] = ()) -> Iterator[None]:
+    """Leave no trace of probe steps on `model` and the RNGs: buffers (e.g. BatchNorm statistics), gradients
+    and torch's random state are restored afterwards (parameters must not be updated inside)."""
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    with torch.random.fork_rng(devices=list(devices)):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, b in model.named_buffers():
+                    b.copy_(buffers[name])
+            for name, p in model.named_parameters():
+                p.grad = grads[name]
