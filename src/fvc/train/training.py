@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from fvc.clips.folds import fold_clips
 from fvc.core import precision as prec
