@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import polars as pl
 import pytest
@@ -23,7 +24,7 @@ from fvc.clips import augment
 from fvc.clips.augment import AugmentError, original_indices
 from fvc.clips.store import read_clip
 from fvc.core.seeding import stable_seed
-from fvc.data.video import frame_table, read_frames
+from fvc.data.video import VideoReader, open_video, read_frames
 
 CLI_ARGS = ["--num-frames", "8", "--size", "32", "--num-augmentations", "2", "--seed", "1234"]
 
@@ -193,11 +194,34 @@ def test_frame_counts_come_from_the_stream_not_the_index(
     """An index whose counts are estimates (too high, as a WebM duration can give, or too low) still yields
     the clips of the real counts: no good video rejected for an index past its last frame."""
     rows = [{**row, "frames": row["frames"] + (2 if i % 2 else -3)} for i, row in enumerate(dataset["rows"])]
-    demuxed = []
-    monkeypatch.setattr(augment, "frame_table", lambda path: demuxed.append(path) or frame_table(path))
+    readers = []
+
+    def recording_open(path: str, **kwargs: int) -> VideoReader:
+        readers.append(open_video(path, **kwargs))
+        return readers[-1]
+
+    monkeypatch.setattr(augment, "open_video", recording_open)
     report = run_in(tmp_path, write_index(tmp_path / "estimated.parquet", rows))
-    assert sorted(demuxed) == sorted(row["path"] for row in rows)  # once per video, for all of its clips
+    good = sorted(row["path"] for row in dataset["rows"] if "broken" not in row["path"])
+    assert sorted(str(r.path) for r in readers) == good  # one reader per video, for all of its clips
+    real = {row["path"]: row["frames"] for row in dataset["rows"]}
+    assert all(r.frames == real[str(r.path)] for r in readers), "counted from the packets"
     assert report == augment.AugmentReport(clips=18, rejected=1, made=18)
+    assert outputs(tmp_path) == outputs(baseline)
+
+
+def test_each_video_is_opened_once_for_all_of_its_clips(
+    dataset: dict, baseline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One `av.open` per video: demuxing its frame table and decoding its three clips share it."""
+    opened = []
+    real_open = av.open
+    monkeypatch.setattr(
+        av, "open", lambda target, *a, **k: opened.append(target) or real_open(target, *a, **k)
+    )
+    run_in(tmp_path, dataset["index"])
+    monkeypatch.undo()
+    assert sorted(opened) == sorted(row["path"] for row in dataset["rows"])
     assert outputs(tmp_path) == outputs(baseline)
 
 

@@ -3,10 +3,10 @@ only resized) and `num_augmentations` augmented clips, made once and filtered pe
 
 Every clip depends only on (seed, video_id, aug_idx) and the video's bytes: its randomness comes from local
 generators seeded with `stable_seed(seed, video_id, aug_idx)`, so the result is the same in every run,
-process and processing order. Frames are decoded sparsely (only the sampled ones), one clip at a time.
-Each clip is written atomically; a video's clips are made durable together, then journalled together, so
-a killed run resumes from the journal and ends with the same clips.csv and clip files as an uninterrupted
-one."""
+process and processing order. Each video is opened once for all of its clips; frames are decoded sparsely
+(only the sampled ones), one clip at a time. Each clip is written atomically; a video's clips are made durable
+together, then journalled together, so a killed run resumes from the journal and ends with the same clips.csv
+and clip files as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.core.seeding import stable_seed
 from fvc.data.manifest import check_video_id
-from fvc.data.video import DECODE_THREADS, FrameTable, VideoReadError, count_frames, frame_table, read_frames
+from fvc.data.video import DECODE_THREADS, VideoReader, VideoReadError, open_video
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ CLIP_COLUMNS = (
 REJECTED_COLUMNS = ("video_id", "path", "reason")
 INDEX_COLUMNS = ("video_id", "path", "label", "group", "frames")
 WORK_SCALE = 2  # augmented clips are decoded at WORK_SCALE x size, then cropped and resized to size
-# What read_frames raises for a broken or truncated file (PyAV's errors are OSError/ValueError subclasses).
+# What a VideoReader raises for a broken or truncated file (PyAV's errors are OSError/ValueError subclasses).
 DECODE_ERRORS = (VideoReadError, IndexError, OSError, EOFError, ValueError, RuntimeError, av.FFmpegError)
 
 
@@ -191,50 +191,44 @@ def apply_augmentation(frames: np.ndarray, aug: Augmentation, size: int) -> np.n
     return out.numpy()
 
 
-@dataclass(frozen=True)
-class SourceVideo:
-    """A video as its clips are read: its frame table, demuxed once for all of its clips (None when packet
-    timestamps cannot identify frames), and its frame count."""
-
-    path: str
-    table: FrameTable | None
-    frames: int
-
-
-def source_video(video: dict) -> SourceVideo:
-    """Demux an index row's video (nothing decoded). Frames are counted from its packets: the index's
-    count can be an estimate from the duration (WebM/MKV), and one too high would reject a good video."""
-    path = video["path"]
+@contextlib.contextmanager
+def source_video(video: dict, threads: int = DECODE_THREADS) -> Iterator[VideoReader]:
+    """An index row's video, opened once for all of its clips (its packets demuxed, nothing decoded). Frames
+    are counted from its packets (`frames`): the index's count can be an estimate from the duration
+    (WebM/MKV), and one too high would reject a good video."""
     try:
-        table = frame_table(path)
-        count = len(table) if table is not None else count_frames(path)
+        reader = open_video(video["path"], threads=threads)
     except DECODE_ERRORS as exc:
         raise VideoRejected(f"demuxing failed: {type(exc).__name__}: {exc}") from exc
-    if count < 1:
-        raise VideoRejected("the stream has no video frames")
-    if count != video["frames"]:
-        log.info("augment: %s has %d frames (the index says %d)", video["video_id"], count, video["frames"])
-    return SourceVideo(path, table, count)
+    with reader:
+        if reader.frames < 1:
+            raise VideoRejected("the stream has no video frames")
+        if reader.frames != video["frames"]:
+            log.info(
+                "augment: %s has %d frames (the index says %d)",
+                video["video_id"],
+                reader.frames,
+                video["frames"],
+            )
+        yield reader
 
 
-def _decode(source: SourceVideo, indices: np.ndarray, size: int, threads: int) -> np.ndarray:
+def _decode(source: VideoReader, indices: np.ndarray, size: int) -> np.ndarray:
     try:
-        return read_frames(source.path, indices, size=size, threads=threads, table=source.table)
+        return source.read(indices, size=size)
     except DECODE_ERRORS as exc:
         raise VideoRejected(f"{type(exc).__name__}: {exc}") from exc
 
 
-def make_clip(
-    source: SourceVideo, num_frames: int, size: int, aug_idx: int, seed: int, threads: int = DECODE_THREADS
-) -> np.ndarray:
-    """Decode (with `threads` decoder threads) and, for aug_idx > 0, augment one clip of `source`: uint8
-    [T, size, size, 3]. Raises VideoRejected when the video cannot be decoded."""
+def make_clip(source: VideoReader, num_frames: int, size: int, aug_idx: int, seed: int) -> np.ndarray:
+    """Decode and, for aug_idx > 0, augment one clip of the open video `source`: uint8 [T, size, size, 3].
+    Raises VideoRejected when the video cannot be decoded."""
     if aug_idx == 0:
-        return _decode(source, original_indices(source.frames, num_frames), size, threads)
+        return _decode(source, original_indices(source.frames, num_frames), size)
     rng = np.random.default_rng(seed)
     indices = jittered_indices(source.frames, num_frames, rng)
     aug = sample_augmentation(rng)
-    return apply_augmentation(_decode(source, indices, WORK_SCALE * size, threads), aug, size)
+    return apply_augmentation(_decode(source, indices, WORK_SCALE * size), aug, size)
 
 
 def clip_name(video_id: str, aug_idx: int) -> str:
@@ -297,12 +291,9 @@ def _augment_video(video: dict, expected: list[dict], done: dict, journal: Journ
     missing = [(a, row) for a, row in enumerate(expected) if (video["video_id"], a) not in done]
     if not missing:
         return 0
-    source = source_video(video)
-    with ClipBatch() as batch:
+    with source_video(video, clip["threads"]) as source, ClipBatch() as batch:
         for aug_idx, row in missing:
-            frames = make_clip(
-                source, clip["num_frames"], clip["size"], aug_idx, int(row["seed"]), clip["threads"]
-            )
+            frames = make_clip(source, clip["num_frames"], clip["size"], aug_idx, int(row["seed"]))
             metadata = {"video_id": video["video_id"], "aug_idx": str(aug_idx), "seed": row["seed"]}
             batch.write(row["clip_path"], frames, metadata)
             del frames
