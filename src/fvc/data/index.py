@@ -265,7 +265,7 @@ def build_index(
             reason = str(exc) if isinstance(exc, ProbeError) else f"{type(exc).__name__}: {exc}"
             log.warning("rejected %s (%s): %s", video["video_id"], video["path"], reason)
             rejected.append({"video_id": video["video_id"], "path": video["path"], "reason": reason})
-            memory.mark("video", video_id=video["video_id"], rejected=True)
+            memory.mark("video", full=False, video_id=video["video_id"], rejected=True)
             continue
         if info.short:
             log.warning(
@@ -275,7 +275,7 @@ def build_index(
                 clip_frames,
             )
         rows.append({**{c: video[c] for c in VIDEOS_COLUMNS}, **asdict(info)})
-        memory.mark("video", video_id=video["video_id"], frames=info.frames)
+        memory.mark("video", full=False, video_id=video["video_id"], frames=info.frames)
     index = pl.DataFrame(rows, schema=INDEX_SCHEMA)
     _write_atomic(pl.DataFrame(rejected, schema=REJECTED_SCHEMA), Path(rejected_csv))
     if index.is_empty():
