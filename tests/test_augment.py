@@ -19,6 +19,7 @@ import pytest
 import torch
 from augment_runner import augment_in
 from video_factory import frame_index, make_video
+from workflow_runner import copy_workflow, snakemake
 
 from fvc.clips import augment
 from fvc.clips.augment import AugmentError, original_indices
@@ -345,3 +346,48 @@ def test_bad_index(dataset: dict, tmp_path: Path) -> None:
         run_in(tmp_path, write_index(tmp_path / "clash.parquet", clash))
     with pytest.raises(AugmentError, match="every one of the 1 videos was rejected"):
         run_in(tmp_path, write_index(tmp_path / "broken.parquet", dataset["rows"][-1:]))
+
+
+def test_every_video_rejected_counts_the_entries_lost_at_each_stage(dataset: dict, tmp_path: Path) -> None:
+    """The error names augment's and the index's rejected.csv and counts what download, index and augment
+    lost; a file not present is left out."""
+    pl.DataFrame({"video_id": ["a", "b"], "path": ["a", "b"], "reason": ["x", "y"]}).write_csv(
+        tmp_path / "index_rejected.csv"
+    )
+    pl.DataFrame({"video_id": ["c", "d", "e"], "reason": ["z"] * 3}).write_csv(tmp_path / "failed.csv")
+    broken = write_index(tmp_path / "broken.parquet", dataset["rows"][-1:])
+    with pytest.raises(AugmentError) as caught:
+        augment_in(tmp_path, broken, index_rejected="index_rejected.csv", download_failed="failed.csv")
+    assert str(caught.value) == (
+        f"{broken}: every one of the 1 videos was rejected (reasons in out/rejected.csv); index rejected 2 "
+        "more entries (reasons in index_rejected.csv); download failed 3 more entries (reasons in failed.csv)"
+    )
+    assert pl.read_csv(tmp_path / "out/rejected.csv")["video_id"].to_list() == ["real/broken.mp4"]
+    with pytest.raises(AugmentError) as caught:
+        augment_in(tmp_path, broken, index_rejected="index_rejected.csv", download_failed="missing.csv")
+    assert str(caught.value).endswith("reasons in index_rejected.csv)")
+
+
+@pytest.mark.slow
+def test_rejected_csv_survives_a_failed_workflow_job(dataset: dict, tmp_path: Path) -> None:
+    """In the workflow, augment's rejected.csv is a log of the rule: the job that fails because every video
+    was rejected keeps it, and its error counts the index's rejects and the download's failures."""
+    workdir = copy_workflow(tmp_path / "wf")
+    for folder in ("results/index", "results/download"):
+        (workdir / folder).mkdir(parents=True)
+    write_index(workdir / "results/index/video_index.parquet", dataset["rows"][-1:])
+    pl.DataFrame({"video_id": ["a"], "path": ["a"], "reason": ["x"]}).write_csv(
+        workdir / "results/index/rejected.csv"
+    )
+    pl.DataFrame({"video_id": ["c", "d"], "reason": ["z"] * 2}).write_csv(
+        workdir / "results/download/failed.csv"
+    )
+    target = "results/augment/clips.csv"
+    result = snakemake(workdir, "--profile", "profiles/local", target, "--allowed-rules", "augment")
+    assert result.returncode != 0
+    rejected = pl.read_csv(workdir / "results/augment/rejected.csv")
+    assert rejected["video_id"].to_list() == ["real/broken.mp4"]
+    assert (
+        "every one of the 1 videos was rejected (reasons in results/augment/rejected.csv); index rejected 1 "
+        "more entries (reasons in results/index/rejected.csv); download failed 2 more entries"
+    ) in (workdir / "logs/augment/augment.log").read_text()

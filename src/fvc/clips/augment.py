@@ -32,6 +32,7 @@ from fvc.core.atomic import atomic_open, remove_stale_temps
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.core.seeding import stable_seed
+from fvc.data.index import count_entries
 from fvc.data.manifest import check_video_id
 from fvc.data.video import DECODE_THREADS, VideoReader, VideoReadError, open_video
 
@@ -303,6 +304,23 @@ def _augment_video(video: dict, expected: list[dict], done: dict, journal: Journ
     return len(missing)
 
 
+def _earlier_losses(
+    index_rejected: str | os.PathLike[str] | None, download_failed: str | os.PathLike[str] | None
+) -> str:
+    """'; index rejected N more entries (reasons in F)' and the same for the download, for the files given
+    and present."""
+    text = ""
+    for stage, verb, table in (
+        ("index", "rejected", index_rejected),
+        ("download", "failed", download_failed),
+    ):
+        path = Path(table) if table is not None else None
+        count = count_entries(path)
+        if count is not None:
+            text += f"; {stage} {verb} {count} more entries (reasons in {path})"
+    return text
+
+
 def augment_all(
     index_parquet: str | os.PathLike[str],
     out_csv: str | os.PathLike[str],
@@ -316,9 +334,14 @@ def augment_all(
     *,
     decode_threads: int,
     memory_log: str | os.PathLike[str] | None = None,
+    index_rejected: str | os.PathLike[str] | None = None,
+    download_failed: str | os.PathLike[str] | None = None,
 ) -> AugmentReport:
     """Make every indexed video's clips (resuming from `journal`), then write clips.csv sorted by
-    (original_video, aug_idx) and rejected.csv (video_id,path,reason) for videos that cannot be decoded."""
+    (original_video, aug_idx) and rejected.csv (video_id,path,reason) for videos that cannot be decoded.
+    Raises AugmentError, after writing rejected.csv, when every video is rejected; its message also counts
+    the entries lost before, from the index's rejected.csv (`index_rejected`) and the download's failed.csv
+    (`download_failed`) when given and present."""
     if num_frames < 1 or size < 8 or num_augmentations < 0 or decode_threads < 1:
         raise AugmentError(
             f"need num_frames >= 1, size >= 8, num_augmentations >= 0, decode_threads >= 1; got "
@@ -377,6 +400,7 @@ def augment_all(
     if not rows:
         raise AugmentError(
             f"{index_parquet}: every one of the {len(videos)} videos was rejected (reasons in {rejected_csv})"
+            + _earlier_losses(index_rejected, download_failed)
         )
     _write_rows_atomic(out_csv, CLIP_COLUMNS, rows)
     mem.mark("end", clips=len(rows), rejected=len(rejected), made=made)

@@ -227,10 +227,17 @@ def _empty_index_message(
         f"no usable video: index rejected every one of the {len(rejected)} videos of {videos_csv}"
         f"{f' ({summary})' if summary else ''}; reasons in {rejected_csv}"
     )
-    if failed_csv is not None and failed_csv.is_file():
-        failed = len(pl.read_csv(failed_csv, infer_schema=False))
+    failed = count_entries(failed_csv)
+    if failed is not None:
         message += f"; download failed {failed} more entries (reasons in {failed_csv})"
     return message
+
+
+def count_entries(table: Path | None) -> int | None:
+    """Rows of a stage's table of lost entries (download's failed.csv, a rejected.csv); None when absent."""
+    if table is None or not table.is_file():
+        return None
+    return len(pl.read_csv(table, infer_schema=False))
 
 
 def build_index(

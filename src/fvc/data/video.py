@@ -126,22 +126,18 @@ def quarter_turns(rotation: float) -> int:
     return turns % 4 if rest == 0 else 0
 
 
-def upright(
-    frame: av.VideoFrame, dims: tuple[int, int] | None, reformatter: VideoReformatter | None = None
-) -> np.ndarray:
+def upright(frame: av.VideoFrame, dims: tuple[int, int] | None, reformatter: VideoReformatter) -> np.ndarray:
     """The frame as RGB [H, W, 3] as displayed: resized to `dims` = displayed (width, height) and turned by
-    its display matrix's rotation. `reformatter`: a conversion context to reuse (a reader keeps one for all of
-    its frames: building one per frame costs more than the conversion); the bytes are those of
-    `frame.to_ndarray(format="rgb24", width=, height=)` either way."""
+    its display matrix's rotation, through `reformatter`, the conversion context to reuse (a reader keeps
+    one for all of its frames: building one per frame costs more than the conversion). One conversion
+    thread: FFmpeg's default, one per core, starts a thread pool with each context and would tie the cost to
+    the node; the bytes are those of `frame.to_ndarray(format="rgb24", width=, height=)` either way."""
     turns = quarter_turns(frame.rotation)
     kwargs: dict[str, Any] = {}
     if dims is not None:
         width, height = dims if turns % 2 == 0 else dims[::-1]
         kwargs = {"width": width, "height": height}
-    rgb = (reformatter if reformatter is not None else VideoReformatter()).reformat(
-        frame, format="rgb24", **kwargs
-    )
-    image = rgb.to_ndarray()
+    image = reformatter.reformat(frame, format="rgb24", threads=1, **kwargs).to_ndarray()
     return np.rot90(image, turns) if turns else image
 
 
