@@ -18,6 +18,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,23 +285,71 @@ def _write_rows_atomic(path: str | os.PathLike[str], columns: tuple[str, ...], r
         writer.writerows(rows)
 
 
-def _augment_video(video: dict, expected: list[dict], done: dict, journal: Journal, **clip: int) -> int:
-    """Make the clips of one video that the journal lacks; return how many were made. They are made durable
-    together, then journalled together (one fsync per folder and one for the journal per video, not per clip):
-    a kill loses at most this video's unjournalled clips, which a resumed run makes again. Raises
-    VideoRejected when the video cannot be decoded (none of its clips is journalled then)."""
-    missing = [(a, row) for a, row in enumerate(expected) if (video["video_id"], a) not in done]
+class _DurableJournal:
+    """Makes each video's clips durable and then journals their rows in a background thread, while the main
+    thread decodes the next video: fsync waits on the disk, decoding on the CPU. One video at a time is in
+    flight (`submit` waits for the previous one), and its rows reach the journal only after its clips are
+    durable, so a kill loses at most the unjournalled clips of two videos, which a resumed run makes again.
+    An error of the background work is raised by the next `submit` or on leaving the block."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="augment-durable")
+        self._pending: Future[None] | None = None
+
+    def _commit(self, batch: ClipBatch, rows: list[dict]) -> None:
+        batch.commit()
+        self._journal.append(rows)
+
+    def wait(self) -> None:
+        """Wait for the video in flight; raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def submit(self, batch: ClipBatch, rows: list[dict]) -> None:
+        """Make `batch` durable, then journal `rows`, in the background."""
+        try:
+            self.wait()
+        except BaseException:
+            batch.discard()
+            raise
+        self._pending = self._pool.submit(self._commit, batch, rows)
+
+    def __enter__(self) -> _DurableJournal:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if kind is None:
+                self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _augment_video(
+    video: dict, expected: list[dict], done: dict, journal: _DurableJournal, **clip: int
+) -> int:
+    """Make the clips of one video that the journal lacks and hand them to `journal`; return how many were
+    made. They are made durable together, then journalled together (one fsync per folder and one for the
+    journal per video, not per clip). Raises VideoRejected when the video cannot be decoded (none of its clips
+    is journalled then)."""
+    missing = [row for a, row in enumerate(expected) if (video["video_id"], a) not in done]
     if not missing:
         return 0
-    with source_video(video, clip["threads"]) as source, ClipBatch() as batch:
-        for aug_idx, row in missing:
-            frames = make_clip(source, clip["num_frames"], clip["size"], aug_idx, int(row["seed"]))
-            metadata = {"video_id": video["video_id"], "aug_idx": str(aug_idx), "seed": row["seed"]}
-            batch.write(row["clip_path"], frames, metadata)
-            del frames
-    journal.append(row for _, row in missing)
-    for aug_idx, row in missing:
-        done[(video["video_id"], aug_idx)] = row
+    batch = ClipBatch()
+    try:
+        with source_video(video, clip["threads"]) as source:
+            for row in missing:
+                aug_idx = int(row["aug_idx"])
+                frames = make_clip(source, clip["num_frames"], clip["size"], aug_idx, int(row["seed"]))
+                metadata = {"video_id": video["video_id"], "aug_idx": row["aug_idx"], "seed": row["seed"]}
+                batch.write(row["clip_path"], frames, metadata)
+                del frames
+    except BaseException:
+        batch.discard()
+        raise
+    journal.submit(batch, missing)
     return len(missing)
 
 
@@ -371,7 +420,7 @@ def augment_all(
     log.info("augment: %d videos, %d clips already in %s", len(videos), len(done), journal)
     rejected: list[dict] = []
     made = 0
-    with Journal(journal, CLIP_COLUMNS, done.values()) as jr:
+    with Journal(journal, CLIP_COLUMNS, done.values()) as jr, _DurableJournal(jr) as durable:
         for number, video in enumerate(tqdm(videos, desc="augment", unit="video", file=sys.stderr)):
             reason = None
             if video["frames"] is None or video["frames"] < 1:
@@ -382,7 +431,7 @@ def augment_all(
                         video,
                         expected[video["video_id"]],
                         done,
-                        jr,
+                        durable,
                         num_frames=num_frames,
                         size=size,
                         threads=decode_threads,
