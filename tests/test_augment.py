@@ -23,7 +23,8 @@ from workflow_runner import copy_workflow, snakemake
 
 from fvc.clips import augment
 from fvc.clips.augment import AugmentError, original_indices
-from fvc.clips.store import read_clip
+from fvc.clips.journal import Journal
+from fvc.clips.store import ClipBatch, read_clip
 from fvc.core.seeding import stable_seed
 from fvc.data.video import VideoReader, open_video, read_frames
 
@@ -391,3 +392,21 @@ def test_rejected_csv_survives_a_failed_workflow_job(dataset: dict, tmp_path: Pa
         "every one of the 1 videos was rejected (reasons in results/augment/rejected.csv); index rejected 1 "
         "more entries (reasons in results/index/rejected.csv); download failed 2 more entries"
     ) in (workdir / "logs/augment/augment.log").read_text()
+
+
+def test_an_error_of_the_background_durability_work_stops_the_stage(tmp_path: Path) -> None:
+    """Clips are made durable and journalled in the background: its error is raised by the next video's
+    submit (whose temporary files are removed) or, for the last video, on leaving the block."""
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    with Journal(tmp_path / "journal.csv", ["clip"]) as journal:
+        with pytest.raises(KeyError), augment._DurableJournal(journal) as durable:
+            first, second = ClipBatch(), ClipBatch()
+            first.write(tmp_path / "first.safetensors", frames, {})
+            durable.submit(first, [{"not a column": "x"}])  # the journal cannot write this row
+            second.write(tmp_path / "second.safetensors", frames, {})
+            durable.submit(second, [{"clip": "second"}])
+        with pytest.raises(KeyError), augment._DurableJournal(journal) as durable:
+            durable.submit(ClipBatch(), [{"not a column": "x"}])
+    assert (tmp_path / "first.safetensors").is_file(), "durable before its rows failed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.safetensors", "journal.csv"]
+    assert (tmp_path / "journal.csv").read_text() == "clip\n"
