@@ -5,8 +5,8 @@ Every clip depends only on (seed, video_id, aug_idx) and the video's bytes: its 
 generators seeded with `stable_seed(seed, video_id, aug_idx)`, so the result is the same in every run,
 process and processing order. Each video is opened once for all of its clips; frames are decoded sparsely
 (only the sampled ones), one clip at a time. Each clip is written atomically; a video's clips are made durable
-together, then journalled together, so a killed run resumes from the journal and ends with the same clips.csv
-and clip files as an uninterrupted one."""
+together, then journalled together (in a background thread, while the next video decodes), so a killed run
+resumes from the journal and ends with the same clips.csv and clip files as an uninterrupted one."""
 
 from __future__ import annotations
 
