@@ -1,35 +1,36 @@
 """Augment stage peak memory against the number of videos: it must stay flat (one video, one clip at a time).
 
 Makes 60 small, varied demo videos once (`fvc.data.demo`: 96x72 to 192x144, 16-48 frames, varied GOP/CRF),
-lists them cyclically under distinct ids up to 200 videos (each id gets its own augmentation seeds), indexes
-them with `fvc.data.index.build_index`, then runs `augment_all` over the first 10, 50 and 200, each in
-a fresh subprocess, and compares the peak RSS (ru_maxrss). Target: every peak within +-10 % of the first.
+lists them cyclically under distinct ids up to 400 videos (each id gets its own augmentation seeds), indexes
+them with `fvc.data.index.build_index`, then runs `augment_all` over the first 10, 50 and 400, and beside it
+the straightforward peer of `augment_speed.py`, each case in a fresh interpreter with one torch thread
+(`fresh.py`: the child's own peak RSS from VmHWM, not an inherited `ru_maxrss`). Target: every fvc peak within
++-10 % of the first.
 
-Usage: .venv/bin/python benchmarks/augment_memory.py [--sizes 10 50 200] [--workdir DIR]
+Usage: .venv/bin/python benchmarks/augment_memory.py [--sizes 10 50 400] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-MB = 1024 * 1024
+from fresh import run_fresh
+
 TOLERANCE = 0.10
 CLIP = {"num_frames": 8, "size": 64, "num_augmentations": 2, "seed": 1234, "decode_threads": 2}
 
 
-def _child(spec: dict) -> dict:
-    """One augment run in this (fresh) process: peak RSS after imports and at the end, time, clips made."""
+def fvc_case(spec: dict) -> dict:
+    """One augment run in this (fresh) process: the peak after imports (MB), time, clips made."""
     from fvc.clips.augment import augment_all
+    from fvc.core.memory import MB, peak_rss_bytes
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    baseline = peak_rss_bytes() / MB
     out = Path(spec["out"])
     start = time.perf_counter()
     report = augment_all(
@@ -42,23 +43,7 @@ def _child(spec: dict) -> dict:
         **CLIP,
     )
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {
-        "peak": peak,
-        "baseline": baseline,
-        "seconds": seconds,
-        "clips": report.clips,
-        "made": report.made,
-    }
-
-
-def run_case(index: Path, out: Path) -> dict:
-    """`_child` in a fresh interpreter; its result is the last line of stdout."""
-    spec = json.dumps({"index": str(index), "out": str(out)})
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", spec], check=True, capture_output=True, text=True
-    )
-    return json.loads(done.stdout.splitlines()[-1])
+    return {"baseline_mb": baseline, "seconds": seconds, "clips": report.clips, "made": report.made}
 
 
 def make_index(workdir: Path, videos: int, distinct: int) -> Path:
@@ -100,16 +85,12 @@ def make_index(workdir: Path, videos: int, distinct: int) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 400])
     parser.add_argument("--distinct", type=int, default=60, help="distinct demo videos to encode (60)")
     parser.add_argument(
         "--workdir", default=None, help="keep the videos and outputs here (default: a temp dir)"
     )
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(_child(json.loads(args.child))))
-        return 0
     import polars as pl
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,20 +103,32 @@ def main() -> int:
         for n in args.sizes:
             subset = workdir / f"index_{n}.parquet"
             full.head(n).write_parquet(subset)
-            results[n] = run_case(subset, workdir / f"out_{n}")
-        first = results[args.sizes[0]]["peak"]
-        header = ("videos", 7), ("clips", 7), ("peak RSS MB", 13), ("above imports MB", 18), ("vs first", 10)
-        print("".join(f"{name:>{width}}" for name, width in header) + f"{'time s':>8}")
+            results[n] = {
+                case: run_fresh(
+                    f"{module}:{case}_case",
+                    {"index": str(subset), "out": str(workdir / f"{case}_{n}")},
+                    threads=1,
+                )
+                for case, module in (("fvc", "augment_memory"), ("peer", "augment_speed"))
+            }
+        first = results[args.sizes[0]]["fvc"]["peak_mb"]
+        header = (
+            ("videos", 7), ("clips", 7), ("fvc peak MB", 13), ("above imports MB", 18), ("vs first", 10),
+            ("fvc s", 8), ("peer peak MB", 14), ("peer s", 8),
+        )  # fmt: skip
+        print("".join(f"{name:>{width}}" for name, width in header))
         for n, r in results.items():
+            fvc, peer = r["fvc"], r["peer"]
             print(
-                f"{n:>7}{r['clips']:>7}{r['peak'] / MB:>13.1f}{(r['peak'] - r['baseline']) / MB:>18.1f}"
-                f"{r['peak'] / first:>10.3f}{r['seconds']:>8.1f}"
+                f"{n:>7}{fvc['clips']:>7}{fvc['peak_mb']:>13.1f}{fvc['peak_mb'] - fvc['baseline_mb']:>18.1f}"
+                f"{fvc['peak_mb'] / first:>10.3f}{fvc['seconds']:>8.1f}{peer['peak_mb']:>14.1f}"
+                f"{peer['seconds']:>8.1f}"
             )
-        worst = max(abs(r["peak"] / first - 1) for r in results.values())
+        worst = max(abs(r["fvc"]["peak_mb"] / first - 1) for r in results.values())
         ok = worst <= TOLERANCE
         print(
-            f"\ntarget: peak RSS flat within +-{TOLERANCE:.0%} from {args.sizes[0]} to {args.sizes[-1]} "
-            f"videos; worst {worst:+.1%} -> {'PASS' if ok else 'FAIL'}"
+            f"\ntarget: fvc's peak RSS flat within +-{TOLERANCE:.0%} from {args.sizes[0]} to "
+            f"{args.sizes[-1]} videos; worst {worst:+.1%} -> {'PASS' if ok else 'FAIL'}"
         )
     return 0 if ok else 1
 

@@ -3,10 +3,12 @@ rule augment:
         index=str(LAYOUT.index.parquet),
     output:
         clips=str(LAYOUT.augment.clips_csv),
-        rejected=str(LAYOUT.augment.rejected),
     log:
         main="logs/augment/augment.log",
         memory="logs/augment/augment.memory.jsonl",
+        # A log, not an output: Snakemake keeps it when the job fails, as it does when every video is
+        # rejected, and the error points at it.
+        rejected=str(LAYOUT.augment.rejected),
     benchmark:
         "logs/benchmarks/augment/augment.tsv"
     conda:
@@ -20,6 +22,9 @@ rule augment:
         # job keeps them and the rerun resumes where it stopped.
         clips_dir=beside("clips", "clips"),
         journal=beside("clips", "clips.partial.csv"),
+        # Counted in the error when every video is rejected.
+        index_rejected=str(LAYOUT.index.rejected),
+        download_failed=str(LAYOUT.download.failed_csv),
         settings=settings(
             num_frames=config["augment"]["num_frames"],
             size=config["augment"]["size"],

@@ -12,18 +12,21 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import polars as pl
 import pytest
 import torch
 from augment_runner import augment_in
 from video_factory import frame_index, make_video
+from workflow_runner import copy_workflow, snakemake
 
 from fvc.clips import augment
 from fvc.clips.augment import AugmentError, original_indices
-from fvc.clips.store import read_clip
+from fvc.clips.journal import Journal
+from fvc.clips.store import ClipBatch, read_clip
 from fvc.core.seeding import stable_seed
-from fvc.data.video import frame_table, read_frames
+from fvc.data.video import VideoReader, open_video, read_frames
 
 CLI_ARGS = ["--num-frames", "8", "--size", "32", "--num-augmentations", "2", "--seed", "1234"]
 
@@ -193,11 +196,34 @@ def test_frame_counts_come_from_the_stream_not_the_index(
     """An index whose counts are estimates (too high, as a WebM duration can give, or too low) still yields
     the clips of the real counts: no good video rejected for an index past its last frame."""
     rows = [{**row, "frames": row["frames"] + (2 if i % 2 else -3)} for i, row in enumerate(dataset["rows"])]
-    demuxed = []
-    monkeypatch.setattr(augment, "frame_table", lambda path: demuxed.append(path) or frame_table(path))
+    readers = []
+
+    def recording_open(path: str, **kwargs: int) -> VideoReader:
+        readers.append(open_video(path, **kwargs))
+        return readers[-1]
+
+    monkeypatch.setattr(augment, "open_video", recording_open)
     report = run_in(tmp_path, write_index(tmp_path / "estimated.parquet", rows))
-    assert sorted(demuxed) == sorted(row["path"] for row in rows)  # once per video, for all of its clips
+    good = sorted(row["path"] for row in dataset["rows"] if "broken" not in row["path"])
+    assert sorted(str(r.path) for r in readers) == good  # one reader per video, for all of its clips
+    real = {row["path"]: row["frames"] for row in dataset["rows"]}
+    assert all(r.frames == real[str(r.path)] for r in readers), "counted from the packets"
     assert report == augment.AugmentReport(clips=18, rejected=1, made=18)
+    assert outputs(tmp_path) == outputs(baseline)
+
+
+def test_each_video_is_opened_once_for_all_of_its_clips(
+    dataset: dict, baseline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One `av.open` per video: demuxing its frame table and decoding its three clips share it."""
+    opened = []
+    real_open = av.open
+    monkeypatch.setattr(
+        av, "open", lambda target, *a, **k: opened.append(target) or real_open(target, *a, **k)
+    )
+    run_in(tmp_path, dataset["index"])
+    monkeypatch.undo()
+    assert sorted(opened) == sorted(row["path"] for row in dataset["rows"])
     assert outputs(tmp_path) == outputs(baseline)
 
 
@@ -321,3 +347,66 @@ def test_bad_index(dataset: dict, tmp_path: Path) -> None:
         run_in(tmp_path, write_index(tmp_path / "clash.parquet", clash))
     with pytest.raises(AugmentError, match="every one of the 1 videos was rejected"):
         run_in(tmp_path, write_index(tmp_path / "broken.parquet", dataset["rows"][-1:]))
+
+
+def test_every_video_rejected_counts_the_entries_lost_at_each_stage(dataset: dict, tmp_path: Path) -> None:
+    """The error names augment's and the index's rejected.csv and counts what download, index and augment
+    lost; a file not present is left out."""
+    pl.DataFrame({"video_id": ["a", "b"], "path": ["a", "b"], "reason": ["x", "y"]}).write_csv(
+        tmp_path / "index_rejected.csv"
+    )
+    pl.DataFrame({"video_id": ["c", "d", "e"], "reason": ["z"] * 3}).write_csv(tmp_path / "failed.csv")
+    broken = write_index(tmp_path / "broken.parquet", dataset["rows"][-1:])
+    with pytest.raises(AugmentError) as caught:
+        augment_in(tmp_path, broken, index_rejected="index_rejected.csv", download_failed="failed.csv")
+    assert str(caught.value) == (
+        f"{broken}: every one of the 1 videos was rejected (reasons in out/rejected.csv); index rejected 2 "
+        "more entries (reasons in index_rejected.csv); download failed 3 more entries (reasons in failed.csv)"
+    )
+    assert pl.read_csv(tmp_path / "out/rejected.csv")["video_id"].to_list() == ["real/broken.mp4"]
+    with pytest.raises(AugmentError) as caught:
+        augment_in(tmp_path, broken, index_rejected="index_rejected.csv", download_failed="missing.csv")
+    assert str(caught.value).endswith("reasons in index_rejected.csv)")
+
+
+@pytest.mark.slow
+def test_rejected_csv_survives_a_failed_workflow_job(dataset: dict, tmp_path: Path) -> None:
+    """In the workflow, augment's rejected.csv is a log of the rule: the job that fails because every video
+    was rejected keeps it, and its error counts the index's rejects and the download's failures."""
+    workdir = copy_workflow(tmp_path / "wf")
+    for folder in ("results/index", "results/download"):
+        (workdir / folder).mkdir(parents=True)
+    write_index(workdir / "results/index/video_index.parquet", dataset["rows"][-1:])
+    pl.DataFrame({"video_id": ["a"], "path": ["a"], "reason": ["x"]}).write_csv(
+        workdir / "results/index/rejected.csv"
+    )
+    pl.DataFrame({"video_id": ["c", "d"], "reason": ["z"] * 2}).write_csv(
+        workdir / "results/download/failed.csv"
+    )
+    target = "results/augment/clips.csv"
+    result = snakemake(workdir, "--profile", "profiles/local", target, "--allowed-rules", "augment")
+    assert result.returncode != 0
+    rejected = pl.read_csv(workdir / "results/augment/rejected.csv")
+    assert rejected["video_id"].to_list() == ["real/broken.mp4"]
+    assert (
+        "every one of the 1 videos was rejected (reasons in results/augment/rejected.csv); index rejected 1 "
+        "more entries (reasons in results/index/rejected.csv); download failed 2 more entries"
+    ) in (workdir / "logs/augment/augment.log").read_text()
+
+
+def test_an_error_of_the_background_durability_work_stops_the_stage(tmp_path: Path) -> None:
+    """Clips are made durable and journalled in the background: its error is raised by the next video's
+    submit (whose temporary files are removed) or, for the last video, on leaving the block."""
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    with Journal(tmp_path / "journal.csv", ["clip"]) as journal:
+        with pytest.raises(KeyError), augment._DurableJournal(journal) as durable:
+            first, second = ClipBatch(), ClipBatch()
+            first.write(tmp_path / "first.safetensors", frames, {})
+            durable.submit(first, [{"not a column": "x"}])  # the journal cannot write this row
+            second.write(tmp_path / "second.safetensors", frames, {})
+            durable.submit(second, [{"clip": "second"}])
+        with pytest.raises(KeyError), augment._DurableJournal(journal) as durable:
+            durable.submit(ClipBatch(), [{"not a column": "x"}])
+    assert (tmp_path / "first.safetensors").is_file(), "durable before its rows failed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.safetensors", "journal.csv"]
+    assert (tmp_path / "journal.csv").read_text() == "clip\n"

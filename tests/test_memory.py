@@ -80,3 +80,21 @@ def test_quick_mark_logs_rss_and_peak_only(tmp_path: Path) -> None:
     assert set(before) == {"time", "stage", "point", "pid", "rss_mb", "peak_rss_mb", "number"}
     assert after["rss_mb"] - before["rss_mb"] > 50 and after["peak_rss_mb"] >= after["rss_mb"] - 1
     assert end["peak_rss_mb"] >= after["rss_mb"] - 1 and end["rss_mb"] < after["rss_mb"] - 50
+
+
+def test_stages_mark_each_video_quickly_and_their_ends_fully(tmp_path: Path) -> None:
+    """demo-data, download, index and augment log one cheap mark per video (RSS and peak only) and full marks
+    (USS, cgroup) at their start and end."""
+    for stage, *options in (
+        ("demo-data", "--videos", "4"),
+        ("download",),
+        ("index",),
+        ("augment", "--num-augmentations", "0"),
+    ):
+        command = [sys.executable, "-m", "fvc.cli", stage, *options, "--memory-log", f"{stage}.jsonl"]
+        subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
+        marks = [json.loads(line) for line in (tmp_path / f"{stage}.jsonl").read_text().splitlines()]
+        videos = [m for m in marks if m["point"] == "video"]
+        assert len(videos) == 4, stage
+        assert all("uss_mb" not in m and m["rss_mb"] > 0 for m in videos), stage
+        assert [m["point"] for m in marks if "uss_mb" in m][:1] == ["start"] and "uss_mb" in marks[-1], stage

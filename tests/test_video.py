@@ -266,3 +266,40 @@ def test_one_decode_call_opens_the_file_once(tmp_path, monkeypatch):
         for indices in ([0, 10, 20], [39, 5], [33, 34, 35], [1]):
             assert [frame_index(f) for f in reader.read(indices, size=32)] == indices
     assert len(opened) == 3 and reader.opens == 1
+
+
+def to_ndarray_reference(path, size):
+    """Every frame as `to_ndarray(format="rgb24", width, height)` converts it (a new conversion context each
+    frame), turned upright: the bytes a reader's one reused context must reproduce."""
+    import av
+
+    with av.open(str(path)) as container:
+        frames = []
+        for frame in container.decode(video=0):
+            turns = video.quarter_turns(frame.rotation)
+            width, height = size if turns % 2 == 0 else size[::-1]
+            frames.append(np.rot90(frame.to_ndarray(format="rgb24", width=width, height=height), turns))
+    return frames
+
+
+def test_one_conversion_context_per_reader_gives_to_ndarray_bytes(tmp_path, sample_videos, monkeypatch):
+    """A reader converts every frame through one reused context (also across reads at other sizes), byte for
+    byte as a fresh `to_ndarray(width, height)` per frame: sample videos and rotated phone videos."""
+    made, real = [], video.VideoReformatter
+    monkeypatch.setattr(video, "VideoReformatter", lambda: made.append(real()) or made[-1])
+    paths = [sample_videos["bikes.mp4"], sample_videos["bigbuckbunny.mp4"]] + [
+        make_video(tmp_path / f"r{r}.mp4", 24, size=(96, 64), gop=7, bframes=2, rotation=r) for r in (90, 270)
+    ]
+    for path in paths:
+        sizes = [(64, 64), (48, 36), (128, 96)]
+        references = {size: to_ndarray_reference(path, size) for size in sizes}
+        count = len(references[sizes[0]])
+        rng = np.random.default_rng(3)
+        before = len(made)
+        with video.open_video(path) as reader:
+            for size in sizes * 2:
+                indices = sorted(rng.choice(count, 6, replace=False).tolist())
+                got = reader.read(indices, size=size)
+                for row, i in enumerate(indices):
+                    assert np.array_equal(got[row], references[size][i]), f"{path.name} {size} frame {i}"
+        assert len(made) - before == 1, f"{path.name}: one conversion context for all of its reads"

@@ -156,6 +156,8 @@ def augment(args: argparse.Namespace, overrides: Overrides) -> int:
         seed=config["seed"],
         memory_log=args.memory_log,
         decode_threads=clip["decode_threads"],
+        index_rejected=None if args.index else layout.index.rejected,
+        download_failed=None if args.index else layout.download.failed_csv,
     )
     print(f"{report.clips} clips in {out.clips_csv} ({report.made} made, {report.rejected} videos rejected)")
     return 0

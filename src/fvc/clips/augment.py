@@ -3,10 +3,10 @@ only resized) and `num_augmentations` augmented clips, made once and filtered pe
 
 Every clip depends only on (seed, video_id, aug_idx) and the video's bytes: its randomness comes from local
 generators seeded with `stable_seed(seed, video_id, aug_idx)`, so the result is the same in every run,
-process and processing order. Frames are decoded sparsely (only the sampled ones), one clip at a time.
-Each clip is written atomically; a video's clips are made durable together, then journalled together, so
-a killed run resumes from the journal and ends with the same clips.csv and clip files as an uninterrupted
-one."""
+process and processing order. Each video is opened once for all of its clips; frames are decoded sparsely
+(only the sampled ones), one clip at a time. Each clip is written atomically; a video's clips are made durable
+together, then journalled together (in a background thread, while the next video decodes), so a killed run
+resumes from the journal and ends with the same clips.csv and clip files as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +32,9 @@ from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.core.progress import progress
 from fvc.core.seeding import stable_seed
+from fvc.data.index import count_entries
 from fvc.data.manifest import check_video_id
-from fvc.data.video import DECODE_THREADS, FrameTable, VideoReadError, count_frames, frame_table, read_frames
+from fvc.data.video import DECODE_THREADS, VideoReader, VideoReadError, open_video
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ CLIP_COLUMNS = (
 REJECTED_COLUMNS = ("video_id", "path", "reason")
 INDEX_COLUMNS = ("video_id", "path", "label", "group", "frames")
 WORK_SCALE = 2  # augmented clips are decoded at WORK_SCALE x size, then cropped and resized to size
-# What read_frames raises for a broken or truncated file (PyAV's errors are OSError/ValueError subclasses).
+# What a VideoReader raises for a broken or truncated file (PyAV's errors are OSError/ValueError subclasses).
 DECODE_ERRORS = (VideoReadError, IndexError, OSError, EOFError, ValueError, RuntimeError, av.FFmpegError)
 
 
@@ -190,50 +192,44 @@ def apply_augmentation(frames: np.ndarray, aug: Augmentation, size: int) -> np.n
     return out.numpy()
 
 
-@dataclass(frozen=True)
-class SourceVideo:
-    """A video as its clips are read: its frame table, demuxed once for all of its clips (None when packet
-    timestamps cannot identify frames), and its frame count."""
-
-    path: str
-    table: FrameTable | None
-    frames: int
-
-
-def source_video(video: dict) -> SourceVideo:
-    """Demux an index row's video (nothing decoded). Frames are counted from its packets: the index's
-    count can be an estimate from the duration (WebM/MKV), and one too high would reject a good video."""
-    path = video["path"]
+@contextlib.contextmanager
+def source_video(video: dict, threads: int = DECODE_THREADS) -> Iterator[VideoReader]:
+    """An index row's video, opened once for all of its clips (its packets demuxed, nothing decoded). Frames
+    are counted from its packets (`frames`): the index's count can be an estimate from the duration
+    (WebM/MKV), and one too high would reject a good video."""
     try:
-        table = frame_table(path)
-        count = len(table) if table is not None else count_frames(path)
+        reader = open_video(video["path"], threads=threads)
     except DECODE_ERRORS as exc:
         raise VideoRejected(f"demuxing failed: {type(exc).__name__}: {exc}") from exc
-    if count < 1:
-        raise VideoRejected("the stream has no video frames")
-    if count != video["frames"]:
-        log.info("augment: %s has %d frames (the index says %d)", video["video_id"], count, video["frames"])
-    return SourceVideo(path, table, count)
+    with reader:
+        if reader.frames < 1:
+            raise VideoRejected("the stream has no video frames")
+        if reader.frames != video["frames"]:
+            log.info(
+                "augment: %s has %d frames (the index says %d)",
+                video["video_id"],
+                reader.frames,
+                video["frames"],
+            )
+        yield reader
 
 
-def _decode(source: SourceVideo, indices: np.ndarray, size: int, threads: int) -> np.ndarray:
+def _decode(source: VideoReader, indices: np.ndarray, size: int) -> np.ndarray:
     try:
-        return read_frames(source.path, indices, size=size, threads=threads, table=source.table)
+        return source.read(indices, size=size)
     except DECODE_ERRORS as exc:
         raise VideoRejected(f"{type(exc).__name__}: {exc}") from exc
 
 
-def make_clip(
-    source: SourceVideo, num_frames: int, size: int, aug_idx: int, seed: int, threads: int = DECODE_THREADS
-) -> np.ndarray:
-    """Decode (with `threads` decoder threads) and, for aug_idx > 0, augment one clip of `source`: uint8
-    [T, size, size, 3]. Raises VideoRejected when the video cannot be decoded."""
+def make_clip(source: VideoReader, num_frames: int, size: int, aug_idx: int, seed: int) -> np.ndarray:
+    """Decode and, for aug_idx > 0, augment one clip of the open video `source`: uint8 [T, size, size, 3].
+    Raises VideoRejected when the video cannot be decoded."""
     if aug_idx == 0:
-        return _decode(source, original_indices(source.frames, num_frames), size, threads)
+        return _decode(source, original_indices(source.frames, num_frames), size)
     rng = np.random.default_rng(seed)
     indices = jittered_indices(source.frames, num_frames, rng)
     aug = sample_augmentation(rng)
-    return apply_augmentation(_decode(source, indices, WORK_SCALE * size, threads), aug, size)
+    return apply_augmentation(_decode(source, indices, WORK_SCALE * size), aug, size)
 
 
 def clip_name(video_id: str, aug_idx: int) -> str:
@@ -288,27 +284,89 @@ def _write_rows_atomic(path: str | os.PathLike[str], columns: tuple[str, ...], r
         writer.writerows(rows)
 
 
-def _augment_video(video: dict, expected: list[dict], done: dict, journal: Journal, **clip: int) -> int:
-    """Make the clips of one video that the journal lacks; return how many were made. They are made durable
-    together, then journalled together (one fsync per folder and one for the journal per video, not per clip):
-    a kill loses at most this video's unjournalled clips, which a resumed run makes again. Raises
-    VideoRejected when the video cannot be decoded (none of its clips is journalled then)."""
-    missing = [(a, row) for a, row in enumerate(expected) if (video["video_id"], a) not in done]
+class _DurableJournal:
+    """Makes each video's clips durable and then journals their rows in a background thread, while the main
+    thread decodes the next video: fsync waits on the disk, decoding on the CPU. One video at a time is in
+    flight (`submit` waits for the previous one), and its rows reach the journal only after its clips are
+    durable, so a kill loses at most the unjournalled clips of two videos, which a resumed run makes again.
+    An error of the background work is raised by the next `submit` or on leaving the block."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="augment-durable")
+        self._pending: Future[None] | None = None
+
+    def _commit(self, batch: ClipBatch, rows: list[dict]) -> None:
+        batch.commit()
+        self._journal.append(rows)
+
+    def wait(self) -> None:
+        """Wait for the video in flight; raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def submit(self, batch: ClipBatch, rows: list[dict]) -> None:
+        """Make `batch` durable, then journal `rows`, in the background."""
+        try:
+            self.wait()
+        except BaseException:
+            batch.discard()
+            raise
+        self._pending = self._pool.submit(self._commit, batch, rows)
+
+    def __enter__(self) -> _DurableJournal:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if kind is None:
+                self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _augment_video(
+    video: dict, expected: list[dict], done: dict, journal: _DurableJournal, **clip: int
+) -> int:
+    """Make the clips of one video that the journal lacks and hand them to `journal`; return how many were
+    made. They are made durable together, then journalled together (one fsync per folder and one for the
+    journal per video, not per clip). Raises VideoRejected when the video cannot be decoded (none of its clips
+    is journalled then)."""
+    missing = [row for a, row in enumerate(expected) if (video["video_id"], a) not in done]
     if not missing:
         return 0
-    source = source_video(video)
-    with ClipBatch() as batch:
-        for aug_idx, row in missing:
-            frames = make_clip(
-                source, clip["num_frames"], clip["size"], aug_idx, int(row["seed"]), clip["threads"]
-            )
-            metadata = {"video_id": video["video_id"], "aug_idx": str(aug_idx), "seed": row["seed"]}
-            batch.write(row["clip_path"], frames, metadata)
-            del frames
-    journal.append(row for _, row in missing)
-    for aug_idx, row in missing:
-        done[(video["video_id"], aug_idx)] = row
+    batch = ClipBatch()
+    try:
+        with source_video(video, clip["threads"]) as source:
+            for row in missing:
+                aug_idx = int(row["aug_idx"])
+                frames = make_clip(source, clip["num_frames"], clip["size"], aug_idx, int(row["seed"]))
+                metadata = {"video_id": video["video_id"], "aug_idx": row["aug_idx"], "seed": row["seed"]}
+                batch.write(row["clip_path"], frames, metadata)
+                del frames
+    except BaseException:
+        batch.discard()
+        raise
+    journal.submit(batch, missing)
     return len(missing)
+
+
+def _earlier_losses(
+    index_rejected: str | os.PathLike[str] | None, download_failed: str | os.PathLike[str] | None
+) -> str:
+    """'; index rejected N more entries (reasons in F)' and the same for the download, for the files given
+    and present."""
+    text = ""
+    for stage, verb, table in (
+        ("index", "rejected", index_rejected),
+        ("download", "failed", download_failed),
+    ):
+        path = Path(table) if table is not None else None
+        count = count_entries(path)
+        if count is not None:
+            text += f"; {stage} {verb} {count} more entries (reasons in {path})"
+    return text
 
 
 def augment_all(
@@ -324,9 +382,14 @@ def augment_all(
     *,
     decode_threads: int,
     memory_log: str | os.PathLike[str] | None = None,
+    index_rejected: str | os.PathLike[str] | None = None,
+    download_failed: str | os.PathLike[str] | None = None,
 ) -> AugmentReport:
     """Make every indexed video's clips (resuming from `journal`), then write clips.csv sorted by
-    (original_video, aug_idx) and rejected.csv (video_id,path,reason) for videos that cannot be decoded."""
+    (original_video, aug_idx) and rejected.csv (video_id,path,reason) for videos that cannot be decoded.
+    Raises AugmentError, after writing rejected.csv, when every video is rejected; its message also counts
+    the entries lost before, from the index's rejected.csv (`index_rejected`) and the download's failed.csv
+    (`download_failed`) when given and present."""
     if num_frames < 1 or size < 8 or num_augmentations < 0 or decode_threads < 1:
         raise AugmentError(
             f"need num_frames >= 1, size >= 8, num_augmentations >= 0, decode_threads >= 1; got "
@@ -356,7 +419,7 @@ def augment_all(
     log.info("augment: %d videos, %d clips already in %s", len(videos), len(done), journal)
     rejected: list[dict] = []
     made = 0
-    with Journal(journal, CLIP_COLUMNS, done.values()) as jr:
+    with Journal(journal, CLIP_COLUMNS, done.values()) as jr, _DurableJournal(jr) as durable:
         for number, video in enumerate(progress(videos, desc="augment", unit="video")):
             reason = None
             if video["frames"] is None or video["frames"] < 1:
@@ -367,7 +430,7 @@ def augment_all(
                         video,
                         expected[video["video_id"]],
                         done,
-                        jr,
+                        durable,
                         num_frames=num_frames,
                         size=size,
                         threads=decode_threads,
@@ -385,6 +448,7 @@ def augment_all(
     if not rows:
         raise AugmentError(
             f"{index_parquet}: every one of the {len(videos)} videos was rejected (reasons in {rejected_csv})"
+            + _earlier_losses(index_rejected, download_failed)
         )
     _write_rows_atomic(out_csv, CLIP_COLUMNS, rows)
     mem.mark("end", clips=len(rows), rejected=len(rejected), made=made)

@@ -31,11 +31,11 @@ def write_clip(path: str | os.PathLike[str], frames: np.ndarray, metadata: dict[
 
 class ClipBatch:
     """Clips written together with one round of durability work, e.g. one video's clips: `write` puts each
-    clip's bytes in a temporary file next to its path; leaving the block without an error fsyncs every file,
-    renames each to its path and fsyncs each folder once, so that all of them are durable when it ends: the
-    caller journals them after, never before. On an error the block removes its temporary files (a killed
-    one's are stale temps for `remove_stale_temps`); a clip renamed before the error is unjournalled, so it is
-    simply made again."""
+    clip's bytes in a temporary file next to its path; `commit` fsyncs every file, renames each to its path
+    and fsyncs each folder once, so that all of them are durable when it returns: the caller journals them
+    after, never before. `discard` (also what a failed `commit` ends with) removes the temporary files (a
+    killed run's are stale temps for `remove_stale_temps`); a clip renamed before an error is unjournalled,
+    so it is simply made again."""
 
     def __init__(self) -> None:
         self._pending: list[tuple[int, Path, Path]] = []  # open fd, temporary file, final path
@@ -57,17 +57,20 @@ class ClipBatch:
             while written < len(data):
                 written += os.write(fd, data[written:])
 
-    def __enter__(self) -> ClipBatch:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+    def commit(self) -> None:
+        """Make every clip written so far durable at its path: fsync each file, rename it, fsync each folder
+        once; then close them (see `discard`)."""
         try:
-            if kind is None:
-                commit_batch(self._pending)
+            commit_batch(self._pending)
         finally:
-            for fd, tmp, _ in self._pending:
-                os.close(fd)
-                tmp.unlink(missing_ok=True)
+            self.discard()
+
+    def discard(self) -> None:
+        """Close the temporary files and remove those not yet renamed to their paths."""
+        for fd, tmp, _ in self._pending:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+        self._pending = []
 
 
 def read_clip(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, str]]:

@@ -192,7 +192,7 @@ def make_demo_dataset(
                     "size": len(data),
                 }
             )
-            memory.mark("video", video_id=video.video_id, bytes=len(data))
+            memory.mark("video", full=False, video_id=video.video_id, bytes=len(data))
     with atomic_open(manifest, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
         writer.writeheader()

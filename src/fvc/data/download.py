@@ -351,13 +351,13 @@ class _Run:
             else:
                 self.report.skipped += 1
                 self.progress.update(stored.size)
-            self.memory.mark("video", video_id=entry.video_id, fetched=fetched)
+            self.memory.mark("video", full=False, video_id=entry.video_id, fetched=fetched)
 
     def fail(self, entry: ManifestEntry, reason: str) -> None:
         log.error("%s (%s): %s", entry.video_id, entry.url, reason)
         with self._lock:
             self.report.failed.append((entry, reason))
-            self.memory.mark("video", video_id=entry.video_id, failed=reason)
+            self.memory.mark("video", full=False, video_id=entry.video_id, failed=reason)
 
     def installed(self, entry: ManifestEntry) -> Stored | None:
         """What is known of the installed file when it verifies (against the archive's record, the entry's

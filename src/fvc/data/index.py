@@ -226,10 +226,17 @@ def _empty_index_message(
         f"no usable video: index rejected every one of the {len(rejected)} videos of {videos_csv}"
         f"{f' ({summary})' if summary else ''}; reasons in {rejected_csv}"
     )
-    if failed_csv is not None and failed_csv.is_file():
-        failed = len(pl.read_csv(failed_csv, infer_schema=False))
+    failed = count_entries(failed_csv)
+    if failed is not None:
         message += f"; download failed {failed} more entries (reasons in {failed_csv})"
     return message
+
+
+def count_entries(table: Path | None) -> int | None:
+    """Rows of a stage's table of lost entries (download's failed.csv, a rejected.csv); None when absent."""
+    if table is None or not table.is_file():
+        return None
+    return len(pl.read_csv(table, infer_schema=False))
 
 
 def build_index(
@@ -262,7 +269,7 @@ def build_index(
             reason = str(exc) if isinstance(exc, ProbeError) else f"{type(exc).__name__}: {exc}"
             log.warning("rejected %s (%s): %s", video["video_id"], video["path"], reason)
             rejected.append({"video_id": video["video_id"], "path": video["path"], "reason": reason})
-            memory.mark("video", video_id=video["video_id"], rejected=True)
+            memory.mark("video", full=False, video_id=video["video_id"], rejected=True)
             continue
         if info.short:
             log.warning(
@@ -272,7 +279,7 @@ def build_index(
                 clip_frames,
             )
         rows.append({**{c: video[c] for c in VIDEOS_COLUMNS}, **asdict(info)})
-        memory.mark("video", video_id=video["video_id"], frames=info.frames)
+        memory.mark("video", full=False, video_id=video["video_id"], frames=info.frames)
     index = pl.DataFrame(rows, schema=INDEX_SCHEMA)
     _write_atomic(pl.DataFrame(rejected, schema=REJECTED_SCHEMA), Path(rejected_csv))
     if index.is_empty():

@@ -34,6 +34,7 @@ from typing import Any
 import av
 import numpy as np
 from av.stream import Disposition
+from av.video.reformatter import VideoReformatter
 
 from fvc.core.errors import FvcError
 
@@ -125,15 +126,18 @@ def quarter_turns(rotation: float) -> int:
     return turns % 4 if rest == 0 else 0
 
 
-def upright(frame: av.VideoFrame, dims: tuple[int, int] | None) -> np.ndarray:
+def upright(frame: av.VideoFrame, dims: tuple[int, int] | None, reformatter: VideoReformatter) -> np.ndarray:
     """The frame as RGB [H, W, 3] as displayed: resized to `dims` = displayed (width, height) and turned by
-    its display matrix's rotation."""
+    its display matrix's rotation, through `reformatter`, the conversion context to reuse (a reader keeps
+    one for all of its frames: building one per frame costs more than the conversion). One conversion
+    thread: FFmpeg's default, one per core, starts a thread pool with each context and would tie the cost to
+    the node; the bytes are those of `frame.to_ndarray(format="rgb24", width=, height=)` either way."""
     turns = quarter_turns(frame.rotation)
     kwargs: dict[str, Any] = {}
     if dims is not None:
         width, height = dims if turns % 2 == 0 else dims[::-1]
         kwargs = {"width": width, "height": height}
-    image = frame.to_ndarray(format="rgb24", **kwargs)
+    image = reformatter.reformat(frame, format="rgb24", threads=1, **kwargs).to_ndarray()
     return np.rot90(image, turns) if turns else image
 
 
@@ -141,17 +145,20 @@ class _Output:
     """The result array, allocated at the first decoded frame; each distinct index is converted once and
     copied into every row that asked for it."""
 
-    def __init__(self, wanted: np.ndarray, dims: tuple[int, int] | None) -> None:
+    def __init__(
+        self, wanted: np.ndarray, dims: tuple[int, int] | None, reformatter: VideoReformatter
+    ) -> None:
         self.targets, inverse = np.unique(wanted, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         self.rows = np.split(order, np.cumsum(np.bincount(inverse, minlength=len(self.targets)))[:-1])
         self.count = len(wanted)
         self.dims = dims
+        self.reformatter = reformatter
         self.array: np.ndarray | None = None
         self.rotation: int | None = None
 
     def put(self, k: int, frame: av.VideoFrame) -> None:
-        image = upright(frame, self.dims)
+        image = upright(frame, self.dims, self.reformatter)
         self.rotation = 90 * quarter_turns(frame.rotation)
         if self.array is None:
             self.array = np.empty((self.count, *image.shape), np.uint8)
@@ -185,6 +192,7 @@ class VideoReader:
         self.path = Path(path)
         self.threads = threads
         self.opens = 0
+        self._reformatter = VideoReformatter()  # one RGB conversion context for every frame read
         self._open()
         self.rotation: int | None = None
         self.table, self.frames = table, len(table) if table is not None else 0
@@ -270,7 +278,7 @@ class VideoReader:
             raise _out_of_range(self.path, int(wanted.min()), self.frames)
         if self.table is not None and wanted.max() >= self.frames:
             raise _out_of_range(self.path, int(wanted.max()), self.frames)
-        out = _Output(wanted, dims)
+        out = _Output(wanted, dims, self._reformatter)
         try:
             if self.table is None:
                 self._fall_back(out, stats, "packet timestamps do not identify frames")
