@@ -32,7 +32,7 @@ from fvc.clips.dataset import ClipDataset
 from fvc.clips.folds import held_out_clips
 from fvc.core.atomic import atomic_path, write_text
 from fvc.core.devices import resolve_device
-from fvc.core.memory import MB, MemoryLog
+from fvc.core.memory import MB, MemoryLog, fix_mmap_threshold
 from fvc.core.metrics import binary_metrics
 from fvc.infer.precision import (
     DTYPES,
@@ -148,6 +148,7 @@ def predict(
     default this loader's); a precision that fails on its first batch falls back to the next candidate
     (logged); an error of the last candidate, or after the first batch, is raised."""
     check_precision(precision, device)
+    fix_mmap_threshold()  # each unit's compute copy and each batch's activations freed back to the OS
     outputs: dict[int, torch.Tensor] = {}
     batches = enumerate(clips for clips, _ in Progress(loader, desc=desc, unit="batch", file=sys.stderr))
     record: dict[str, Any] = {"requested": precision, "chosen": precision, "probe": []}
