@@ -18,7 +18,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from fvc.cli import main
 from fvc.core.errors import FvcError
 from fvc.infer.inference import TOLERANCE, check_exports, infer_model, load_export, predict
-from fvc.infer.precision import cast_compute, check_precision, largest_unit_bytes, units
+from fvc.infer.precision import (
+    cast_compute,
+    check_precision,
+    compute_copy_bytes,
+    compute_in,
+    largest_unit_bytes,
+    units,
+)
 from fvc.models import scale_clips
 
 CPU = torch.device("cpu")
@@ -210,8 +217,34 @@ def test_fp32_compute_from_fp16_storage_holds_one_layer_copy(tmp_path):
     assert 0.5 * layer_fp32 < result["increase"] < 2 * layer_fp32 + 8 * MB, result["increase"] / MB
 
 
-def test_preflight_is_given_the_largest_units_fp32_copy(exports):
+def test_preflight_is_given_the_compute_copy_the_model_gets(exports):
+    """A small model's whole fp32 copy; a model above SMALL_COPY, its largest unit's."""
     path, original = exports["naive_cnn"]
     config = json.loads(path.with_suffix(".json").read_text())
-    widest = max(sum(t.numel() for _, _, t in slots) for _, slots in units(original))
-    assert check_exports([path], [config]) == 4 * widest
+    assert check_exports([path], [config]) == 4 * sum(
+        t.numel() for t in original.state_dict().values() if t.is_floating_point()
+    )
+    big = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(3)]).half()
+    assert (
+        compute_copy_bytes(big, torch.float32)
+        == 4 * (1024 * 1024 + 1024)
+        == largest_unit_bytes(big, torch.float32)
+    )
+    assert compute_copy_bytes(big[:1], torch.float32) == 4 * (1024 * 1024 + 1024)
+
+
+def test_a_small_model_computes_on_one_copy_without_hooks():
+    """Below SMALL_COPY the compute copy is made once on entry (no hook runs per batch) and storage is back
+    in fp16, as Parameters, on exit; a model above it is cast per unit through hooks."""
+    small = nn.Sequential(nn.Linear(8, 16), nn.GRU(16, 4, batch_first=True)).half().eval()
+    x = torch.randn(2, 3, 8)
+    with torch.inference_mode(), compute_in(small, torch.float32):
+        assert not any(m._forward_pre_hooks for m in small.modules())
+        assert all(p.dtype == torch.float32 for p in small.parameters())
+        out, _ = small(x)
+    assert out.dtype == torch.float32
+    assert all(p.dtype == torch.float16 and isinstance(p, nn.Parameter) for p in small.parameters())
+    big = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(3)]).half()
+    with compute_in(big, torch.float32):
+        assert all(m._forward_pre_hooks for m in big)
+        assert all(p.dtype == torch.float16 for p in big.parameters())

@@ -32,15 +32,15 @@ from fvc.clips.dataset import ClipDataset
 from fvc.clips.folds import held_out_clips
 from fvc.core.atomic import atomic_path, write_text
 from fvc.core.devices import resolve_device
-from fvc.core.memory import MB, MemoryLog, fix_mmap_threshold
+from fvc.core.memory import MB, MemoryLog
 from fvc.core.metrics import binary_metrics
 from fvc.infer.precision import (
     DTYPES,
     candidates,
-    cast_compute,
     check_precision,
+    compute_copy_bytes,
+    compute_in,
     deadline,
-    largest_unit_bytes,
     probe,
 )
 from fvc.infer.preflight import preflight
@@ -83,19 +83,19 @@ def load_export(weights_path: str | os.PathLike[str], device: str | torch.device
 def check_exports(weights: Paths, configs: list[dict[str, Any]]) -> int:
     """Before any fold is loaded: every export's tensors (from its headers) fit its model built on the meta
     device (this also imports the model code, so the pre-flight baseline counts it). Returns the bytes of the
-    largest unit's fp32 copy (`cast_compute`), the widest compute copy any precision or fallback makes."""
+    fp32 compute copy (`compute_copy_bytes`), the widest any precision or fallback makes."""
     copy = 0
     for path, config in zip(weights, configs, strict=True):
         with torch.device("meta"):
             model = _builder(config)()
         check_tensors(model, tensor_infos(path), path)
-        copy = max(copy, largest_unit_bytes(model, torch.float32))
+        copy = max(copy, compute_copy_bytes(model, torch.float32))
     return copy
 
 
 class Runner(contextlib.ExitStack):
     """Forwards of one fp16-stored model in any precision: fp16 directly (fp16 autocast on CUDA), fp32 and
-    bf16 through `cast_compute`, whose hooks stay installed while that precision keeps being used."""
+    bf16 through `compute_in`, whose copy or hooks stay while that precision keeps being used."""
 
     def __init__(self, model: nn.Module, device: torch.device) -> None:
         super().__init__()
@@ -106,7 +106,7 @@ class Runner(contextlib.ExitStack):
             return
         self.close()
         if precision != "fp16":
-            self.enter_context(cast_compute(self.model, DTYPES[precision]))
+            self.enter_context(compute_in(self.model, DTYPES[precision]))
         self.current = precision
 
     def __call__(self, precision: str, clips: torch.Tensor, seconds: float = math.inf) -> torch.Tensor:
@@ -148,7 +148,6 @@ def predict(
     default this loader's); a precision that fails on its first batch falls back to the next candidate
     (logged); an error of the last candidate, or after the first batch, is raised."""
     check_precision(precision, device)
-    fix_mmap_threshold()  # each unit's compute copy and each batch's activations freed back to the OS
     outputs: dict[int, torch.Tensor] = {}
     batches = enumerate(clips for clips, _ in Progress(loader, desc=desc, unit="batch", file=sys.stderr))
     record: dict[str, Any] = {"requested": precision, "chosen": precision, "probe": []}
