@@ -248,3 +248,39 @@ def test_a_small_model_computes_on_one_copy_without_hooks():
     with compute_in(big, torch.float32):
         assert all(m._forward_pre_hooks for m in big)
         assert all(p.dtype == torch.float16 for p in big.parameters())
+
+
+STREAM_SCRIPT = """
+import json, sys, torch
+from torch.utils.data import DataLoader, Dataset
+from fvc.core.memory import peak_rss_bytes
+from fvc.infer.inference import load_export, predict
+
+pool = torch.randint(0, 256, (4, 4, 3, 256, 256), dtype=torch.uint8)
+
+class Cycled(Dataset):
+    def __len__(self):
+        return 400
+    def __getitem__(self, index):
+        return pool[index % 4], 0
+
+model = load_export(sys.argv[1])
+base = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
+open("/proc/self/clear_refs", "w").write("5")
+probs, _ = predict(model, DataLoader(Cycled(), batch_size=2), torch.device("cpu"), sys.argv[2])
+print(json.dumps({"increase": peak_rss_bytes() - base, "clips": len(probs)}))
+"""
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_predict_holds_one_batch_at_a_time(tmp_path, precision):
+    """200 batches of 1.5 MB (300 MB together) stream through: the peak rises by a few batches at most."""
+    [path], _ = export_folds("logistic_regression", {"pool": 8}, 4, 256, tmp_path, folds=1)
+    out = subprocess.run(
+        [sys.executable, "-c", STREAM_SCRIPT, str(path), precision],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["clips"] == 400 and result["increase"] < 40 * MB, result["increase"] / MB
