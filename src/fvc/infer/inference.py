@@ -169,6 +169,12 @@ def predict(
             record.update(chosen=chosen, probe=[trial.record() for trial in trials])
             for trial in trials:
                 log.info("%s: probe %s", desc, trial.record())
+            log.info(
+                "%s: auto chose %s (%s)",
+                desc,
+                chosen,
+                "; ".join(trial.summary() for trial in trials),
+            )
         order = [record["chosen"], *(p for p in candidates(device) if p != record["chosen"])]
         for index, clips in itertools.chain(pending, batches):  # one batch in memory at a time
             while True:

@@ -204,6 +204,14 @@ class Trial:
     max_dp: float | None = None
     rejected: str = ""
 
+    def summary(self) -> str:
+        """One line for the log: its time per batch, or why it was not taken."""
+        if self.rejected:
+            return f"{self.precision} {self.rejected}"
+        return f"{self.precision} " + (
+            "not timed" if self.seconds is None else f"{self.seconds * 1000:.1f} ms/batch"
+        )
+
     def record(self) -> dict[str, Any]:
         """The trial for the log and metrics.json, its time in ms per batch."""
         ms = None if self.seconds is None else round(self.seconds * 1000, 3)
@@ -264,7 +272,9 @@ def probe(
     best = trials[0].seconds or math.inf
     budget = budget_share * job_calls * (best if best < math.inf else 0.0)
     for name in names[1:]:
-        trial = Trial(name, rejected="not measured: probe budget spent")
+        trial = Trial(
+            name, rejected=f"not measured: the probe's budget ({budget_share:.0%} of the job) is spent"
+        )
         trials.append(trial)
         if budget <= 0:
             continue
@@ -274,7 +284,10 @@ def probe(
             trial.max_dp = float((output.float() - reference.float()).abs().max())
             trial.rejected = f"max |dp| {trial.max_dp:.2e} > {tolerance}" if trial.max_dp > tolerance else ""
         except TooSlow:
-            trial.rejected = f"check batch over the probe budget ({budget * 1000:.1f} ms)"
+            trial.rejected = (
+                f"not measured: one batch exceeds the probe's budget ({budget * 1000:.1f} ms left of"
+                f" {budget_share:.0%} of the job)"
+            )
         except (RuntimeError, NotImplementedError, ValueError) as exc:
             trial.rejected = "failed: " + str(exc).splitlines()[0]
         budget -= time.perf_counter() - start
