@@ -1,17 +1,20 @@
 """Inference speed per model: fvc's `predict` (fp16 export loaded lean, `infer.precision: auto`) beside plain
 forwards of the same model in fp32, fp16 and bf16 (`model.float()/half()/bfloat16()` in memory).
 
-Every model at its config.yaml row, random weights exported with fvc's own fp16 export; the same random
-clips in memory through the same DataLoader (batch 8) in every case; each case in a fresh interpreter with
-one thread (`benchmarks/fresh.py`), timed from its first forward (cold, like a job). Prints clips/s, the
-ratio to the best plain forward (target >= 0.8), each case's peak RSS (the child's VmHWM), the precision
-`auto` chose with its probe, and max |dp| of each case vs the plain fp32 forward.
-Run: `python benchmarks/infer_speed.py [--models x3d naive_cnn] [--clips 100]` (~6 minutes on 2 cores).
+Every model at its config.yaml row, random weights exported with fvc's own fp16 export; every case reads
+the same clips the same way: a DataLoader (batch 8) over a pool of 64 random clips in memory, cycled up to
+the model's clip count, which is scaled so a plain fp32 run takes >= --seconds (a tiny model's run is then
+not a few ms of fixed costs). Each case in a fresh interpreter with one thread (`benchmarks/fresh.py`),
+timed from its first forward (cold, like a job). Prints clips/s, the ratio to the best plain forward (target
+>= 0.8), each case's peak RSS (the child's VmHWM), the precision `auto` chose with its probe, and max |dp|
+of each case vs the plain fp32 forward; a case that fails prints its error and the others still run.
+Run: `python benchmarks/infer_speed.py [--models x3d naive_cnn] [--clips 100] [--seconds 2]` (~6 minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -24,25 +27,35 @@ from fresh import run_fresh
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = ("fp32", "fp16", "bf16")
 TARGET = 0.8
+POOL = 64
 
 
-def _clips(spec: dict[str, Any]) -> Any:
+def _loader(spec: dict[str, Any]) -> Any:
+    """`spec["clips"]` clips cycled from a pool of POOL random ones, with zero labels, batched."""
     import torch
+    from torch.utils.data import DataLoader, Dataset
 
     generator = torch.Generator().manual_seed(0)
-    shape = (spec["clips"], spec["num_frames"], 3, spec["size"], spec["size"])
-    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+    shape = (min(POOL, spec["clips"]), spec["num_frames"], 3, spec["size"], spec["size"])
+    pool = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+
+    class Cycled(Dataset):
+        def __len__(self) -> int:
+            return spec["clips"]
+
+        def __getitem__(self, index: int) -> tuple[Any, int]:
+            return pool[index % len(pool)], 0
+
+    return DataLoader(Cycled(), batch_size=spec["batch_size"])
 
 
 def fvc_case(spec: dict[str, Any]) -> dict[str, Any]:
     """fvc: load the export lean, `predict` every clip in `auto` precision."""
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
 
     from fvc.infer.inference import load_export, predict
 
-    clips = _clips(spec)
-    loader = DataLoader(TensorDataset(clips, torch.zeros(len(clips))), batch_size=spec["batch_size"])
+    loader = _loader(spec)
     model = load_export(spec["weights"])
     start = time.perf_counter()
     probs, ran = predict(model, loader, torch.device("cpu"), "auto")
@@ -53,14 +66,12 @@ def fvc_case(spec: dict[str, Any]) -> dict[str, Any]:
 def plain_case(spec: dict[str, Any]) -> dict[str, Any]:
     """Plain forwards of the same weights cast whole to one dtype in memory, over the same data loader."""
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
 
     from fvc.infer.inference import load_export
     from fvc.models import scale_clips
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[spec["dtype"]]
-    clips = _clips(spec)
-    loader = DataLoader(TensorDataset(clips, torch.zeros(len(clips))), batch_size=spec["batch_size"])
+    loader = _loader(spec)
     model = load_export(spec["weights"]).to(dtype)
     probs = []
     start = time.perf_counter()
@@ -85,20 +96,52 @@ def export(name: str, row: dict[str, Any], folder: Path) -> str:
     return str(path)
 
 
+def clip_count(spec: dict[str, Any], least: int, seconds: float) -> int:
+    """At least `least` clips, and enough that a plain fp32 run takes about `seconds` (timed here on one
+    warm batch, one thread), in whole batches."""
+    import torch
+
+    from fvc.infer.inference import load_export
+    from fvc.models import scale_clips
+
+    torch.set_num_threads(1)
+    model = load_export(spec["weights"]).float()
+    clips = next(iter(_loader({**spec, "clips": spec["batch_size"]})))[0]
+    with torch.inference_mode():
+        model(scale_clips(clips))
+        start = time.perf_counter()
+        model(scale_clips(clips))
+        per_batch = time.perf_counter() - start
+    batches = max(math.ceil(least / spec["batch_size"]), math.ceil(seconds / per_batch))
+    return batches * spec["batch_size"]
+
+
 def max_dp(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
+def run_case(target: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The case's result, or `{"error": ...}` (its last line) when it failed."""
+    try:
+        return run_fresh(target, spec, threads=1)
+    except RuntimeError as exc:
+        return {"error": str(exc).strip().splitlines()[-1]}
 
 
 def main() -> int:
     rows = yaml.safe_load((ROOT / "config.yaml").read_text())["models"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(rows), choices=list(rows))
-    parser.add_argument("--clips", type=int, default=100)
+    parser.add_argument("--clips", type=int, default=100, help="at least this many clips per case")
+    parser.add_argument("--seconds", type=float, default=2.0, help="a plain fp32 run's least duration")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
-    print(f"{args.clips} clips, batch {args.batch_size}, 1 thread, each case in a fresh interpreter")
+    print(f">= {args.clips} clips (a plain fp32 run >= {args.seconds} s), batch {args.batch_size}, 1 thread,")
+    print("each case in a fresh interpreter")
     print(
-        f"{'model':<20} {'case':<10} {'clips/s':>8} {'x best':>7} {'peak MB':>8} {'max|dp|':>9}  auto chose"
+        f"{'model':<20} {'case':<10} {'clips':>6} {'clips/s':>8} {'x best':>7} {'peak MB':>8} {'max|dp|':>9}"
+        "  auto chose",
+        flush=True,
     )
     verdicts = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,31 +149,37 @@ def main() -> int:
             row = rows[name]
             spec = {
                 "weights": export(name, row, Path(tmp)),
-                "clips": args.clips,
                 "batch_size": args.batch_size,
                 "num_frames": row["num_frames"],
                 "size": row["size"],
             }
-            plain = {d: run_fresh("infer_speed:plain_case", {**spec, "dtype": d}, threads=1) for d in PLAIN}
-            ours = run_fresh("infer_speed:fvc_case", spec, threads=1)
-            best = min(plain, key=lambda d: plain[d]["seconds"])
-            reference = plain["fp32"]["probs"]
-            cases = {f"plain {d}": plain[d] for d in PLAIN} | {"fvc": ours}
+            spec["clips"] = clip_count(spec, args.clips, args.seconds)
+            plain = {d: run_case("infer_speed:plain_case", {**spec, "dtype": d}) for d in PLAIN}
+            cases = {f"plain {d}": plain[d] for d in PLAIN} | {"fvc": run_case("infer_speed:fvc_case", spec)}
+            done = {d: r for d, r in plain.items() if "error" not in r}
+            best = min(done, key=lambda d: done[d]["seconds"]) if done else None
+            reference = plain["fp32"].get("probs")
             for case, result in cases.items():
-                ratio = plain[best]["seconds"] / result["seconds"]
+                if "error" in result:
+                    print(f"{name:<20} {case:<10} failed: {result['error']}", flush=True)
+                    continue
+                ratio = done[best]["seconds"] / result["seconds"] if best else math.nan
+                dp = max_dp(result["probs"], reference) if reference else math.nan
                 chose = ""
                 if case == "fvc":
                     ran = result["precision"]
                     probe = "; ".join(
-                        f"{t['precision']} " + (t["rejected"] or f"{t['ms_per_batch']:.0f} ms/batch")
+                        f"{t['precision']} " + (t["rejected"] or f"{t['ms_per_batch']:.1f} ms/batch")
                         for t in ran["probe"]
                     )
                     chose = f"{ran['chosen']}  [{probe}]"
                 print(
-                    f"{name:<20} {case:<10} {args.clips / result['seconds']:>8.1f} {ratio:>7.2f}"
-                    f" {result['peak_mb']:>8.0f} {max_dp(result['probs'], reference):>9.2e}  {chose}"
+                    f"{name:<20} {case:<10} {spec['clips']:>6} {spec['clips'] / result['seconds']:>8.1f}"
+                    f" {ratio:>7.2f} {result['peak_mb']:>8.0f} {dp:>9.2e}  {chose}",
+                    flush=True,
                 )
-            ratio = plain[best]["seconds"] / ours["seconds"]
+            ours = cases["fvc"]
+            ratio = done[best]["seconds"] / ours["seconds"] if best and "error" not in ours else math.nan
             verdicts.append(
                 (f"{name}: fvc {ratio:.2f}x the best plain forward ({best}) >= {TARGET}", ratio >= TARGET)
             )

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fvc.core.memory import MemoryLog, snapshot
+import pytest
+
+from fvc.core.memory import GLIBC, MemoryLog, snapshot
 
 
 def test_snapshot_has_process_figures() -> None:
@@ -98,3 +100,38 @@ def test_stages_mark_each_video_quickly_and_their_ends_fully(tmp_path: Path) -> 
         assert len(videos) == 4, stage
         assert all("uss_mb" not in m and m["rss_mb"] > 0 for m in videos), stage
         assert [m["point"] for m in marks if "uss_mb" in m][:1] == ["start"] and "uss_mb" in marks[-1], stage
+
+
+GLIBC_SCRIPT = """
+import sys, numpy as np
+from fvc.core.memory import fix_mmap_threshold, release_freed_memory, quick_snapshot
+
+if sys.argv[1] == "fixed":
+    assert fix_mmap_threshold()
+first = np.ones(16 * 1024 * 1024, dtype=np.uint8)
+del first  # glibc's dynamic threshold now rises above 8 MB
+before = quick_snapshot()["rss_mb"]
+pairs = [(np.ones(8 * 1024 * 1024, dtype=np.uint8), np.ones(25_000)) for _ in range(6)]
+spacers = [spacer for _, spacer in pairs]  # 200 KB each, from the top: the blocks cannot merge into it
+del pairs
+kept = quick_snapshot()["rss_mb"] - before
+release_freed_memory()
+print(kept, quick_snapshot()["rss_mb"] - before)
+"""
+
+
+@pytest.mark.skipif(GLIBC is None, reason="glibc's allocator only")
+def test_fixed_mmap_threshold_returns_big_frees_and_trim_returns_the_heap() -> None:
+    """After a first big free glibc serves later 8 MB buffers from its heap, where they stay resident once
+    freed (48 MB here) until trimmed; with the threshold fixed, each is unmapped when freed."""
+
+    def kept_and_trimmed(mode: str) -> list[float]:
+        out = subprocess.run(
+            [sys.executable, "-c", GLIBC_SCRIPT, mode], check=True, capture_output=True, text=True
+        )
+        return [float(x) for x in out.stdout.split()]
+
+    kept, trimmed = kept_and_trimmed("dynamic")
+    assert kept > 40 and trimmed < 8, (kept, trimmed)
+    kept, _ = kept_and_trimmed("fixed")
+    assert kept < 8, kept

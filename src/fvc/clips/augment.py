@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import ctypes
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from fvc.clips.journal import Journal, read_journal
 from fvc.clips.store import ClipBatch
 from fvc.core.atomic import atomic_open, remove_stale_temps
 from fvc.core.errors import FvcError
-from fvc.core.memory import MemoryLog
+from fvc.core.memory import MemoryLog, release_freed_memory
 from fvc.core.progress import progress
 from fvc.core.seeding import stable_seed
 from fvc.data.index import count_entries
@@ -46,24 +45,6 @@ INDEX_COLUMNS = ("video_id", "path", "label", "group", "frames")
 WORK_SCALE = 2  # augmented clips are decoded at WORK_SCALE x size, then cropped and resized to size
 # What a VideoReader raises for a broken or truncated file (PyAV's errors are OSError/ValueError subclasses).
 DECODE_ERRORS = (VideoReadError, IndexError, OSError, EOFError, ValueError, RuntimeError, av.FFmpegError)
-
-
-def _glibc_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, when this process runs on glibc."""
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-MALLOC_TRIM = _glibc_malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Give freed heap pages back to the OS after each video: decoder and tensor buffers of varied sizes
-    otherwise fragment the heap, and RSS creeps up by megabytes per hundred videos."""
-    if MALLOC_TRIM is not None:
-        MALLOC_TRIM(0)
 
 
 class AugmentError(FvcError, ValueError):

@@ -2,9 +2,11 @@
 fp32 (or bf16) copy of the whole model, and the start-of-job probe that picks the fastest accurate one.
 
 Storage stays fp16 (the exports, loaded lean). `fp16` computes on it directly (under fp16 autocast on CUDA).
-`fp32` and `bf16` go through `cast_compute`: each unit (a module with its own tensors, or a fused block
-such as a Transformer encoder layer, whose forward reads its children's weights) has its fp16 tensors
-swapped for compute-dtype copies for its own forward only, so at most one unit's copy is alive at a time.
+`fp32` and `bf16` go through `compute_in`: a model whose whole compute copy is at most SMALL_COPY (every
+model of the table) is cast once (`cast_whole`: no per-batch hooks or casts); a bigger one goes through
+`cast_compute`: each unit (a module with its own tensors, or a fused block such as a Transformer encoder
+layer, whose forward reads its children's weights) has its fp16 tensors swapped for compute-dtype copies
+for its own forward only, so at most one unit's copy is alive at a time.
 
 `probe` is generic: it times a few calls per candidate and takes the fastest accepted one; a call runs under
 a deadline and is cut short (`TooSlow`) once it cannot win or the probe's time budget is spent.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +25,13 @@ import torch
 from torch import nn
 
 from fvc.core.errors import FvcError
+from fvc.core.memory import MB, fix_mmap_threshold
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 REFERENCE = "fp32"
 KEY = "infer.precision"
 FUSED = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+SMALL_COPY = 8 * MB  # a whole compute copy up to this size is kept for the job instead of cast per unit
 
 
 def candidates(device: torch.device) -> list[str]:
@@ -76,10 +80,57 @@ def units(model: nn.Module) -> list[tuple[nn.Module, list[Slot]]]:
     return found
 
 
+def _unit_bytes(model: nn.Module, dtype: torch.dtype) -> list[int]:
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    return [sum(t.numel() for _, _, t in slots) * itemsize for _, slots in units(model)]
+
+
 def largest_unit_bytes(model: nn.Module, dtype: torch.dtype) -> int:
     """Bytes of the largest unit's copy in `dtype` (works on the meta device)."""
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    return max((sum(t.numel() for _, _, t in slots) * itemsize for _, slots in units(model)), default=0)
+    return max(_unit_bytes(model, dtype), default=0)
+
+
+def compute_copy_bytes(model: nn.Module, dtype: torch.dtype) -> int:
+    """Bytes of the weights' `dtype` copy that `compute_in` holds while the model runs: the whole model's
+    when it is at most SMALL_COPY, else the largest unit's (works on the meta device)."""
+    sizes = _unit_bytes(model, dtype)
+    return sum(sizes) if sum(sizes) <= SMALL_COPY else max(sizes, default=0)
+
+
+def _init_rnns(modules: Iterable[nn.Module]) -> None:
+    for module in modules:
+        if isinstance(module, nn.RNNBase):
+            module._init_flat_weights()
+
+
+@contextlib.contextmanager
+def compute_in(model: nn.Module, dtype: torch.dtype) -> Iterator[None]:
+    """While active, the fp16-stored `model` computes in `dtype` (its input must be `dtype`): on a whole copy
+    made once when that is at most SMALL_COPY, else one unit's copy at a time (`cast_compute`, with glibc's
+    mmap threshold fixed so each freed copy leaves memory instead of fragmenting the heap)."""
+    if sum(_unit_bytes(model, dtype)) <= SMALL_COPY:
+        with cast_whole(model, dtype):
+            yield
+    else:
+        fix_mmap_threshold()
+        with cast_compute(model, dtype):
+            yield
+
+
+@contextlib.contextmanager
+def cast_whole(model: nn.Module, dtype: torch.dtype) -> Iterator[None]:
+    """While active, every floating tensor of `model` is a `dtype` copy, made on entry; storage is restored
+    on exit (also after an error)."""
+    slots = [slot for _, unit_slots in units(model) for slot in unit_slots]
+    try:
+        for table, name, tensor in slots:
+            table[name] = tensor.to(dtype)
+        _init_rnns(model.modules())
+        yield
+    finally:
+        for table, name, tensor in slots:
+            table[name] = tensor
+        _init_rnns(model.modules())
 
 
 @contextlib.contextmanager
@@ -95,16 +146,14 @@ def cast_compute(model: nn.Module, dtype: torch.dtype) -> Iterator[None]:
     def restore(module: nn.Module) -> None:
         for table, name, tensor in live.pop(module, ()):
             table[name] = tensor
-        if isinstance(module, nn.RNNBase):
-            module._init_flat_weights()
+        _init_rnns([module])
 
     def before(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         slots = slot_map[module]
         for table, name, tensor in slots:
             table[name] = tensor.to(dtype)
         live[module] = slots
-        if isinstance(module, nn.RNNBase):
-            module._init_flat_weights()
+        _init_rnns([module])
         return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
 
     def after(module: nn.Module, args: tuple, output: Any) -> None:
@@ -154,6 +203,14 @@ class Trial:
     seconds: float | None = None
     max_dp: float | None = None
     rejected: str = ""
+
+    def summary(self) -> str:
+        """One line for the log: its time per batch, or why it was not taken."""
+        if self.rejected:
+            return f"{self.precision} {self.rejected}"
+        return f"{self.precision} " + (
+            "not timed" if self.seconds is None else f"{self.seconds * 1000:.1f} ms/batch"
+        )
 
     def record(self) -> dict[str, Any]:
         """The trial for the log and metrics.json, its time in ms per batch."""
@@ -215,7 +272,9 @@ def probe(
     best = trials[0].seconds or math.inf
     budget = budget_share * job_calls * (best if best < math.inf else 0.0)
     for name in names[1:]:
-        trial = Trial(name, rejected="not measured: probe budget spent")
+        trial = Trial(
+            name, rejected=f"not measured: the probe's budget ({budget_share:.0%} of the job) is spent"
+        )
         trials.append(trial)
         if budget <= 0:
             continue
@@ -225,7 +284,10 @@ def probe(
             trial.max_dp = float((output.float() - reference.float()).abs().max())
             trial.rejected = f"max |dp| {trial.max_dp:.2e} > {tolerance}" if trial.max_dp > tolerance else ""
         except TooSlow:
-            trial.rejected = f"check batch over the probe budget ({budget * 1000:.1f} ms)"
+            trial.rejected = (
+                f"not measured: one batch exceeds the probe's budget ({budget * 1000:.1f} ms left of"
+                f" {budget_share:.0%} of the job)"
+            )
         except (RuntimeError, NotImplementedError, ValueError) as exc:
             trial.rejected = "failed: " + str(exc).splitlines()[0]
         budget -= time.perf_counter() - start

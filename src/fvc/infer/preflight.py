@@ -5,8 +5,8 @@ Estimate (bytes) of one inference job that loads its folds one at a time:
     current RSS (interpreter, torch and the libraries already imported)
   + fp16 weights of the largest fold
   + its largest tensor (one cast or device copy in flight while loading)
-  + the compute copy: the largest unit's weights in fp32 while it runs (fp32 or bf16 compute from fp16
-    storage casts one unit at a time; fvc.infer.precision), given by the caller from the model
+  + the compute copy: the weights in fp32 while it runs (fp32 or bf16 compute from fp16 storage: the whole
+    model's copy when at most 8 MB, else the largest unit's; fvc.infer.precision), given by the caller
   + activations: batch x frames x 3 x size^2 x 4 bytes (fp32 input) x ACTIVATION_FACTOR
 
 It is compared with the job's allowance: the SLURM allocation (`SLURM_MEM_PER_NODE` MB, or
