@@ -4,9 +4,12 @@ whole `snakemake --report` page rendered in headless Chromium (screenshots kept 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -140,9 +143,31 @@ def chromium() -> str:
     return shutil.which("chromium") or pytest.fail("apt-get installed chromium, but it is not on PATH")
 
 
-def _headless(browser: str, *args: str) -> subprocess.CompletedProcess:
+def _headless(browser: str, *args: str, tries: int = 3) -> subprocess.CompletedProcess:
+    """One headless Chromium call with its own profile folder (two calls sharing one hand the page to a
+    lingering browser and wait on it); a call that hangs (seen once in CI under load) is killed with its
+    whole process group and tried again."""
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=8000"]
-    return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=180, check=True)
+    flags += ["--no-first-run", "--no-default-browser-check", "--disable-extensions"]
+    flags += ["--disable-dev-shm-usage"]
+    attempt = 1
+    while True:
+        with tempfile.TemporaryDirectory() as profile:
+            command = [browser, *flags, f"--user-data-dir={profile}", *args]
+            proc = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            )
+            try:
+                out, err = proc.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                if attempt == tries:
+                    raise
+                attempt += 1
+                continue
+        assert proc.returncode == 0, err[-2000:]
+        return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 #: Clicks through the report like a user once it loaded: a menu entry by its text, or `eye:N` the N-th
