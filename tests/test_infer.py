@@ -162,7 +162,7 @@ MEMORY_SCRIPT = """
 import json, sys
 from fvc.infer.inference import infer_model
 infer_model("vit_transformer", sys.argv[1:], "clips.csv", "folds.csv", "p.parquet", "p.csv", "m.json",
-            device="cpu", batch_size=4, precision="auto", memory_log="mem.jsonl")
+            device="cpu", batch_size=4, precision="fp32", memory_log="mem.jsonl")
 """
 
 
