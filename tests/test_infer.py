@@ -190,7 +190,12 @@ def test_sequential_folds_hold_one_model_at_a_time(tmp_path):
     running = [m["rss_mb"] - base for m in marks if m["point"] == "predicted"]
     after = [m["rss_mb"] - base for m in marks if m["point"] == "unload"]
     peak = marks[-1]["peak_rss_mb"] - base
-    assert len(running) == 3 and all(0.7 * model_mb < r < 1.5 * model_mb for r in running), running
-    assert all(a < 0.3 * model_mb for a in after), after
+    marks_mb = [(m["point"], round(m["rss_mb"] - base)) for m in marks]
+    # Each fold holds about one model and lets it go at its unload; nothing piles up from fold to fold.
+    # (In a fresh venv RSS stays ~40 MB above the pre-flight mark after every unload, the model freed: a
+    # one-time cost of the first forward, so each fold is measured against its own unload.)
+    held = [r - a for r, a in zip(running, after, strict=True)]
+    assert len(running) == 3 and all(0.7 * model_mb < h < 1.5 * model_mb for h in held), marks_mb
+    assert max(after) - after[0] < 0.3 * model_mb, marks_mb
     # The process peak (between marks too, on a busy machine) stays well below the three folds' sum.
     assert peak < 2.5 * model_mb, [(m["point"], m["rss_mb"], m["peak_rss_mb"]) for m in marks]
