@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from infer_data import export_folds, write_clip_set
+from infer_data import export_folds, write_test_videos
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -130,9 +130,9 @@ def test_probe_stays_within_its_budget(caplog):
 
 
 def test_infer_model_writes_the_probe_and_honours_a_forced_precision(in_tmp_path):
-    write_clip_set(in_tmp_path)
+    write_test_videos(in_tmp_path)
     weights, _ = export_folds("naive_cnn", {"widths": [4]}, 4, 16, in_tmp_path / "models", folds=2)
-    common = ("clips.csv", "folds.csv", "p.parquet", "p.csv", "m.json")
+    common = ("index.parquet", "folds.csv", "p.parquet", "p.csv", "m.json")
     metrics = infer_model("naive_cnn", weights, *common, device="cpu", batch_size=1, precision="auto")
     precision = json.loads((in_tmp_path / "m.json").read_text())["precision"]
     assert precision == metrics["precision"] and precision["requested"] == "auto"
