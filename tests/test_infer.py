@@ -130,6 +130,7 @@ def test_command_and_its_refusals(clip_set, monkeypatch, capsys):
             device="cpu",
             batch_size=1,
             precision="auto",
+            clips_per_video=1,
         )
 
 
@@ -168,7 +169,7 @@ MEMORY_SCRIPT = """
 import json, sys
 from fvc.infer.inference import infer_model
 infer_model("vit_transformer", sys.argv[1:], "index.parquet", "folds.csv", "p.parquet", "p.csv", "m.json",
-            device="cpu", batch_size=4, precision="fp32", memory_log="mem.jsonl")
+            device="cpu", batch_size=4, precision="fp32", clips_per_video=5, memory_log="mem.jsonl")
 """
 
 

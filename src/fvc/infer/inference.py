@@ -55,7 +55,6 @@ from fvc.weights.safetensors_io import LoadError
 log = logging.getLogger(__name__)
 PROBE_SHARE = 0.02  # the auto probe's cost, as a share of the job's forwards
 TOLERANCE = 0.02  # max |p - p_fp32| of an accepted precision
-CLIPS_PER_VIDEO = 5  # the schema's default of infer.clips_per_video
 FAILURES = (RuntimeError, NotImplementedError, ValueError)
 Paths = Sequence[str | os.PathLike[str]]
 
@@ -289,7 +288,7 @@ def infer_model(
     device: str,
     batch_size: int,
     precision: str,
-    clips_per_video: int = CLIPS_PER_VIDEO,
+    clips_per_video: int,
     memory_log: str | os.PathLike[str] | None = None,
     reserved_mb: int = 0,
 ) -> dict[str, Any]:
