@@ -118,11 +118,11 @@ def predict_models():
 
 
 def predict_videos(wildcards):
-    """predict.videos: what rule `predict` scores (asked for only when the rule runs)."""
+    """predict.videos: what the `predict` target scores (asked for only when it runs)."""
     videos = config["predict"]["videos"]
     if videos is None:
         raise ValueError(
-            "rule predict: set predict.videos, e.g. "
+            "predict.videos is not set; e.g. "
             "snakemake predict --config 'predict={videos: new_videos}'"
         )
     return videos

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import torch
 from torch import nn
+from train_fixtures import make_clip
 
 from fvc.models import build_model, export_config
 from fvc.weights.export import export_fp16
@@ -26,6 +27,24 @@ def encode_video(path: Path, frames: np.ndarray, fps: int = 12) -> Path:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         container.mux(stream.encode(None))
     return path
+
+
+def write_index(
+    index_parquet: Path, labels: dict[str, int], folder: Path, frames: int = 12, size: int = 32
+) -> Path:
+    """Videos `folder/<video_id>` (noise, fake ones with a moving bright square) and their index."""
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "video_id": v,
+            "path": str(encode_video(folder / v, make_clip(rng, label, frames, size))),
+            "frames": frames,
+        }
+        for v, label in labels.items()
+    ]
+    index_parquet.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows).write_parquet(index_parquet)
+    return index_parquet
 
 
 def write_test_videos(

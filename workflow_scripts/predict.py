@@ -8,15 +8,15 @@ exit_with_snakemake()
 from pathlib import Path
 
 from fvc.core.paths import PredictFiles
-from fvc.infer.predict import format_predictions, predict_videos
+from fvc.infer.predict import format_predictions, predict_all
 
 folds = len(snakemake.input.weights) // len(snakemake.params.models)
 weights = list(snakemake.input.weights)
 exports = {model: weights[i * folds : (i + 1) * folds] for i, model in enumerate(snakemake.params.models)}
-table, rejected = predict_videos(
-    [snakemake.input.videos],
-    exports,
-    PredictFiles(Path(snakemake.output.parquet).parent),
+table, rejected = predict_all(
+    inputs=[snakemake.input.videos],
+    exports=exports,
+    out=PredictFiles(Path(snakemake.output.parquet).parent),
     memory_log=snakemake.log.memory,
     **snakemake.params.settings,
 )

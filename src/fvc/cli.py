@@ -161,7 +161,8 @@ def predict_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         action="append",
         metavar="PATH",
-        help="a folder of fold exports (fold0.safetensors, ...) to use instead; repeat for several models",
+        help="a folder of fold exports (fold0.safetensors, ...), repeated for several models "
+        "(default: RESULTS/models/MODEL of --models)",
     )
     path(parser, "--out-dir", RESULTS.predict.path, "folder for predictions.{parquet,csv} and rejected.csv")
     results_dir(parser)

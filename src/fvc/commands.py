@@ -253,7 +253,7 @@ def infer(args: argparse.Namespace, overrides: Overrides) -> int:
 def predict(args: argparse.Namespace, overrides: Overrides) -> int:
     config, _ = settings(args, overrides)
     layout = Layout(config["results_dir"])
-    from fvc.infer.predict import exports_of, format_predictions, predict_videos
+    from fvc.infer.predict import exports_of, format_predictions, predict_all
 
     if args.export_dir:
         exports = exports_of(args.export_dir)
@@ -274,7 +274,7 @@ def predict(args: argparse.Namespace, overrides: Overrides) -> int:
                         "--export-dir"
                     )
     out = PredictFiles(args.out_dir) if args.out_dir else layout.predict
-    table, rejected = predict_videos(
+    table, rejected = predict_all(
         args.inputs,
         exports,
         out,

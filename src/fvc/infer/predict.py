@@ -130,7 +130,7 @@ def _write(frame: pl.DataFrame, path: Path) -> None:
         frame.write_parquet(tmp) if path.suffix == ".parquet" else frame.write_csv(tmp)
 
 
-def predict_videos(
+def predict_all(
     inputs: Sequence[str | os.PathLike[str]],
     exports: Mapping[str, Sequence[str | os.PathLike[str]]],
     out: PredictFiles,
