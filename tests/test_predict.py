@@ -125,7 +125,7 @@ def test_fvc_predict_and_the_workflow_target_agree_on_reencoded_rotated_videos(t
         (new / f"original{n}.mp4").write_bytes(source.read_bytes())
     (new / "cut.mp4").write_bytes(originals[0].read_bytes()[: originals[0].stat().st_size // 3])
     forced = ["infer={precision: fp32, device: cpu}", "predict={videos: new_videos}"]
-    result = snakemake(root, "predict", "--profile", "profiles/local", "--config", *forced)
+    result = snakemake(root, "--profile", "profiles/local", "predict", "--config", *forced)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     target = pl.read_parquet(root / "results" / "predict" / "predictions.parquet")
     exports = [
