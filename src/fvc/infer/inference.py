@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -259,7 +260,7 @@ def held_out_videos(index_parquet: str | os.PathLike[str], folds_csv: str | os.P
     folds = read_folds(folds_csv).filter(pl.col("split") == "test")
     if folds.is_empty():
         raise ValueError(f"{folds_csv}: no test videos (split == test)")
-    index = pl.read_parquet(index_parquet, columns=["video_id", "path"])
+    index = pl.read_parquet(Path(index_parquet), columns=["video_id", "path"])
     videos = folds.select("video_id", "label", "group").join(index, on="video_id", how="left")
     missing = videos.filter(pl.col("path").is_null())["video_id"].to_list()
     if missing:
