@@ -24,6 +24,7 @@ include: "rules/augment.smk"
 include: "rules/folds.smk"
 include: "rules/train.smk"
 include: "rules/infer.smk"
+include: "rules/predict.smk"
 include: "rules/audit.smk"
 
 

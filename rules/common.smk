@@ -110,3 +110,28 @@ def final_targets():
 def beside(output_name, name):
     """A params function: the path `name` in the folder of output `output_name` (e.g. a journal or work dir)."""
     return lambda wildcards, output: str(Path(output[output_name]).parent / name)
+
+
+def predict_models():
+    """The models `predict` scores with: predict.models, else train.models."""
+    return list(config["predict"]["models"] or TRAIN_MODELS)
+
+
+def predict_videos(wildcards):
+    """predict.videos: what the `predict` target scores (asked for only when it runs)."""
+    videos = config["predict"]["videos"]
+    if videos is None:
+        raise ValueError(
+            "predict.videos is not set; e.g. "
+            "snakemake predict --config 'predict={videos: new_videos}'"
+        )
+    return videos
+
+
+def predict_exports(wildcards):
+    """The fp16 exports of every fold of every model `predict` scores with, model by model."""
+    return expand(
+        str(LAYOUT.exports("{model}").weights("{fold}")),
+        model=predict_models(),
+        fold=FOLDS,
+    )

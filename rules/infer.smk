@@ -3,7 +3,8 @@ rule infer:
         # Each fold{fold}.safetensors is a valid safetensors file: the weights, or (sharded export) an empty
         # one whose metadata names fold{fold}.safetensors.index.json, the shards' index next to it.
         weights=fold_exports,
-        clips=str(LAYOUT.augment.clips_csv),
+        # The test videos' files: each is scored from infer.clips_per_video clips decoded from it.
+        index=str(LAYOUT.index.parquet),
         folds=str(LAYOUT.folds.folds_csv),
     output:
         parquet=str(LAYOUT.infer("{model}").predictions_parquet),
@@ -24,6 +25,7 @@ rule infer:
             device=config["infer"]["device"],
             batch_size=config["infer"]["batch_size"],
             precision=config["infer"]["precision"],
+            clips_per_video=config["infer"]["clips_per_video"],
             # MB of the job's cap left to its two Snakemake processes by the pre-flight memory check.
             reserved_mb=config["resources"]["snakemake_overhead_mb"],
         ),

@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from infer_data import write_index
 from train_fixtures import ROOT, tiny_spec, write_config, write_dataset
 
 import fvc
@@ -159,6 +160,9 @@ def test_train_and_infer_run_on_the_workflow_layout(
     layout.folds.path.mkdir(parents=True)
     clips_csv.rename(layout.augment.clips_csv)
     folds.write_csv(layout.folds.folds_csv)
+    write_index(
+        layout.index.parquet, {"v000.mp4": 0, "v001.mp4": 1}, workdir / "videos"
+    )  # infer decodes these
     for fold in range(3):
         assert main(["train", "--model", "logistic_regression", "--fold", str(fold), "--device", "cpu"]) == 0
         assert layout.train("logistic_regression", fold).metrics.exists()

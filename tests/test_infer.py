@@ -1,5 +1,5 @@
-"""Inference: per-fold fp16 predictions on real clip files, the fold ensemble, metrics, CLI, memory of
-sequential fold loading, and fp32 compute from fp16 storage."""
+"""Inference: per-fold fp16 predictions of K clips decoded from real test videos, the fold ensemble, metrics,
+CLI, memory of sequential fold loading, and fp32 compute from fp16 storage."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from infer_data import export_folds, write_clip_set
+from infer_data import export_folds, write_test_videos
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fvc.cli import main
-from fvc.clips.dataset import load_clip_tensor
 from fvc.core.metrics import binary_metrics
 from fvc.infer.inference import infer_model, predict
+from fvc.infer.video_clips import read_video_clips
 from fvc.models import scale_clips
 from fvc.weights.lean_load import LoadError
 
@@ -30,8 +30,8 @@ MB = 1024 * 1024
 
 @pytest.fixture
 def clip_set(in_tmp_path):
-    """A tiny clip set in a workflow-like folder (cwd), with 3 folds of logistic regression exported."""
-    write_clip_set(in_tmp_path)
+    """Tiny test videos in a workflow-like folder (cwd), with 3 folds of logistic regression exported."""
+    write_test_videos(in_tmp_path)
     paths, models = export_folds("logistic_regression", {"pool": 4}, 4, 16, in_tmp_path / "models", folds=3)
     return in_tmp_path, [p.relative_to(in_tmp_path) for p in paths], models
 
@@ -42,7 +42,7 @@ def test_infer_writes_fold_and_ensemble_predictions(clip_set):
     metrics = infer_model(
         "logistic_regression",
         weights,
-        "clips.csv",
+        "index.parquet",
         "folds.csv",
         out / "p.parquet",
         out / "p.csv",
@@ -50,6 +50,7 @@ def test_infer_writes_fold_and_ensemble_predictions(clip_set):
         device="cpu",
         batch_size=3,
         precision="auto",
+        clips_per_video=3,
         memory_log=out / "mem.jsonl",
     )
     table = pl.read_parquet(out / "p.parquet")
@@ -66,15 +67,15 @@ def test_infer_writes_fold_and_ensemble_predictions(clip_set):
     assert table["video_id"].to_list() == ["fake/v1.mp4", "fake/v3.mp4", "real/v0.mp4", "real/v2.mp4"]
     assert table["label"].to_list() == [1, 1, 0, 0]
 
-    clips = {
-        f"{'fake' if v % 2 else 'real'}/v{v}.mp4": load_clip_tensor(f"clips/v{v}_0.safetensors", 4, 16)
-        for v in range(4)
-    }
-    batch = scale_clips(torch.stack([clips[v] for v in table["video_id"]]))
+    # Each video's 3 clips decoded from its file: [videos, clips, T, 3, H, W]
+    clips = torch.stack([read_video_clips(f"videos/{v}", 4, 16, 3) for v in table["video_id"]])
+    batch = scale_clips(clips.flatten(0, 1))
+    centre = []
     with torch.inference_mode():
         for fold, model in enumerate(models):  # fp16 inference vs the fp32 model in memory
-            expected = torch.sigmoid(model(batch)).numpy()
-            np.testing.assert_allclose(table[f"prob_fold{fold}"].to_numpy(), expected, atol=1e-2)
+            probs = torch.sigmoid(model(batch)).reshape(4, 3).numpy()
+            centre.append(probs[:, 1])
+            np.testing.assert_allclose(table[f"prob_fold{fold}"].to_numpy(), probs.mean(1), atol=1e-2)
     folds = table.select(pl.col("^prob_fold.*$")).to_numpy()
     np.testing.assert_allclose(table["prob_ensemble"].to_numpy(), folds.mean(axis=1), rtol=1e-12)
     assert table["pred_ensemble"].to_list() == (table["prob_ensemble"] >= 0.5).cast(int).to_list()
@@ -85,6 +86,11 @@ def test_infer_writes_fold_and_ensemble_predictions(clip_set):
     assert metrics["precision"]["folds"] == [metrics["precision"]["chosen"]] * 3
     labels = table["label"].to_numpy()
     assert metrics["ensemble"] == binary_metrics(labels, table["prob_ensemble"].to_numpy())
+    by_k = metrics["clips_per_video"]
+    assert list(by_k) == ["1", "3"] and by_k["3"]["auc"] == metrics["ensemble"]["auc"]
+    centre_ensemble = binary_metrics(labels, np.mean(centre, axis=0))
+    assert {k: by_k["1"][k] for k in ("n", "tp", "tn")} == {k: centre_ensemble[k] for k in ("n", "tp", "tn")}
+    assert by_k["1"]["brier"] == pytest.approx(centre_ensemble["brier"], abs=1e-3)
     assert metrics["folds"][1] == {
         "fold": 1,
         "weights": str(weights[1]),
@@ -96,7 +102,7 @@ def test_infer_writes_fold_and_ensemble_predictions(clip_set):
 
 def test_command_and_its_refusals(clip_set, monkeypatch, capsys):
     root, weights, _ = clip_set
-    args = ["infer", "--model", "logistic_regression", "--clips", "clips.csv", "--folds", "folds.csv"]
+    args = ["infer", "--model", "logistic_regression", "--index", "index.parquet", "--folds", "folds.csv"]
     args += ["--export-dir", str(weights[0].parent), "--device", "cpu"]  # folds.k: the schema's 3
     assert main([*args, "--out-dir", "out"]) == 0
     assert {p.name for p in (root / "out").iterdir()} == {
@@ -116,7 +122,7 @@ def test_command_and_its_refusals(clip_set, monkeypatch, capsys):
         infer_model(
             "logistic_regression",
             ["models/fold0.pt"],
-            "clips.csv",
+            "index.parquet",
             "folds.csv",
             "a",
             "b",
@@ -124,6 +130,7 @@ def test_command_and_its_refusals(clip_set, monkeypatch, capsys):
             device="cpu",
             batch_size=1,
             precision="auto",
+            clips_per_video=1,
         )
 
 
@@ -161,8 +168,8 @@ def test_failing_precision_falls_back_to_fp32_from_fp16_storage():
 MEMORY_SCRIPT = """
 import json, sys
 from fvc.infer.inference import infer_model
-infer_model("vit_transformer", sys.argv[1:], "clips.csv", "folds.csv", "p.parquet", "p.csv", "m.json",
-            device="cpu", batch_size=4, precision="fp32", memory_log="mem.jsonl")
+infer_model("vit_transformer", sys.argv[1:], "index.parquet", "folds.csv", "p.parquet", "p.csv", "m.json",
+            device="cpu", batch_size=4, precision="fp32", clips_per_video=5, memory_log="mem.jsonl")
 """
 
 
@@ -171,7 +178,7 @@ infer_model("vit_transformer", sys.argv[1:], "clips.csv", "folds.csv", "p.parque
 def test_sequential_folds_hold_one_model_at_a_time(tmp_path):
     """3 folds of a ~100 MB (fp16) model: RSS grows by about one model while a fold runs, falls back after
     it, and the process peak stays below the sum of the folds."""
-    write_clip_set(tmp_path)
+    write_test_videos(tmp_path)
     vit = {"hidden_size": 512, "num_hidden_layers": 16, "num_attention_heads": 8, "intermediate_size": 2048}
     [fold0], [model] = export_folds(
         "vit_transformer", {"vit": vit}, 2, 16, tmp_path / "models", 1, fast_init=True

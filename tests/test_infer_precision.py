@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from infer_data import export_folds, write_clip_set
+from infer_data import export_folds, write_test_videos
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -130,15 +130,19 @@ def test_probe_stays_within_its_budget(caplog):
 
 
 def test_infer_model_writes_the_probe_and_honours_a_forced_precision(in_tmp_path):
-    write_clip_set(in_tmp_path)
+    write_test_videos(in_tmp_path)
     weights, _ = export_folds("naive_cnn", {"widths": [4]}, 4, 16, in_tmp_path / "models", folds=2)
-    common = ("clips.csv", "folds.csv", "p.parquet", "p.csv", "m.json")
-    metrics = infer_model("naive_cnn", weights, *common, device="cpu", batch_size=1, precision="auto")
+    common = ("index.parquet", "folds.csv", "p.parquet", "p.csv", "m.json")
+    metrics = infer_model(
+        "naive_cnn", weights, *common, device="cpu", batch_size=1, precision="auto", clips_per_video=1
+    )
     precision = json.loads((in_tmp_path / "m.json").read_text())["precision"]
     assert precision == metrics["precision"] and precision["requested"] == "auto"
     assert [t["precision"] for t in precision["probe"]] == ["fp32", "bf16", "fp16"]
     assert precision["folds"] == [precision["chosen"]] * 2
-    metrics = infer_model("naive_cnn", weights, *common, device="cpu", batch_size=1, precision="bf16")
+    metrics = infer_model(
+        "naive_cnn", weights, *common, device="cpu", batch_size=1, precision="bf16", clips_per_video=1
+    )
     assert metrics["precision"] == {"requested": "bf16", "chosen": "bf16", "probe": [], "folds": ["bf16"] * 2}
 
 
@@ -148,7 +152,19 @@ def test_a_precision_the_device_cannot_do_is_refused_naming_the_key(in_tmp_path,
         check_precision("bf16", torch.device("cuda"))  # torch here sees no GPU with bf16
     assert "\n" not in str(err.value)
     with pytest.raises(FvcError, match="infer.precision is 'int8'"):
-        infer_model("naive_cnn", [], "c", "f", "a", "b", "m", device="cpu", batch_size=1, precision="int8")
+        infer_model(
+            "naive_cnn",
+            [],
+            "c",
+            "f",
+            "a",
+            "b",
+            "m",
+            device="cpu",
+            batch_size=1,
+            precision="int8",
+            clips_per_video=1,
+        )
     assert main(["infer", "--model", "naive_cnn", "--precision", "fp8"]) == 1
     assert "infer.precision = 'fp8'" in capsys.readouterr().err
 

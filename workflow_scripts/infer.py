@@ -10,7 +10,7 @@ from fvc.infer.inference import infer_model
 infer_model(
     model_name=snakemake.wildcards.model,
     weights=list(snakemake.input.weights),
-    clips_csv=snakemake.input.clips,
+    index_parquet=snakemake.input.index,
     folds_csv=snakemake.input.folds,
     out_parquet=snakemake.output.parquet,
     out_csv=snakemake.output.csv,

@@ -129,7 +129,7 @@ def train_options(parser: argparse.ArgumentParser) -> None:
 
 def infer_options(parser: argparse.ArgumentParser) -> None:
     model_option(parser)
-    path(parser, "--clips", RESULTS.augment.clips_csv, "clip table (`fvc augment`)")
+    path(parser, "--index", RESULTS.index.parquet, "video index (`fvc index`): the test videos' files")
     path(parser, "--folds", RESULTS.folds.folds_csv, "fold table (`fvc folds`)")
     path(parser, "--export-dir", RESULTS.exports("MODEL").path, "the folds' exports (`fvc train`)")
     path(
@@ -139,6 +139,38 @@ def infer_options(parser: argparse.ArgumentParser) -> None:
     setting(parser, "--device", "infer.device", "device")
     setting(parser, "--batch-size", "infer.batch_size", "clips per batch")
     setting(parser, "--precision", "infer.precision", "compute dtype on the fp16 weights")
+    setting(parser, "--clips-per-video", "infer.clips_per_video", "clips per video, spread over it (odd)")
+
+
+def predict_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="INPUT",
+        help="video files, folders (searched recursively) or CSVs with a `path` column",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help="trained models scoring the videos (default: predict.models, else train.models)",
+    )
+    parser.add_argument(
+        "--export-dir",
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="a folder of fold exports (fold0.safetensors, ...), repeated for several models "
+        "(default: RESULTS/models/MODEL of --models)",
+    )
+    path(parser, "--out-dir", RESULTS.predict.path, "folder for predictions.{parquet,csv} and rejected.csv")
+    results_dir(parser)
+    setting(parser, "--ensemble-models", "predict.ensemble_models", "also average the models")
+    setting(parser, "--device", "infer.device", "device")
+    setting(parser, "--batch-size", "infer.batch_size", "clips per batch")
+    setting(parser, "--precision", "infer.precision", "compute dtype on the fp16 weights")
+    setting(parser, "--clips-per-video", "infer.clips_per_video", "clips per video, spread over it (odd)")
 
 
 def audit_options(parser: argparse.ArgumentParser) -> None:
@@ -193,6 +225,11 @@ COMMANDS = {
         "fp16 inference and fold ensemble of one model",
         "fvc infer --model naive_cnn --device cpu",
         infer_options,
+    ),
+    "predict": Command(
+        "score new videos with trained models' fold exports",
+        "fvc predict new_videos/ --models naive_cnn logistic_regression --ensemble-models",
+        predict_options,
     ),
     "audit": Command(
         "requested vs used memory per job, and right-sized mem_mb", "fvc audit --apply", audit_options

@@ -25,6 +25,7 @@ from fvc.core.paths import (
     IndexFiles,
     InferFiles,
     Layout,
+    PredictFiles,
     TrainFiles,
 )
 
@@ -226,7 +227,7 @@ def infer(args: argparse.Namespace, overrides: Overrides) -> int:
                 f"no trained model for {args.model} fold {fold} ({path}): run "
                 f"`fvc train --model {args.model} --fold {fold}` (or the workflow) first"
             )
-    clips = require(args.clips or layout.augment.clips_csv, "fvc augment")
+    index = require(args.index or layout.index.parquet, "fvc index")
     folds_csv = require(args.folds or layout.folds.folds_csv, "fvc folds")
     out = InferFiles(args.out_dir) if args.out_dir else layout.infer(args.model)
     from fvc.infer.inference import infer_model
@@ -234,7 +235,7 @@ def infer(args: argparse.Namespace, overrides: Overrides) -> int:
     metrics = infer_model(
         args.model,
         weights,
-        clips,
+        index,
         folds_csv,
         out.predictions_parquet,
         out.predictions_csv,
@@ -242,9 +243,51 @@ def infer(args: argparse.Namespace, overrides: Overrides) -> int:
         device=config["infer"]["device"],
         batch_size=config["infer"]["batch_size"],
         precision=config["infer"]["precision"],
+        clips_per_video=config["infer"]["clips_per_video"],
         memory_log=args.memory_log,
     )
     print(json.dumps(metrics["ensemble"]))
+    return 0
+
+
+def predict(args: argparse.Namespace, overrides: Overrides) -> int:
+    config, _ = settings(args, overrides)
+    layout = Layout(config["results_dir"])
+    from fvc.infer.predict import exports_of, format_predictions, predict_all
+
+    if args.export_dir:
+        exports = exports_of(args.export_dir)
+    else:
+        models = args.models or config["predict"]["models"] or config["train"]["models"]
+        unknown = [m for m in models if m not in MODEL_NAMES]
+        if unknown:
+            raise FvcError(f"--models {unknown[0]!r}: no such model; models are {', '.join(MODEL_NAMES)}")
+        exports = {}
+        for model in models:
+            files = layout.exports(model)
+            exports[model] = [files.weights(fold) for fold in range(config["folds"]["k"])]
+            for fold, path in enumerate(exports[model]):
+                if not path.exists():
+                    raise MissingInputError(
+                        f"no trained model for {model} fold {fold} ({path}): run "
+                        f"`fvc train --model {model} --fold {fold}` (or the workflow) first, or give "
+                        "--export-dir"
+                    )
+    out = PredictFiles(args.out_dir) if args.out_dir else layout.predict
+    table, rejected = predict_all(
+        args.inputs,
+        exports,
+        out,
+        device=config["infer"]["device"],
+        batch_size=config["infer"]["batch_size"],
+        precision=config["infer"]["precision"],
+        clips_per_video=config["infer"]["clips_per_video"],
+        ensemble_models=config["predict"]["ensemble_models"],
+        check_frames=config["index"]["check_frames"],
+        memory_log=args.memory_log,
+    )
+    print(format_predictions(table, rejected))
+    print(f"\nwrote {out.predictions_csv}, {out.predictions_parquet}, {out.rejected_csv}")
     return 0
 
 

@@ -148,6 +148,25 @@ class InferFiles:
 
 
 @dataclass(frozen=True)
+class PredictFiles:
+    """`predict`'s folder: each new video's probability and label per model, and the videos it rejected."""
+
+    path: Path
+
+    @property
+    def predictions_parquet(self) -> Path:
+        return self.path / "predictions.parquet"
+
+    @property
+    def predictions_csv(self) -> Path:
+        return self.path / "predictions.csv"
+
+    @property
+    def rejected_csv(self) -> Path:
+        return self.path / "rejected.csv"
+
+
+@dataclass(frozen=True)
 class AuditFiles:
     """`audit`'s folder: the table, its plot, the right-sized memory, ROC curves and the metrics page."""
 
@@ -216,6 +235,10 @@ class Layout:
 
     def infer(self, model: str) -> InferFiles:
         return InferFiles(Path(self.results) / "infer" / model)
+
+    @property
+    def predict(self) -> PredictFiles:
+        return PredictFiles(Path(self.results) / "predict")
 
     @property
     def audit(self) -> AuditFiles:

@@ -1,5 +1,7 @@
-"""Inference of one model on the held-out test clips: every fold's fp16 export loaded lean, one fold at a time
-(the previous one freed first), and the folds' fake probabilities averaged per video (the ensemble).
+"""Inference of one model on the held-out test videos: every fold's fp16 export loaded lean, one fold at a
+time (the previous one freed first), each video scored from K clips decoded from its file
+(`infer.clips_per_video`, `fvc.infer.video_clips`), and its probabilities averaged over its clips, then over
+the folds (the ensemble).
 
 The weights stay fp16; the compute precision is `infer.precision`: forced, or `auto`, chosen at the start of
 the job by a probe on the first fold's real batches (`fvc.infer.precision`). A precision whose ops fail on
@@ -17,7 +19,9 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,13 +30,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fvc.clips.dataset import ClipDataset
-from fvc.clips.folds import held_out_clips
+from fvc.clips.folds import read_folds
 from fvc.core.atomic import atomic_path, write_text
 from fvc.core.devices import resolve_device
 from fvc.core.memory import MB, MemoryLog
-from fvc.core.metrics import binary_metrics, group_scores
+from fvc.core.metrics import THRESHOLD, binary_metrics, group_scores
 from fvc.core.progress import progress
+from fvc.data.video import DECODE_THREADS
 from fvc.infer.precision import (
     DTYPES,
     candidates,
@@ -43,6 +47,7 @@ from fvc.infer.precision import (
     probe,
 )
 from fvc.infer.preflight import preflight
+from fvc.infer.video_clips import VideoClips, centre_clip
 from fvc.models import build_model, scale_clips
 from fvc.weights.export import config_path
 from fvc.weights.lean_load import check_tensors, lean_load, tensor_infos
@@ -189,10 +194,93 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+@dataclass(frozen=True)
+class FoldScores:
+    """Fake probabilities `[folds, videos, clips]` of one model, and the precision that ran (`requested`,
+    `chosen`, `probe`, and `folds`: each fold's)."""
+
+    probs: np.ndarray
+    precision: dict[str, Any]
+
+
+def score_videos(
+    model_name: str,
+    weights: Paths,
+    rows: list[dict[str, Any]],
+    *,
+    device: torch.device,
+    batch_size: int,
+    precision: str,
+    clips_per_video: int,
+    memory: MemoryLog,
+    reserved_mb: int = 0,
+    decode_threads: int = DECODE_THREADS,
+) -> FoldScores:
+    """Score `clips_per_video` clips of every video of `rows` (`path`) with each fold's export: every export
+    checked and the pre-flight passed before any is loaded, then one fold at a time loaded lean, run over
+    the videos (decoded one at a time) and freed. `precision`: auto probes on the first fold; the later
+    folds compute in its choice."""
+    check_precision(precision, device)
+    configs = [read_export_config(path, model_name) for path in weights]
+    compute_copy = check_exports(weights, configs)
+    num_frames = max(c["num_frames"] for c in configs)
+    size = max(c["size"] for c in configs)
+    need = preflight(
+        weights, model_name, batch_size, num_frames, size, device, reserved_mb * MB, compute_copy
+    )
+    memory.mark("preflight", need_mb=need.host_total / MB, weights_mb=need.weights / MB)
+    record: dict[str, Any] = {}
+    used, probs = [], []
+    job_batches = len(weights) * math.ceil(len(rows) * clips_per_video / batch_size)
+    for fold, (path, config) in enumerate(zip(weights, configs, strict=True)):
+        model = load_export(path, device)
+        memory.mark("load", fold=fold, weights=str(path))
+        dataset = VideoClips(rows, config["num_frames"], config["size"], clips_per_video, decode_threads)
+        loader = DataLoader(dataset, batch_size=batch_size)
+        desc = f"{model_name} fold {fold}"
+        fold_probs, ran = predict(
+            model, loader, device, record.get("chosen", precision), job_batches=job_batches, desc=desc
+        )
+        record = record or {**ran, "requested": precision}
+        log.info(
+            "%s: %d clips of %d videos on %s in %s", desc, len(fold_probs), len(rows), device, ran["chosen"]
+        )
+        memory.mark("predicted", fold=fold, precision=ran["chosen"])
+        used.append(ran["chosen"])
+        probs.append(fold_probs.reshape(len(rows), clips_per_video))
+        del model, loader, dataset
+        _free(device)
+        memory.mark("unload", fold=fold)
+    return FoldScores(np.stack(probs).astype(np.float64), {**record, "folds": used})
+
+
+def held_out_videos(index_parquet: str | os.PathLike[str], folds_csv: str | os.PathLike[str]) -> pl.DataFrame:
+    """The held-out test videos (split == test) with their label, group and, from the index, path and frames,
+    sorted by video_id."""
+    folds = read_folds(folds_csv).filter(pl.col("split") == "test")
+    if folds.is_empty():
+        raise ValueError(f"{folds_csv}: no test videos (split == test)")
+    index = pl.read_parquet(Path(index_parquet), columns=["video_id", "path"])
+    videos = folds.select("video_id", "label", "group").join(index, on="video_id", how="left")
+    missing = videos.filter(pl.col("path").is_null())["video_id"].to_list()
+    if missing:
+        raise ValueError(f"{index_parquet}: test videos of {folds_csv} missing from the index: {missing[:5]}")
+    return videos.sort("video_id")
+
+
+def _ensemble_metrics(labels: np.ndarray, groups: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """Per video and per group metrics of the fold ensemble of `probs` `[folds, videos]`."""
+    ensemble = probs.mean(axis=0)
+    return {
+        **binary_metrics(labels, ensemble),
+        "per_group": binary_metrics(*group_scores(labels, ensemble, groups)),
+    }
+
+
 def infer_model(
     model_name: str,
     weights: Paths,
-    clips_csv: str | os.PathLike[str],
+    index_parquet: str | os.PathLike[str],
     folds_csv: str | os.PathLike[str],
     out_parquet: str | os.PathLike[str],
     out_csv: str | os.PathLike[str],
@@ -201,78 +289,69 @@ def infer_model(
     device: str,
     batch_size: int,
     precision: str,
+    clips_per_video: int,
     memory_log: str | os.PathLike[str] | None = None,
     reserved_mb: int = 0,
 ) -> dict[str, Any]:
-    """Predict the test clips with each fold's export (`weights`, in fold order), ensemble them, and write the
-    per-video predictions (parquet + CSV) and the metrics JSON. `precision`: `infer.precision` (auto probes
-    on the first fold; the later folds compute in its choice). `reserved_mb`: memory of other processes of
-    the job (Snakemake's) left out of the pre-flight allowance. Returns the metrics."""
+    """Score each held-out test video (folds.csv, its file from the index) from `clips_per_video` clips
+    with each fold's export (`weights`, in fold order): per video the mean over its clips, then over the
+    folds (the ensemble). Writes the per-video predictions (parquet + CSV) and the metrics JSON, which also
+    holds the ensemble's metrics from the centre clip alone (K = 1) beside those of K clips. `reserved_mb`:
+    memory of other processes of the job (Snakemake's) left out of the pre-flight allowance. Returns the
+    metrics."""
     memory = MemoryLog(memory_log, "infer")
-    memory.mark("start", model=model_name, folds=len(weights))
+    memory.mark("start", model=model_name, folds=len(weights), clips_per_video=clips_per_video)
     dev = resolve_device(device, "infer.device")
     check_precision(precision, dev)
-    configs = [read_export_config(path, model_name) for path in weights]
-    clips = held_out_clips(clips_csv, folds_csv).sort("original_video", "clip_path")
-    if clips.is_empty():
-        raise ValueError(f"{folds_csv}: no test clips (split == test, aug_idx 0) in {clips_csv}")
-    compute_copy = check_exports(weights, configs)
-    num_frames = max(c["num_frames"] for c in configs)
-    size = max(c["size"] for c in configs)
-    need = preflight(weights, model_name, batch_size, num_frames, size, dev, reserved_mb * MB, compute_copy)
-    memory.mark("preflight", need_mb=need.host_total / MB, weights_mb=need.weights / MB)
-
-    table = clips.select(pl.col("original_video").alias("video_id"), "label", "group")
-    record: dict[str, Any] = {}
-    used = []
-    job_batches = len(weights) * math.ceil(clips.height / batch_size)
-    for fold, (path, config) in enumerate(zip(weights, configs, strict=True)):
-        model = load_export(path, dev)
-        memory.mark("load", fold=fold, weights=str(path))
-        loader = DataLoader(ClipDataset(clips, config["num_frames"], config["size"]), batch_size=batch_size)
-        asked = record.get("chosen", precision)
-        desc = f"{model_name} fold {fold}"
-        probs, ran = predict(model, loader, dev, asked, job_batches=job_batches, desc=desc)
-        record = record or {**ran, "requested": precision}
-        log.info("%s: %d clips on %s in %s", desc, len(probs), dev, ran["chosen"])
-        memory.mark("predicted", fold=fold, precision=ran["chosen"])
-        used.append(ran["chosen"])
-        table = table.with_columns(pl.Series(f"prob_fold{fold}", probs, dtype=pl.Float64))
-        del model, loader
-        _free(dev)
-        memory.mark("unload", fold=fold)
-
+    centre = centre_clip(clips_per_video)
+    videos = held_out_videos(index_parquet, folds_csv)
+    scores = score_videos(
+        model_name,
+        weights,
+        videos.to_dicts(),
+        device=dev,
+        batch_size=batch_size,
+        precision=precision,
+        clips_per_video=clips_per_video,
+        memory=memory,
+        reserved_mb=reserved_mb,
+    )
+    per_fold = scores.probs.mean(axis=2)  # [folds, videos]: each video's mean over its clips
     fold_cols = [f"prob_fold{fold}" for fold in range(len(weights))]
-    per_video = table.group_by("video_id", maintain_order=True)
-    videos = per_video.agg(pl.col("label", "group").first(), pl.col(fold_cols).mean())
-    groups, videos = videos["group"].to_numpy(), videos.drop("group")
-    videos = videos.with_columns(pl.mean_horizontal(fold_cols).alias("prob_ensemble"))
-    videos = videos.with_columns((pl.col("prob_ensemble") >= 0.5).cast(pl.Int64).alias("pred_ensemble"))
-    labels = videos["label"].to_numpy()
+    table = videos.select("video_id", "label").with_columns(
+        [pl.Series(col, per_fold[fold], dtype=pl.Float64) for fold, col in enumerate(fold_cols)]
+    )
+    table = table.with_columns(pl.mean_horizontal(fold_cols).alias("prob_ensemble"))
+    table = table.with_columns((pl.col("prob_ensemble") >= THRESHOLD).cast(pl.Int64).alias("pred_ensemble"))
+    labels, groups = videos["label"].to_numpy(), videos["group"].to_numpy()
     metrics = {
         "model": model_name,
         "device": str(dev),
-        "precision": {**record, "folds": used},
-        "videos": videos.height,
+        "precision": scores.precision,
+        "videos": table.height,
         "groups": len(set(groups)),
+        "clips_per_video": {
+            str(k): _ensemble_metrics(labels, groups, probs)
+            for k, probs in {1: scores.probs[:, :, centre], clips_per_video: per_fold}.items()
+        },
         "folds": [
-            {"fold": fold, "weights": str(path), **binary_metrics(labels, videos[col].to_numpy())}
+            {"fold": fold, "weights": str(path), **binary_metrics(labels, table[col].to_numpy())}
             for fold, (path, col) in enumerate(zip(weights, fold_cols, strict=True))
         ],
-        "ensemble": binary_metrics(labels, videos["prob_ensemble"].to_numpy()),
+        "ensemble": binary_metrics(labels, table["prob_ensemble"].to_numpy()),
         # Each group (cascade) scored from its videos (mean probability): fvc.core.metrics.group_scores.
         "per_group": {
             "folds": [
-                {"fold": fold, **binary_metrics(*group_scores(labels, videos[col].to_numpy(), groups))}
+                {"fold": fold, **binary_metrics(*group_scores(labels, table[col].to_numpy(), groups))}
                 for fold, col in enumerate(fold_cols)
             ],
-            "ensemble": binary_metrics(*group_scores(labels, videos["prob_ensemble"].to_numpy(), groups)),
+            "ensemble": binary_metrics(*group_scores(labels, table["prob_ensemble"].to_numpy(), groups)),
         },
     }
     with atomic_path(out_parquet) as tmp:
-        videos.write_parquet(tmp)
+        table.write_parquet(tmp)
     with atomic_path(out_csv) as tmp:
-        videos.write_csv(tmp)
+        table.write_csv(tmp)
     write_text(out_metrics, json.dumps(metrics, indent=2) + "\n")
-    memory.mark("end", videos=videos.height)
+    memory.mark("end", videos=table.height)
     return metrics
