@@ -23,6 +23,23 @@ def test_cpu_candidates_and_forced_precisions():
         prec.resolve("fp8", CPU, "infer.precision")
 
 
+def test_inference_on_cpu_also_computes_in_fp16_and_one_check_serves_both_keys():
+    assert prec.candidates(CPU, inference=True) == ("fp32", "bf16", "fp16")
+    assert prec.resolve("auto", CPU, "infer.precision", inference=True) == ("fp32", "bf16", "fp16")
+    assert prec.resolve("fp16", CPU, "infer.precision", inference=True) == ("fp16",)
+    with pytest.raises(FvcError, match=r"^infer\.precision: unknown precision 'int8': .* not one of auto"):
+        prec.resolve("int8", CPU, "infer.precision", inference=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where torch sees no GPU")
+def test_cuda_without_a_gpu_computes_in_nothing():
+    assert prec.candidates(torch.device("cuda")) == ()
+    for requested in ("auto", "fp32"):
+        refusal = rf"^train\.precision is '{requested}' but cuda cannot compute in it"
+        with pytest.raises(FvcError, match=refusal):
+            prec.resolve(requested, torch.device("cuda"), "train.precision")
+
+
 def test_autocast_computes_in_the_precision():
     x = torch.ones(4, 4)
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
