@@ -33,7 +33,7 @@ from fvc.core.errors import FvcError
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
 REQUESTS = ("auto", *PRECISIONS)
-DTYPES: dict[Precision, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Largest accepted deviation from fp32: max |result - fp32 result| / max(1, max |fp32 result|).
 TOLERANCE = 0.05
