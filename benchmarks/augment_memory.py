@@ -13,74 +13,19 @@ Usage: .venv/bin/python benchmarks/augment_memory.py [--sizes 10 50 400] [--work
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from fresh import run_fresh
+from setups import index_subsets, run_augment
 
 TOLERANCE = 0.10
-CLIP = {"num_frames": 8, "size": 64, "num_augmentations": 2, "seed": 1234, "decode_threads": 2}
 
 
 def fvc_case(spec: dict) -> dict:
     """One augment run in this (fresh) process: the peak after imports (MB), time, clips made."""
-    from fvc.clips.augment import augment_all
-    from fvc.core.memory import MB, peak_rss_bytes
-
-    baseline = peak_rss_bytes() / MB
-    out = Path(spec["out"])
-    start = time.perf_counter()
-    report = augment_all(
-        spec["index"],
-        out / "clips.csv",
-        out / "rejected.csv",
-        out / "clips",
-        out / "clips.partial.csv",
-        memory_log=out / "memory.jsonl",
-        **CLIP,
-    )
-    seconds = time.perf_counter() - start
-    return {"baseline_mb": baseline, "seconds": seconds, "clips": report.clips, "made": report.made}
-
-
-def make_index(workdir: Path, videos: int, distinct: int) -> Path:
-    """`distinct` demo videos extracted from their archive, listed cyclically as `videos` ids, and probed
-    into a video index (parquet)."""
-    import polars as pl
-
-    from fvc.data.archive import safe_extract
-    from fvc.data.demo import make_demo_dataset
-    from fvc.data.index import build_index
-
-    rows = make_demo_dataset(workdir / "demo", videos=min(videos, distinct), seed=11)
-    safe_extract(workdir / "demo" / "fvc_demo.tar.gz", workdir / "videos")
-    with (workdir / "videos.csv").open("w", newline="") as fh:
-        columns = ["video_id", "path", "label", "group", "sha256", "size"]
-        writer = csv.DictWriter(fh, columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for i in range(videos):
-            row, copy = rows[i % len(rows)], i // len(rows)
-            path = workdir / "videos" / row["video_id"]
-            writer.writerow(
-                {
-                    **row,
-                    "video_id": f"copy{copy}/{row['video_id']}",
-                    "group": f"{row['group']}_{copy}",
-                    "path": str(path),
-                    "label": int(row["label"] == "fake"),
-                }
-            )
-    index = workdir / "index.parquet"
-    build_index(workdir / "videos.csv", index, workdir / "index.csv", workdir / "rejected.csv")
-    table = pl.read_parquet(index)
-    print(
-        f"{table.height} demo videos: {table['width'].min()}-{table['width'].max()} px wide, "
-        f"{table['frames'].min()}-{table['frames'].max()} frames"
-    )
-    return index
+    return run_augment(spec)
 
 
 def main() -> int:
@@ -91,18 +36,10 @@ def main() -> int:
         "--workdir", default=None, help="keep the videos and outputs here (default: a temp dir)"
     )
     args = parser.parse_args()
-    import polars as pl
-
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)
-        start = time.perf_counter()
-        index = make_index(workdir, max(args.sizes), args.distinct)
-        print(f"made and indexed the videos in {time.perf_counter() - start:.0f} s\n")
-        full = pl.read_parquet(index)
         results = {}
-        for n in args.sizes:
-            subset = workdir / f"index_{n}.parquet"
-            full.head(n).write_parquet(subset)
+        for n, subset in index_subsets(workdir, args.sizes, args.distinct):
             results[n] = {
                 case: run_fresh(
                     f"{module}:{case}_case",

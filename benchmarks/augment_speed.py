@@ -4,7 +4,7 @@ The peer does per video what a plain script would: open it once with PyAV, list 
 and per clip seek to each needed frame's keyframe and decode forward to it, resize while converting to RGB,
 apply the same kinds of augmentation (crop, flip, colour jitter, blur, JPEG; torch and kornia), save the clip
 with safetensors and append a CSV row (no journal, no fsync, no memory log). Both run the same clip settings
-on the same videos (`fvc.data.demo`, listed cyclically as in `augment_memory.py`), each case in a fresh
+on the same videos (`fvc.data.demo`, listed cyclically: `setups.py`), each case in a fresh
 interpreter with one torch thread (`fresh.py`: videos/s and the child's own peak RSS). A last fresh run of
 fvc under cProfile says where its time goes. Target: fvc >= 0.8x the peer's videos/s.
 
@@ -28,38 +28,21 @@ from typing import Any
 
 import numpy as np
 from fresh import run_fresh
+from setups import CLIP, index_subsets, run_augment
 
-CLIP = {"num_frames": 8, "size": 64, "num_augmentations": 2, "seed": 1234, "decode_threads": 2}
 TARGET = 0.8
-
-
-def _fvc_run(spec: dict) -> dict:
-    from fvc.clips.augment import augment_all
-
-    out = Path(spec["out"])
-    start = time.perf_counter()
-    report = augment_all(
-        spec["index"],
-        out / "clips.csv",
-        out / "rejected.csv",
-        out / "clips",
-        out / "clips.partial.csv",
-        memory_log=out / "memory.jsonl",
-        **CLIP,
-    )
-    return {"seconds": time.perf_counter() - start, "clips": report.clips}
 
 
 def fvc_case(spec: dict) -> dict:
     """fvc's augment stage over the index in `spec`, with its memory log, journal and atomic clip files."""
-    return _fvc_run(spec)
+    return run_augment(spec)
 
 
 def fvc_profile(spec: dict) -> dict:
     """`fvc_case` under cProfile: the functions with the most total time, and fvc's own top calls."""
     profile = cProfile.Profile()
     profile.enable()
-    result = _fvc_run(spec)
+    result = run_augment(spec)
     profile.disable()
     text = io.StringIO()
     stats = pstats.Stats(profile, stream=text).sort_stats("tottime")
@@ -186,20 +169,12 @@ def main() -> int:
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile run of fvc")
     args = parser.parse_args()
-    import polars as pl
-    from augment_memory import make_index
-
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)
-        start = time.perf_counter()
-        index = make_index(workdir, max(args.sizes), args.distinct)
-        print(f"made and indexed the videos in {time.perf_counter() - start:.0f} s\n")
-        full = pl.read_parquet(index)
+        subsets = index_subsets(workdir, args.sizes, args.distinct)
         print(f"{'videos':>7}{'case':>6}{'clips':>7}{'videos/s':>10}{'peak RSS MB':>13}{'fvc/peer':>10}")
         ratios = []
-        for n in args.sizes:
-            subset = workdir / f"index_{n}.parquet"
-            full.head(n).write_parquet(subset)
+        for n, subset in subsets:
             best: dict[str, dict] = {}
             for rep in range(args.repeat):  # fvc and the peer alternate, so both see the same machine load
                 for case in ("fvc", "peer"):

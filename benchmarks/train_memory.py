@@ -19,15 +19,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from fresh import run_fresh
+from setups import ROOT, training_set
 
-from fresh import run_fresh  # noqa: E402
-from train_fixtures import write_dataset  # noqa: E402
-
-from fvc.core.config import load_config, model_specs  # noqa: E402
-from fvc.slurm.memory_keys import snakemake_overhead_mb  # noqa: E402
+from fvc.slurm.memory_keys import snakemake_overhead_mb
 
 MAX_SLACK = 1.4
 
@@ -60,20 +55,11 @@ def main() -> int:
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
     parser.add_argument("--models", nargs="*", default=None)
     args = parser.parse_args()
-    config = load_config(args.config)
-    specs = model_specs(config)
-    overhead_mb = snakemake_overhead_mb(config)
-    names = args.models or list(specs)
     rows, ok = [], True
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        clips, folds = write_dataset(
-            root / "data",
-            videos=24,
-            augmentations=config["augment"]["num_augmentations"],
-            num_frames=config["augment"]["num_frames"],
-            size=config["augment"]["size"],
-        )
+        config, specs, data = training_set(args.config, Path(tmp) / "data", videos=24)
+        overhead_mb = snakemake_overhead_mb(config)
+        names = args.models or list(specs)
         print(
             f"{'model':<20} {'gc':>3} {'mem_mb':>7} {'peak on':>8} {'peak off':>8} {f'+{overhead_mb}':>7} "
             f"{'ratio':>6} {'clips/s on':>10} {'off':>8}  verdict",
@@ -81,7 +67,7 @@ def main() -> int:
         )
         for name in names:
             spec = {**asdict(specs[name]), "epochs": 1}
-            base = {"spec": spec, "root": str(root / "data"), "clips": str(clips), "folds": str(folds)}
+            base = {"spec": spec, **data}
             on, off = (
                 run_fresh("train_memory:case", {**base, "gc": gc, "out": f"{tmp}/{name}-{gc}"}, threads=1)
                 for gc in (True, False)

@@ -21,11 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from fresh import run_fresh  # noqa: E402
+from fresh import run_fresh
+from setups import ROOT, training_set
 
 TARGET = 0.85
 
@@ -104,10 +101,6 @@ def bare_case(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    from train_fixtures import write_dataset
-
-    from fvc.core.config import load_config, model_specs
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
     parser.add_argument("--models", nargs="*", default=None)
@@ -118,31 +111,16 @@ def main() -> int:
         "--probe-share", type=float, default=None, help="auto's probe share (default: fvc's own)"
     )
     args = parser.parse_args()
-    config = load_config(args.config)
-    specs = model_specs(config)
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "data"
-        clips, folds = write_dataset(
-            root,
-            videos=args.videos,
-            augmentations=config["augment"]["num_augmentations"],
-            num_frames=config["augment"]["num_frames"],
-            size=config["augment"]["size"],
-        )
+        _, specs, data = training_set(args.config, Path(tmp) / "data", args.videos)
         print(
             f"{'model':<20} {'prec':<5} {'fvc':>8} {'bare':>8} {'ratio':>6} {'epoch':>8}  "
             f"(clips/s; epoch = fvc incl. validation + checkpoint)",
             flush=True,
         )
         for name in args.models or list(specs):
-            base = {
-                "spec": asdict(specs[name]),
-                "epochs": args.epochs,
-                "root": str(root),
-                "clips": str(clips),
-                "folds": str(folds),
-            }
+            base = {"spec": asdict(specs[name]), "epochs": args.epochs, **data}
             for precision in args.precisions:
                 case = {**base, "precision": precision, "out": f"{tmp}/{name}-{precision}"}
                 fvc = run_fresh("train_speed:fvc_case", case, threads=1)

@@ -19,8 +19,25 @@ def test_cpu_candidates_and_forced_precisions():
     assert prec.resolve("bf16", CPU, "train.precision") == ("bf16",)
     with pytest.raises(FvcError, match=r"^train\.precision is 'fp16' but cpu computes in fp32, bf16"):
         prec.resolve("fp16", CPU, "train.precision")
-    with pytest.raises(FvcError, match=r"^infer\.precision: unknown precision 'fp8'"):
+    with pytest.raises(FvcError, match=r"^infer\.precision is 'fp8', an unknown precision: use one of auto"):
         prec.resolve("fp8", CPU, "infer.precision")
+
+
+def test_inference_on_cpu_also_computes_in_fp16_and_one_check_serves_both_keys():
+    assert prec.candidates(CPU, inference=True) == ("fp32", "bf16", "fp16")
+    assert prec.resolve("auto", CPU, "infer.precision", inference=True) == ("fp32", "bf16", "fp16")
+    assert prec.resolve("fp16", CPU, "infer.precision", inference=True) == ("fp16",)
+    with pytest.raises(FvcError, match=r"^infer\.precision is 'int8', an unknown precision: use one of auto"):
+        prec.resolve("int8", CPU, "infer.precision", inference=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where torch sees no GPU")
+def test_cuda_without_a_gpu_computes_in_nothing():
+    assert prec.candidates(torch.device("cuda")) == ()
+    for requested in ("auto", "fp32"):
+        refusal = rf"^train\.precision is '{requested}' but cuda cannot compute in it"
+        with pytest.raises(FvcError, match=refusal):
+            prec.resolve(requested, torch.device("cuda"), "train.precision")
 
 
 def test_autocast_computes_in_the_precision():

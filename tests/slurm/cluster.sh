@@ -12,6 +12,7 @@
 # detected), FVC_SLURM_ACCOUNT (default fvc), FVC_SLURM_PARTITION (default debug).
 set -euo pipefail
 
+ROOT=$(cd "${BASH_SOURCE[0]%/*}/../.." && pwd)
 STATE=${FVC_SLURM_STATE:-/var/tmp/fvc-slurm}
 ACCOUNT=${FVC_SLURM_ACCOUNT:-fvc}
 PARTITION=${FVC_SLURM_PARTITION:-debug}
@@ -44,25 +45,7 @@ install_packages() {
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
     ((${#missing[@]})) || return 0
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # Another apt/dpkg may hold the locks for a while (unattended upgrades, a parallel install): wait, don't fail.
-    local apt=(apt-get -o DPkg::Lock::Timeout=1200 -o Acquire::Retries=3)
-    retry 40 "${apt[@]}" update -qq
-    retry 5 "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-
-# Run a command up to $1 times, 30 s apart (apt-get update has no lock timeout of its own for its lists).
-retry() {
-    local tries=$1 i
-    shift
-    for ((i = 1; i <= tries; i++)); do
-        "$@" && return 0
-        ((i < tries)) || break
-        log "'$*' failed (attempt $i of $tries); retrying in 30 s"
-        sleep 30
-    done
-    return 1
+    "$BASH" "$ROOT/scripts/apt_install.sh" "${missing[@]}"  # waits for apt's lock, doesn't fail on it
 }
 
 # A digest of the configuration files; empty input (files not written yet) is a digest too.

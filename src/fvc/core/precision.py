@@ -8,8 +8,10 @@ tolerance wins.
 
 API (shared by training and inference):
 - `PRECISIONS`, `REQUESTS`: the names; `Precision`: their type.
-- `candidates(device)`: what the device can compute in, fp32 first.
-- `resolve(requested, device, key)`: a forced precision checked against the device (FvcError naming `key`).
+- `DTYPES`: each precision's torch dtype.
+- `candidates(device, inference=...)`: what the device computes in, fp32 first (inference on CPU adds fp16).
+- `resolve(requested, device, key, inference=...)`: the candidates for a request, a forced one checked against
+  the device (FvcError naming `key`).
 - `autocast(precision, device)`: the context a step runs under.
 - `probe(step, precisions, budget_steps=...)`: the timing probe; returns a `ProbeResult` (`chosen` + one
   `Figures` per candidate, JSON-able via `as_dict`).
@@ -31,7 +33,7 @@ from fvc.core.errors import FvcError
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
 REQUESTS = ("auto", *PRECISIONS)
-DTYPES: dict[Precision, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Largest accepted deviation from fp32: max |result - fp32 result| / max(1, max |fp32 result|).
 TOLERANCE = 0.05
@@ -39,26 +41,35 @@ TOLERANCE = 0.05
 MARGIN = 0.95
 
 
-def candidates(device: torch.device) -> tuple[Precision, ...]:
-    """The precisions `device` computes in, fp32 first: CPU fp32, bf16; CUDA fp32, bf16 where the GPU
-    supports it, fp16."""
+def candidates(device: torch.device, *, inference: bool = False) -> tuple[Precision, ...]:
+    """The precisions `device` computes in, fp32 first: CUDA fp32, bf16 where the GPU supports it, fp16 (none
+    when torch sees no GPU); CPU fp32, bf16, and for `inference` also fp16 (training's fp16 needs a
+    GradScaler, which a CPU lacks)."""
     if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return ()
         with torch.cuda.device(device):
             bf16 = torch.cuda.is_bf16_supported()
         return ("fp32", "bf16", "fp16") if bf16 else ("fp32", "fp16")
     if device.type == "cpu":
-        return ("fp32", "bf16")
+        return ("fp32", "bf16", "fp16") if inference else ("fp32", "bf16")
     return ("fp32",)
 
 
-def resolve(requested: str, device: torch.device, key: str) -> tuple[Precision, ...]:
-    """The candidates for `requested` on `device`: all of them for `auto`, else the one forced. Raises
-    FvcError naming the config `key` (e.g. `train.precision`) for an unknown or unsupported precision."""
-    supported = candidates(device)
+def resolve(
+    requested: str, device: torch.device, key: str, *, inference: bool = False
+) -> tuple[Precision, ...]:
+    """The candidates for `requested` on `device` (for `inference` or training): all of them for `auto`, else
+    the one forced. Raises FvcError naming the config `key` (e.g. `train.precision`) for an unknown precision
+    or one the device cannot compute in."""
+    if requested not in REQUESTS:
+        known = ", ".join(REQUESTS)
+        raise FvcError(f"{key} is {requested!r}, an unknown precision: use one of {known}")
+    supported = candidates(device, inference=inference)
+    if not supported:
+        raise FvcError(f"{key} is {requested!r} but {device.type} cannot compute in it: torch sees no GPU")
     if requested == "auto":
         return supported
-    if requested not in PRECISIONS:
-        raise FvcError(f"{key}: unknown precision {requested!r}; use {', '.join(REQUESTS)}")
     if requested not in supported:
         raise FvcError(
             f"{key} is {requested!r} but {device.type} computes in {', '.join(supported)}; "

@@ -35,11 +35,10 @@ from fvc.core.atomic import atomic_path, write_text
 from fvc.core.devices import resolve_device
 from fvc.core.memory import MB, MemoryLog
 from fvc.core.metrics import THRESHOLD, binary_metrics, group_scores
+from fvc.core.precision import DTYPES, candidates
 from fvc.core.progress import progress
 from fvc.data.video import DECODE_THREADS
 from fvc.infer.precision import (
-    DTYPES,
-    candidates,
     check_precision,
     compute_copy_bytes,
     compute_in,
@@ -151,7 +150,7 @@ def predict(
         pending: list[tuple[int, torch.Tensor]] = []
         if precision == "auto":
             chosen, trials, pending = probe(
-                candidates(device),
+                candidates(device, inference=True),
                 lambda name, batch, seconds: run(name, batch[1], seconds),
                 batches,
                 lambda batch, probs: outputs.__setitem__(batch[0], probs.tolist()),
@@ -168,7 +167,7 @@ def predict(
                 chosen,
                 "; ".join(trial.summary() for trial in trials),
             )
-        order = [record["chosen"], *(p for p in candidates(device) if p != record["chosen"])]
+        order = [record["chosen"], *(p for p in candidates(device, inference=True) if p != record["chosen"])]
         for index, clips in itertools.chain(pending, batches):  # one batch in memory at a time
             while True:
                 try:

@@ -1,5 +1,7 @@
-"""Inference precision: which compute dtypes a device can run on fp16 storage, how each runs without an
-fp32 (or bf16) copy of the whole model, and the start-of-job probe that picks the fastest accurate one.
+"""Inference precision: how each compute dtype runs on fp16 storage without an fp32 (or bf16) copy of the
+whole model, and the start-of-job probe that picks the fastest accurate one. Which precisions a device
+computes in, and their dtypes, are `fvc.core.precision`'s (`check_precision` binds its `resolve` to
+`infer.precision`).
 
 Storage stays fp16 (the exports, loaded lean). `fp16` computes on it directly (under fp16 autocast on CUDA).
 `fp32` and `bf16` go through `compute_in`: a model whose whole compute copy is at most SMALL_COPY (every
@@ -8,8 +10,10 @@ model of the table) is cast once (`cast_whole`: no per-batch hooks or casts); a 
 layer, whose forward reads its children's weights) has its fp16 tensors swapped for compute-dtype copies
 for its own forward only, so at most one unit's copy is alive at a time.
 
-`probe` is generic: it times a few calls per candidate and takes the fastest accepted one; a call runs under
-a deadline and is cut short (`TooSlow`) once it cannot win or the probe's time budget is spent.
+`probe` times a few calls per candidate on the job's own batches and takes the fastest accepted one; unlike
+training's probe (`fvc.core.precision.probe`, which repeats one step whose result is thrown away), every call
+it completes on a new batch is the job's work and kept, and a call runs under a deadline and is cut short
+(`TooSlow`) once it cannot win or the probe's time budget is spent.
 """
 
 from __future__ import annotations
@@ -17,35 +21,24 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from fvc.core.errors import FvcError
 from fvc.core.memory import MB, fix_mmap_threshold
+from fvc.core.precision import Precision, resolve
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-REFERENCE = "fp32"
-KEY = "infer.precision"
 FUSED = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 SMALL_COPY = 8 * MB  # a whole compute copy up to this size is kept for the job instead of cast per unit
 
 
-def candidates(device: torch.device) -> list[str]:
-    """Precisions `device` can compute in, the reference (fp32) first."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return ["fp32", "fp16"]
-    return ["fp32", "bf16", "fp16"]
-
-
-def check_precision(requested: str, device: torch.device) -> None:
-    """Raise FvcError naming `infer.precision` when `requested` is neither auto nor doable on `device`."""
-    if requested != "auto" and requested not in candidates(device):
-        known = ", ".join(["auto", *candidates(device)])
-        raise FvcError(f"{KEY} is {requested!r} but {device} cannot compute in it; use {known}")
+def check_precision(requested: str, device: torch.device) -> tuple[Precision, ...]:
+    """`infer.precision`'s candidates on `device` (`resolve` for inference: fp16 counts on CPU too); FvcError
+    naming the key when `requested` is neither auto nor doable there."""
+    return resolve(requested, device, "infer.precision", inference=True)
 
 
 Slot = tuple[dict[str, Any], str, torch.Tensor]
@@ -227,7 +220,7 @@ Run = Callable[[str, Any, float], torch.Tensor]
 
 
 def probe(
-    names: list[str],
+    names: Sequence[str],
     run: Run,
     batches: Iterator[Any],
     keep: Callable[[Any, torch.Tensor], None],
