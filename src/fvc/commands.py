@@ -194,6 +194,7 @@ def train(args: argparse.Namespace, overrides: Overrides) -> int:
     folds_csv = require(args.folds or layout.folds.folds_csv, "fvc folds")
     out = TrainFiles(args.out_dir) if args.out_dir else layout.train(args.model, args.fold)
     exports = ExportFiles(args.export_dir) if args.export_dir else layout.exports(args.model)
+    from fvc.slurm.memory_keys import snakemake_overhead_mb
     from fvc.train.training import train_fold
 
     metrics = train_fold(
@@ -209,6 +210,7 @@ def train(args: argparse.Namespace, overrides: Overrides) -> int:
         seed=config["seed"],
         memory_log=args.memory_log,
         root=args.root or ".",
+        snakemake_overhead_mb=snakemake_overhead_mb(config),
     )
     print(json.dumps({"best_epoch": metrics["best_epoch"], **metrics["best"]}))
     return 0

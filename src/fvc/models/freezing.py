@@ -72,6 +72,12 @@ def check_trainable(model: ClipClassifier) -> list[dict[str, Any]]:
     return rows
 
 
+def frozen_parameters(model: nn.Module) -> set[str]:
+    """State-dict names of the parameters training leaves unchanged (`requires_grad` off), tied names too:
+    what a fold's export stores once, shared (`fvc.weights.export.export_fp16`'s `frozen`)."""
+    return {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
 def non_persistent_buffers(model: nn.Module) -> list[str]:
     """Buffers missing from the state dict (these would be lost when a meta-built model loads weights)."""
     saved = set(model.state_dict())

@@ -3,7 +3,10 @@ temporal transformer head.
 
 params (both):
 - `backbone`: a local folder written by `save_pretrained` (loaded with `from_pretrained`; nothing is
-  downloaded). Without it, a small random ViT is built from `vit` (ViTConfig overrides).
+  downloaded), e.g. `google/vit-base-patch16-224-in21k` saved on a machine with internet; a
+  ViTForImageClassification folder works too (its classifier is left out). Tensors the backbone does not use
+  are left out with one log line; a folder missing tensors the ViT needs is refused. Without `backbone`, a
+  small random ViT is built from `vit` (ViTConfig overrides).
 - `freeze_backbone`: default true with a pretrained `backbone`, false for a random one. A frozen backbone
   trains only the new parts (vit_gru: the GRU head; vit_transformer: the tubelet embedding and the head).
 vit_gru: `gru_hidden` (default 64). vit_transformer: `tubelet` (frames per tubelet, default 2),
@@ -15,15 +18,20 @@ exported params carry the backbone's config as `vit`, so inference needs no back
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from fvc.core.errors import FvcError
 from fvc.models.base import ClipClassifier
 
 if TYPE_CHECKING:
     from transformers import ViTModel
+
+log = logging.getLogger(__name__)
 
 TINY_VIT = {
     "hidden_size": 64,
@@ -36,8 +44,46 @@ TINY_VIT = {
 }
 
 
+class BackboneError(FvcError, ValueError):
+    """A `backbone` folder whose weights do not fit a ViT."""
+
+
 def _on_meta() -> bool:
     return torch.empty(0).device.type == "meta"
+
+
+def _first(names: Collection[str], count: int = 5) -> str:
+    shown = sorted(names)[:count]
+    return ", ".join(shown) + (", ..." if len(names) > count else "")
+
+
+def _from_pretrained(path: str) -> ViTModel:
+    """`ViTModel.from_pretrained` without transformers' load report and progress bar: tensors the ViT does not
+    use (a pooler, a classifier) are logged in one line; missing or mis-shaped ones raise BackboneError."""
+    from transformers import ViTModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity, progress = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = ViTModel.from_pretrained(path, add_pooling_layer=False, output_loading_info=True)
+    except RuntimeError as exc:  # mis-shaped tensors: transformers raises after its report
+        raise BackboneError(f"ViT backbone {path!r}: its tensors do not fit its config.json") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if progress:
+            hf_logging.enable_progress_bar()
+    if info["missing_keys"]:
+        missing = info["missing_keys"]
+        raise BackboneError(
+            f"ViT backbone {path!r}: not a ViT save_pretrained folder: {len(missing)} tensors the ViT needs "
+            f"are missing ({_first(missing)})"
+        )
+    if info["unexpected_keys"]:
+        left = info["unexpected_keys"]
+        log.info("ViT backbone %s: %d stored tensors left out (%s)", path, len(left), _first(left))
+    return model
 
 
 def load_backbone(backbone: str | None, vit: dict[str, Any], size: int) -> ViTModel:
@@ -51,7 +97,7 @@ def load_backbone(backbone: str | None, vit: dict[str, Any], size: int) -> ViTMo
         if _on_meta():
             return ViTModel(ViTConfig.from_pretrained(path), add_pooling_layer=False)
         try:
-            return ViTModel.from_pretrained(path, add_pooling_layer=False)
+            return _from_pretrained(path)
         except OSError as exc:
             raise FileNotFoundError(f"ViT backbone {path!r}: not a save_pretrained folder ({exc})") from exc
     config = ViTConfig(**{**TINY_VIT, "image_size": size, **vit})

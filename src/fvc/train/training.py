@@ -38,7 +38,9 @@ from fvc.core.metrics import binary_metrics
 from fvc.core.progress import progress
 from fvc.core.seeding import stable_seed
 from fvc.models import ClipClassifier, build_model, check_trainable, export_config, scale_clips
+from fvc.models.freezing import frozen_parameters
 from fvc.train import checkpoint
+from fvc.train.headroom import check_headroom
 from fvc.train.loader import Batches, EpochShuffle, make_loaders
 from fvc.weights.export import export_fp16
 
@@ -189,10 +191,12 @@ def train_fold(
     memory_log: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] = ".",
     probe_share: float = PROBE_SHARE,
+    snakemake_overhead_mb: int = 0,
 ) -> dict[str, Any]:
     """Train `spec.name` on fold `fold` (resuming from `checkpoint_dir` when it holds a checkpoint) in
     `precision` (`auto`: chosen by `choose_precision` with `probe_share`), with the row's gradient
-    checkpointing; write the metrics JSON and the best epoch's fp16 export (`out_weights` + `.json`).
+    checkpointing; write the metrics JSON and the best epoch's fp16 export (`out_weights` + `.json`, frozen
+    parameters in a shared file). Warns when the peak plus `snakemake_overhead_mb` nears `spec.mem_mb`.
     Returns the metrics."""
     mem = MemoryLog(memory_log, "train")
     mem.mark("start", model=spec.name, fold=fold)
@@ -218,10 +222,11 @@ def train_fold(
     state = checkpoint.load_state(checkpoint_dir)
     assert state is not None, "training wrote a checkpoint"
     _load_trainable(model, checkpoint.load_tensors(checkpoint_dir, state, "best"), str(checkpoint_dir))
-    export_fp16(model.cpu(), export_config(spec.name, model), out_weights)
+    export_fp16(model.cpu(), export_config(spec.name, model), out_weights, frozen=frozen_parameters(model))
     metrics["parameters"] = report
     checkpoint.write_json(Path(out_metrics), metrics)
-    mem.mark("end", best_epoch=metrics["best_epoch"])
+    end = mem.mark("end", best_epoch=metrics["best_epoch"])
+    check_headroom(spec.name, spec.mem_mb, end["peak_rss_mb"], snakemake_overhead_mb)
     return metrics
 
 

@@ -1,24 +1,33 @@
-"""fp16 export of a trained model: safetensors written tensor by tensor (maybe sharded) + its JSON config.
+"""fp16 export of a trained model: safetensors written tensor by tensor (maybe in parts) + its JSON config.
 
 Layout for `weights_path = .../fold0.safetensors`:
 
-- one file: `fold0.safetensors` holds every tensor (floating ones cast to fp16).
-- sharded (`max_shard_bytes` exceeded): `fold0-00001-of-00003.safetensors`, ... next to it, the index
-  `fold0.safetensors.index.json` (`{"metadata": {"total_size"}, "weight_map": {tensor: shard}}`, as
-  transformers writes it), and `fold0.safetensors` itself is a valid safetensors file with no tensors whose
-  metadata `fvc_index` names the index, so the path a workflow declares always exists and loads.
+- one file: `fold0.safetensors` holds every tensor (floating ones cast to fp16), when nothing is frozen and
+  no `max_shard_bytes` is exceeded.
+- in parts: the tensors training changed (trainable parameters and buffers) go to `fold0-<hash>.safetensors`
+  (several when `max_shard_bytes` is exceeded), the frozen parameters to
+  `shared/<sha256>.safetensors`, one file per content that every fold with the same frozen backbone shares
+  (written once: skipped when a file with that hash is already there). The index
+  `fold0.safetensors.index.json` (`{"metadata": {"total_size"}, "weight_map": {tensor: file}}`, as
+  transformers writes it, file names relative to it) lists them, and `fold0.safetensors` itself is a valid
+  safetensors file with no tensors whose metadata `fvc_index` names the index, so the path a workflow
+  declares always exists and loads.
 
-The config goes to `fold0.json`. Every file is written atomically (`fvc.core.atomic`); the file at
-`weights_path` is written last, so its presence means the export is complete. Headers come from
+Every part is named by its content (sha256 of its bytes), so a new export never overwrites a file the old one
+uses: the parts are written first, the index last (it is the commit point; a full `fold0.safetensors`, which
+names no index, wins over a stale index), and only then are the fold's unused parts removed. A killed export
+leaves the old or the new complete set. Shared files are never removed (other folds may use them). The
+config goes to `fold0.json`. Every file is written atomically (`fvc.core.atomic`). Headers come from
 `fvc.weights.safetensors_io`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +40,8 @@ from fvc.weights.safetensors_io import encode_header
 Named = list[tuple[str, torch.Tensor]]
 
 INDEX_KEY = "fvc_index"
+#: Folder (next to the exports) of the frozen tensors, one file per content.
+SHARED_DIR = "shared"
 SAFETENSORS_DTYPES = {
     torch.float64: "F64",
     torch.float32: "F32",
@@ -56,10 +67,9 @@ def config_path(weights_path: str | os.PathLike[str]) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
-def shard_name(weights_path: str | os.PathLike[str], number: int, total: int) -> str:
-    """Shard file name in transformers' style: `fold0-00001-of-00003.safetensors`."""
-    path = Path(weights_path)
-    return f"{path.stem}-{number:05d}-of-{total:05d}{path.suffix}"
+def _part_pattern(weights_path: Path) -> re.Pattern[str]:
+    """Names of a fold's own parts: `fold0-<16 hex digits>.safetensors`."""
+    return re.compile(rf"{re.escape(weights_path.stem)}-[0-9a-f]{{16}}{re.escape(weights_path.suffix)}")
 
 
 def _export_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -77,10 +87,14 @@ def _header(tensors: Named, metadata: dict[str, str]) -> bytes:
     return encode_header(entries, metadata)
 
 
+def _cast(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor in its export dtype, contiguous on the CPU."""
+    return tensor.detach().to(device="cpu", dtype=_export_dtype(tensor)).contiguous()
+
+
 def _write_tensor(fh: IO[bytes], tensor: torch.Tensor) -> None:
     """Cast one tensor to its export dtype on the CPU and append its raw bytes."""
-    data = tensor.detach().to(device="cpu", dtype=_export_dtype(tensor)).contiguous()
-    fh.write(data.reshape(-1).view(torch.uint8).numpy().data)
+    fh.write(_cast(tensor).reshape(-1).view(torch.uint8).numpy().data)
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -110,10 +124,36 @@ def _split(tensors: Iterable[tuple[str, torch.Tensor]], max_shard_bytes: int) ->
     return shards
 
 
-def _remove_stale_shards(weights_path: Path, keep: set[str]) -> None:
-    """Delete shards of an earlier export of the same path that the new one does not use."""
-    stem = re.escape(weights_path.stem)
-    pattern = re.compile(rf"{stem}-\d{{5}}-of-\d{{5}}{re.escape(weights_path.suffix)}")
+def _digest(tensors: Named, metadata: dict[str, str]) -> str:
+    """sha256 of the safetensors file `write_safetensors` would write (cast one tensor at a time)."""
+    digest = hashlib.sha256(_header(tensors, metadata))
+    for _, tensor in tensors:
+        digest.update(_cast(tensor).reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def write_by_content(
+    folder: Path, prefix: str, tensors: Named, metadata: dict[str, str], digits: int
+) -> Path:
+    """Write `tensors` to `folder/<prefix><first digits of their sha256>.safetensors`, unless that file is
+    already there with that content. Returns its path."""
+    digest = _digest(tensors, metadata)
+    path = folder / f"{prefix}{digest[:digits]}.safetensors"
+    if path.is_file() and _file_digest(path) == digest:
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors(path, tensors, metadata)
+    return path
+
+
+def _remove_stale_parts(weights_path: Path, keep: set[str]) -> None:
+    """Delete the fold's own parts of an earlier export that the new one does not use."""
+    pattern = _part_pattern(weights_path)
     for old in weights_path.parent.iterdir():
         if pattern.fullmatch(old.name) and old.name not in keep:
             old.unlink()
@@ -124,32 +164,41 @@ def export_fp16(
     export_config: dict,
     weights_path: str | os.PathLike[str],
     max_shard_bytes: int | None = None,
+    frozen: Collection[str] = (),
 ) -> None:
-    """Write `model`'s state dict as fp16 safetensors at `weights_path` (sharded when larger than
-    `max_shard_bytes`) and `export_config` (with `"dtype": "float16"`) as JSON next to it."""
+    """Write `model`'s state dict as fp16 safetensors at `weights_path` and `export_config` (with
+    `"dtype": "float16"`) as JSON next to it. The state-dict entries named in `frozen` (parameters training
+    left unchanged) go to a shared file by content; the others are split at `max_shard_bytes`."""
     weights_path = Path(weights_path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = list(model.state_dict().items())
     for name, tensor in tensors:
         if _export_dtype(tensor) not in SAFETENSORS_DTYPES:
             raise TypeError(f"{weights_path}: tensor {name!r}: no safetensors dtype for {tensor.dtype}")
+    frozen = set(frozen)
+    unknown = sorted(frozen - {name for name, _ in tensors})
+    if unknown:
+        raise ValueError(f"{weights_path}: frozen tensors {unknown[:5]} are not in the state dict")
     metadata = {"format": "pt"}
     config = {**export_config, "dtype": "float16"}
     write_bytes(config_path(weights_path), _json_bytes(config))
 
-    shards = _split(tensors, max_shard_bytes) if max_shard_bytes else [tensors]
-    if len(shards) == 1:
+    shared = [(name, t) for name, t in tensors if name in frozen]
+    trained = [(name, t) for name, t in tensors if name not in frozen]
+    shards = _split(trained, max_shard_bytes) if max_shard_bytes else [trained]
+    if not shared and len(shards) == 1:
         write_safetensors(weights_path, tensors, metadata)
         index_path(weights_path).unlink(missing_ok=True)
-        _remove_stale_shards(weights_path, keep=set())
+        _remove_stale_parts(weights_path, keep=set())
         return
-    names = [shard_name(weights_path, i + 1, len(shards)) for i in range(len(shards))]
-    weight_map: dict[str, str] = {}
-    for name, shard in zip(names, shards, strict=True):
-        write_safetensors(weights_path.with_name(name), shard, metadata)
-        weight_map.update({tensor_name: name for tensor_name, _ in shard})
+    folder = weights_path.parent
+    prefix = f"{weights_path.stem}-"
+    parts = [(write_by_content(folder, prefix, shard, metadata, 16), shard) for shard in shards if shard]
+    if shared:
+        parts.append((write_by_content(folder / SHARED_DIR, "", shared, metadata, 64), shared))
+    weight_map = {name: path.relative_to(folder).as_posix() for path, part in parts for name, _ in part}
     index = {"metadata": {"total_size": sum(_nbytes(t) for _, t in tensors)}, "weight_map": weight_map}
     index_file = index_path(weights_path)
     write_bytes(index_file, _json_bytes(index))
     write_safetensors(weights_path, [], {**metadata, INDEX_KEY: index_file.name})
-    _remove_stale_shards(weights_path, keep=set(names))
+    _remove_stale_parts(weights_path, keep={path.name for path, _ in parts})

@@ -48,8 +48,9 @@ def _index_files(index: Path) -> list[Path]:
 
 
 def weight_files(path: str | os.PathLike[str]) -> list[Path]:
-    """The safetensors file(s) holding the weights: one file, or the shards of an index (given directly, or
-    named by an fvc export's `fvc_index` metadata, or found as `<path>.index.json`)."""
+    """The safetensors file(s) holding the weights: one file, or the files of an index (given directly, or
+    named by an fvc export's `fvc_index` metadata, or found as `<path>.index.json`), e.g. a compact export's
+    own part and its `shared/` frozen tensors."""
     path = Path(path)
     _refuse_pickle(path)
     if path.name.endswith(".index.json"):
