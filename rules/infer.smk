@@ -1,7 +1,7 @@
 rule infer:
     input:
-        # Each fold{fold}.safetensors is a valid safetensors file: the weights, or (sharded export) an empty
-        # one whose metadata names fold{fold}.safetensors.index.json, the shards' index next to it.
+        # Each fold{fold}.safetensors is a valid safetensors file: the weights, or (split export) an empty one
+        # whose metadata names fold{fold}.safetensors.index.json, the index of its parts (and shared/ files).
         weights=fold_exports,
         # The test videos' files: each is scored from infer.clips_per_video clips decoded from it.
         index=str(LAYOUT.index.parquet),
