@@ -9,7 +9,8 @@
 # For Debian 12 machines where PID 1 is not systemd: every daemon is started by hand, as root.
 # Memory caps: cgroup (v1 memory controller writable) or, failing that, sampled polling (OverMemoryKill).
 # Environment: FVC_SLURM_STATE (default /var/tmp/fvc-slurm), FVC_SLURM_MEMORY_MODE=cgroup|poll (default:
-# detected), FVC_SLURM_ACCOUNT (default fvc), FVC_SLURM_PARTITION (default debug), FVC_SLURM_GPUS (default 2).
+# detected), FVC_SLURM_ACCOUNT (default fvc), FVC_SLURM_PARTITION (default debug), FVC_SLURM_GPU_PARTITION
+# (default gpu: a second partition over the same node, for GPU work), FVC_SLURM_GPUS (default 2).
 # GPUs as SLURM sees them: GRES `gpu` on the node, backed by device files /dev/fvc_fake_gpuN that the script
 # creates (character devices with /dev/null's numbers; plain files where mknod is refused). SLURM allocates
 # them, sets CUDA_VISIBLE_DEVICES in the job and accounts gres/gpu in AllocTRES; torch sees no GPU.
@@ -19,6 +20,7 @@ STATE=${FVC_SLURM_STATE:-/var/tmp/fvc-slurm}
 ACCOUNT=${FVC_SLURM_ACCOUNT:-fvc}
 PARTITION=${FVC_SLURM_PARTITION:-debug}
 GPUS=${FVC_SLURM_GPUS:-2}
+GPU_PARTITION=${FVC_SLURM_GPU_PARTITION:-gpu}
 FAKE_GPU=/dev/fvc_fake_gpu
 CLUSTER=fvc
 CONF_DIR=/etc/slurm
@@ -150,6 +152,7 @@ EOF
         fi
         echo "$node Gres=gpu:$GPUS"
         echo "PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP"
+        echo "PartitionName=$GPU_PARTITION Nodes=ALL MaxTime=INFINITE State=UP"
     } >"$tmp"
     chmod 644 "$tmp"
     mv "$tmp" "$CONF_DIR/slurm.conf"
