@@ -62,7 +62,7 @@ def test_workflow_asks_gpus_for_a_gpu_model_only_and_the_audit_sees_them(
     train = calls["rule_train_wildcards_naive_cnn_0"]
     assert "--gpus=1" in train and "--cpus-per-task=2" in train and partition(train) == "gpu", train
     assert "--gpus=1" in calls["rule_infer_wildcards_naive_cnn"]
-    for rule in ("rule_augment", "rule_folds", "rule_audit"):
+    for rule in ("rule_index", "rule_augment", "rule_folds"):  # demo_data, download, audit: local rules
         assert "--gpus" not in calls[rule] and partition(calls[rule]) == "debug", calls[rule]
     jobs = read_sacct(submitted(result.stdout))
     held = {job.allocation.comment: job.gpus for job in jobs.values()}
