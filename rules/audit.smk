@@ -57,6 +57,7 @@ rule audit:
     resources:
         mem_mb=rule_mem_mb("audit"),
         runtime=rule_runtime("audit"),
+        slurm_partition=CPU_PARTITION,
     params:
         settings=settings(safety_factor=config["audit"]["safety_factor"]),
         models=TRAIN_MODELS,

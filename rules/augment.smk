@@ -17,6 +17,7 @@ rule augment:
     resources:
         mem_mb=rule_mem_mb("augment"),
         runtime=rule_runtime("augment"),
+        slurm_partition=CPU_PARTITION,
     params:
         # Clips and the row-by-row journal live outside the declared outputs, so a failed or killed
         # job keeps them and the rerun resumes where it stopped.

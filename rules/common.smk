@@ -6,13 +6,24 @@ from pathlib import Path
 from fvc.core.config import model_specs
 from fvc.core.paths import DEMO, Layout
 from fvc.core.joblog import SNAKEMAKE_PID_ENV
+from fvc.slurm.partitions import partition
 
 # Every stage's files, shared with the `fvc` command.
 LAYOUT = Layout(config["results_dir"])
 # Fields of a model's row that size its jobs (resources) rather than shape its results: editing them reruns nothing.
-RESOURCE_FIELDS = ("mem_mb", "infer_mem_mb", "runtime")
+RESOURCE_FIELDS = (
+    "mem_mb",
+    "infer_mem_mb",
+    "runtime",
+    "gpus",
+    "gpu_model",
+    "cpus",
+    "vram_mb",
+)
 MODEL_SPECS = model_specs(config, "config.yaml")
 TRAIN_MODELS = config["train"]["models"]
+# Partition of the jobs that never use a GPU (data stages, audit): fvc.slurm.partitions.
+CPU_PARTITION = partition(config, "cpu")
 FOLDS = list(range(config["folds"]["k"]))
 # Jobs end when this snakemake process ends (fvc.core.joblog.exit_with_snakemake): no orphans of a killed run.
 os.environ[SNAKEMAKE_PID_ENV] = str(os.getpid())
@@ -88,6 +99,27 @@ def train_runtime(wildcards):
 def infer_mem_mb(wildcards, attempt):
     """Inference memory from the model's table row, growing with the attempt."""
     return grown(MODEL_SPECS[wildcards.model].infer_mem_mb, attempt)
+
+
+def model_gpus(wildcards):
+    """GPUs of a model's train and infer jobs (sbatch --gpus; 0 asks for none)."""
+    return MODEL_SPECS[wildcards.model].gpus
+
+
+def model_gpu_model(wildcards):
+    """The GPU type of a model's jobs (sbatch --gpus=<type>:<n>); empty: any GPU (or none)."""
+    spec = MODEL_SPECS[wildcards.model]
+    return spec.gpu_model if spec.gpus and spec.gpu_model else ""
+
+
+def model_cpus(wildcards):
+    """CPUs of a model's train and infer jobs (threads: sbatch --cpus-per-task)."""
+    return MODEL_SPECS[wildcards.model].cpus
+
+
+def model_partition(wildcards):
+    """The GPU partition for a model with GPUs, else the CPU partition."""
+    return partition(config, "gpu" if MODEL_SPECS[wildcards.model].gpus else "cpu")
 
 
 def fold_exports(wildcards):

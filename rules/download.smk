@@ -13,6 +13,7 @@ rule demo_data:
     resources:
         mem_mb=rule_mem_mb("demo_data"),
         runtime=rule_runtime("demo_data"),
+        slurm_partition=CPU_PARTITION,
     params:
         settings=settings(
             videos=config["dataset"]["demo"]["videos"],
@@ -38,6 +39,7 @@ rule download:
     resources:
         mem_mb=rule_mem_mb("download"),
         runtime=rule_runtime("download"),
+        slurm_partition=CPU_PARTITION,
     params:
         out_dir=beside("videos", "videos"),
         failed=beside("videos", "failed.csv"),  # and failed_summary.json beside it

@@ -13,6 +13,7 @@ rule folds:
     resources:
         mem_mb=rule_mem_mb("folds"),
         runtime=rule_runtime("folds"),
+        slurm_partition=CPU_PARTITION,
     params:
         settings=settings(
             k=config["folds"]["k"],

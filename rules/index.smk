@@ -17,6 +17,7 @@ rule index:
     resources:
         mem_mb=rule_mem_mb("index"),
         runtime=rule_runtime("index"),
+        slurm_partition=CPU_PARTITION,
     params:
         download_failed=str(LAYOUT.download.failed_csv),
         settings=settings(

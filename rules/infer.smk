@@ -17,9 +17,14 @@ rule infer:
         "logs/benchmarks/infer/{model}.tsv"
     conda:
         "../envs/fvc.yaml"
+    threads: model_cpus
     resources:
         mem_mb=infer_mem_mb,
         runtime=10,
+        # The model row's GPUs and type (sbatch --gpus), on the GPU partition when it has GPUs.
+        gpu=model_gpus,
+        gpu_model=model_gpu_model,
+        slurm_partition=model_partition,
     params:
         settings=settings(
             device=config["infer"]["device"],

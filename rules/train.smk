@@ -13,9 +13,14 @@ rule train:
         "logs/benchmarks/train/{model}/fold{fold}.tsv"
     conda:
         "../envs/fvc.yaml"
+    threads: model_cpus
     resources:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
+        # The model row's GPUs and type (sbatch --gpus), on the GPU partition when it has GPUs.
+        gpu=model_gpus,
+        gpu_model=model_gpu_model,
+        slurm_partition=model_partition,
     params:
         # Epoch checkpoints are not declared outputs: a killed or requeued job resumes from them.
         checkpoint_dir=beside("metrics", "checkpoints"),

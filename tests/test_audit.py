@@ -25,11 +25,13 @@ from fvc.slurm.jobs import JobRef, discover_jobs, split_wildcards
 from fvc.slurm.recommend import Recommendation, apply_recommendations, edit_config_text, recommend, snippet
 from fvc.slurm.render import render_table
 from fvc.slurm.rows import benchmark_rows, sacct_rows
-from fvc.slurm.sacct import SacctUnavailable, parse_sacct
+from fvc.slurm.sacct import FIELDS, TRES_FIELDS, SacctUnavailable, parse_sacct
 
 ROOT = Path(__file__).resolve().parents[1]
 SAFETY = defaults()["audit"]["safety_factor"]
 FIXTURES = ROOT / "tests" / "fixtures" / "sacct"
+#: The fields of the fixtures recorded before fvc asked sacct for the TRES columns.
+PRE_GPU_FIELDS = tuple(f for f in FIELDS if f not in TRES_FIELDS)
 RECORDED_CONFIG = FIXTURES / "config.yaml"  # the numbers the recorded jobs asked for
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -56,7 +58,7 @@ def make_workdir(tmp_path: Path) -> Path:
 def recorded_sacct(calls: list):
     def sacct(ids):
         calls.append(list(ids))
-        return parse_sacct((FIXTURES / "jobs.txt").read_text())
+        return parse_sacct((FIXTURES / "jobs.txt").read_text(), PRE_GPU_FIELDS)
 
     return sacct
 
@@ -109,9 +111,11 @@ def test_audit_rows_on_recorded_jobs(tmp_path):
 
 def test_attempts_comment_and_old_formats():
     """Attempts are numbered per rule+wildcards in submission order; the job comment names the rule."""
-    jobs = parse_sacct((FIXTURES / "old_release.txt").read_text())
+    jobs = parse_sacct((FIXTURES / "old_release.txt").read_text(), PRE_GPU_FIELDS)
     refs = {j: JobRef(j, "?", "") for j in jobs}
-    jobs["107"] = parse_sacct((FIXTURES / "old_release.txt").read_text().replace("101", "107"))["107"]
+    jobs["107"] = parse_sacct(
+        (FIXTURES / "old_release.txt").read_text().replace("101", "107"), PRE_GPU_FIELDS
+    )["107"]
     refs["107"] = JobRef("107", "?", "")
     rows = {r["job_id"]: r for r in sacct_rows(refs, jobs)}
     assert (rows["101"]["rule"], rows["101"]["model"], rows["101"]["fold"]) == ("train", "vit_gru", 2)
@@ -125,7 +129,7 @@ def test_attempts_comment_and_old_formats():
 
 def test_recommend_and_snippet():
     config = load_config(RECORDED_CONFIG)
-    jobs = parse_sacct((FIXTURES / "old_release.txt").read_text())
+    jobs = parse_sacct((FIXTURES / "old_release.txt").read_text(), PRE_GPU_FIELDS)
     rows = sacct_rows({j: JobRef(j, "?", "") for j in jobs}, jobs)
     recs = {(r.table, r.row, r.key): r for r in recommend(rows, config, safety_factor=1.2)}
     vit = recs[("models", "vit_gru", "mem_mb")]  # peak 1536 MB x 1.2 = 1843 -> 1900
@@ -151,7 +155,7 @@ def test_apply_edits_numbers_in_place(tmp_path):
     shutil.copy(RECORDED_CONFIG, config_path)
     before = config_path.read_text()
     config = load_config(config_path)
-    jobs = parse_sacct((FIXTURES / "old_release.txt").read_text())
+    jobs = parse_sacct((FIXTURES / "old_release.txt").read_text(), PRE_GPU_FIELDS)
     recs = recommend(sacct_rows({j: JobRef(j, "?", "") for j in jobs}, jobs), config)
     diff = apply_recommendations(config_path, recs)
     after = config_path.read_text()
@@ -499,7 +503,7 @@ def test_real_plugin_run_matches_reportseff(tmp_path):
         work,
         tmp_path / "a.csv",
         safety_factor=SAFETY,
-        sacct=lambda ids: parse_sacct((recorded / "sacct.txt").read_text()),
+        sacct=lambda ids: parse_sacct((recorded / "sacct.txt").read_text(), PRE_GPU_FIELDS),
     )
     rows = {(r["rule"], r["attempt"]): r for r in result.rows}
     assert sorted(rows) == [("folds", 1), ("folds", 2), ("index", 1), ("index", 2)]

@@ -67,6 +67,33 @@ def test_trained_model_needs_a_row(shipped_config: dict) -> None:
         validate_config(shipped_config)
 
 
+@pytest.mark.parametrize("stage", ["train", "infer"])
+def test_cuda_needs_gpus_in_every_trained_row(shipped_config: dict, stage: str) -> None:
+    shipped_config[stage]["device"] = "cuda"
+    for name in shipped_config["train"]["models"]:
+        shipped_config["models"][name]["gpus"] = 1
+    validate_config(shipped_config)
+    shipped_config["models"]["naive_cnn"]["gpus"] = 0
+    with pytest.raises(ConfigError) as error:
+        validate_config(shipped_config, "my.yaml")
+    assert str(error.value) == (
+        f"my.yaml: {stage}.device is 'cuda' but models.naive_cnn.gpus is 0, so SLURM would give its jobs no "
+        f"GPU; set models.naive_cnn.gpus to 1 or more, or {stage}.device to auto"
+    )
+
+
+def test_gpu_rows_are_typed_with_cpu_defaults(shipped_config: dict) -> None:
+    shipped_config["models"]["x3d"] |= {"gpus": 2, "gpu_model": "a100", "cpus": 8, "vram_mb": 12000}
+    specs = model_specs(validate_config(shipped_config))
+    assert (specs["x3d"].gpus, specs["x3d"].gpu_model, specs["x3d"].cpus, specs["x3d"].vram_mb) == (
+        2, "a100", 8, 12000
+    )  # fmt: skip
+    assert (specs["svm"].gpus, specs["svm"].cpus) == (0, 1)
+    shipped_config["models"]["x3d"]["gpu_model"] = "'a100'"
+    with pytest.raises(ConfigError, match=r"models\.x3d\.gpu_model"):
+        validate_config(shipped_config)
+
+
 def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("models: [unclosed\n")

@@ -135,3 +135,53 @@ def test_fixed_mmap_threshold_returns_big_frees_and_trim_returns_the_heap() -> N
     assert kept > 40 and trimmed < 8, (kept, trimmed)
     kept, _ = kept_and_trimmed("fixed")
     assert kept < 8, kept
+
+
+class FakeCuda:
+    """torch.cuda's memory counters as a GPU job sees them (this machine has none): a peak that lasts until
+    reset_peak_memory_stats."""
+
+    def __init__(self) -> None:
+        self.allocated, self.peak, self.resets = 0, 0, 0
+
+    def use(self, mb: int) -> None:
+        self.allocated = mb * 1024 * 1024
+        self.peak = max(self.peak, self.allocated)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: self.allocated)
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 2 * self.allocated)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: self.peak)
+        monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 2 * self.peak)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", self.reset)
+
+    def reset(self, device=None) -> None:
+        self.peak, self.resets = self.allocated, self.resets + 1
+
+
+def test_cuda_peaks_per_point_only_when_on_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    log = MemoryLog(tmp_path / "train.memory.jsonl", "train")
+    if not torch.cuda.is_initialized():
+        assert "cuda_peak_mb" not in log.mark("start")  # a CPU job logs no CUDA figures
+    cuda = FakeCuda()
+    cuda.install(monkeypatch)
+    cuda.use(300)
+    cuda.use(100)
+    first = log.mark("epoch", epoch=0)
+    cuda.use(50)
+    second = log.mark("epoch", epoch=1)
+    assert (first["cuda_peak_mb"], first["cuda_peak_reserved_mb"], first["cuda_allocated_mb"]) == (
+        300,
+        600,
+        100,
+    )
+    assert (second["cuda_peak_mb"], second["cuda_reserved_mb"]) == (100, 100)  # since the previous point
+    assert "cuda_peak_mb" not in log.mark("video", full=False)
+    lines = [json.loads(line) for line in (tmp_path / "train.memory.jsonl").read_text().splitlines()]
+    assert [line.get("cuda_peak_mb") for line in lines][-3:] == [300, 100, None]
+    assert cuda.resets == 2

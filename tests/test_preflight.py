@@ -87,3 +87,29 @@ def test_compute_copy_of_one_unit_counts_in_the_need(weights, no_slurm):
     preflight(weights, "x3d", batch_size=2, num_frames=4, size=8)
     with pytest.raises(PreflightError, match="compute copy 100 MB"):
         preflight(weights, "x3d", batch_size=2, num_frames=4, size=8, compute_copy=100 * MB)
+
+
+def fake_gpu(monkeypatch, free_mb: int, total_mb: int = 80_000) -> None:
+    """torch.cuda.mem_get_info of a GPU with `free_mb` free (this machine has none)."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free_mb * MB, total_mb * MB))
+
+
+def test_gpu_memory_too_small_is_refused_with_both_numbers_and_the_key(weights, no_slurm):
+    need = estimate(weights, batch_size=2, num_frames=4, size=8)
+    fake_gpu(no_slurm, free_mb=int(need.device_total / MB) - 2, total_mb=16_000)
+    with pytest.raises(PreflightError) as err:
+        preflight(weights, "x3d", batch_size=2, num_frames=4, size=8, device="cuda")
+    message = str(err.value)
+    needed = int(re.search(r"needs ~(\d+) MB of GPU memory", message).group(1))
+    assert abs(needed - need.device_total / MB) <= 1
+    assert f"cuda has {int(need.device_total / MB) - 2} MB free of 16000 MB" in message
+    assert f"set models.x3d.vram_mb to {needed} and a models.x3d.gpu_model" in message
+    assert "lower infer.batch_size (now 2)" in message
+
+
+def test_gpu_with_room_passes(weights, no_slurm, caplog):
+    need = estimate(weights, batch_size=2, num_frames=4, size=8)
+    fake_gpu(no_slurm, free_mb=int(need.device_total / MB) + 50, total_mb=16_000)
+    with caplog.at_level("INFO", "fvc.infer.preflight"):
+        preflight(weights, "x3d", batch_size=2, num_frames=4, size=8, device="cuda")
+    assert f"cuda has {int(need.device_total / MB) + 50} MB free of 16000 MB" in caplog.text

@@ -68,7 +68,9 @@ def test_start_is_idempotent_and_status_names_the_daemons(slurm_cluster: str) ->
 @pytest.mark.slurm
 def test_start_writes_the_configs_when_none_exist(slurm_cluster: str, tmp_path: Path) -> None:
     """A fresh machine has no /etc/slurm/*.conf: `start` must write them, not fail on their digest."""
-    confs = [Path("/etc/slurm") / name for name in ("slurm.conf", "cgroup.conf", "slurmdbd.conf")]
+    confs = [
+        Path("/etc/slurm") / name for name in ("slurm.conf", "cgroup.conf", "slurmdbd.conf", "gres.conf")
+    ]
     aside = tmp_path / "aside"
     aside.mkdir()
     for conf in confs:

@@ -9,13 +9,20 @@
 # For Debian 12 machines where PID 1 is not systemd: every daemon is started by hand, as root.
 # Memory caps: cgroup (v1 memory controller writable) or, failing that, sampled polling (OverMemoryKill).
 # Environment: FVC_SLURM_STATE (default /var/tmp/fvc-slurm), FVC_SLURM_MEMORY_MODE=cgroup|poll (default:
-# detected), FVC_SLURM_ACCOUNT (default fvc), FVC_SLURM_PARTITION (default debug).
+# detected), FVC_SLURM_ACCOUNT (default fvc), FVC_SLURM_PARTITION (default debug), FVC_SLURM_GPU_PARTITION
+# (default gpu: a second partition over the same node, for GPU work), FVC_SLURM_GPUS (default 2).
+# GPUs as SLURM sees them: GRES `gpu` on the node, backed by device files /dev/fvc_fake_gpuN that the script
+# creates (character devices with /dev/null's numbers; plain files where mknod is refused). SLURM allocates
+# them, sets CUDA_VISIBLE_DEVICES in the job and accounts gres/gpu in AllocTRES; torch sees no GPU.
 set -euo pipefail
 
 ROOT=$(cd "${BASH_SOURCE[0]%/*}/../.." && pwd)
 STATE=${FVC_SLURM_STATE:-/var/tmp/fvc-slurm}
 ACCOUNT=${FVC_SLURM_ACCOUNT:-fvc}
 PARTITION=${FVC_SLURM_PARTITION:-debug}
+GPUS=${FVC_SLURM_GPUS:-2}
+GPU_PARTITION=${FVC_SLURM_GPU_PARTITION:-gpu}
+FAKE_GPU=/dev/fvc_fake_gpu
 CLUSTER=fvc
 CONF_DIR=/etc/slurm
 DB_PASS=fvc-slurmdbd
@@ -49,7 +56,15 @@ install_packages() {
 }
 
 # A digest of the configuration files; empty input (files not written yet) is a digest too.
-config_digest() { cat "$CONF_DIR"/{slurm,cgroup,slurmdbd}.conf 2>/dev/null | md5sum || true; }
+config_digest() { cat "$CONF_DIR"/{slurm,cgroup,slurmdbd,gres}.conf 2>/dev/null | md5sum || true; }
+
+# The device files behind the GRES: slurmd only checks that each File= exists.
+make_fake_gpus() {
+    local i
+    for ((i = 0; i < GPUS; i++)); do
+        [[ -e $FAKE_GPU$i ]] || mknod -m 666 "$FAKE_GPU$i" c 1 3 2>/dev/null || touch "$FAKE_GPU$i"
+    done
+}
 
 # cgroup when the v1 memory controller lets us create a group and set its limit, else poll.
 memory_mode() {
@@ -107,6 +122,8 @@ JobAcctGatherFrequency=task=1
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoreFlags=job_comment
+GresTypes=gpu
+AccountingStorageTRES=gres/gpu
 EOF
         if [[ $mode == cgroup ]]; then
             echo "ProctrackType=proctrack/cgroup"
@@ -116,11 +133,13 @@ EOF
             echo "TaskPlugin=task/none"
             echo "JobAcctGatherParams=OverMemoryKill"
         fi
-        echo "$node"
+        echo "$node Gres=gpu:$GPUS"
         echo "PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP"
+        echo "PartitionName=$GPU_PARTITION Nodes=ALL MaxTime=INFINITE State=UP"
     } >"$tmp"
     chmod 644 "$tmp"
     mv "$tmp" "$CONF_DIR/slurm.conf"
+    echo "Name=gpu File=$FAKE_GPU[0-$((GPUS - 1))]" >"$CONF_DIR/gres.conf"
     cat >"$CONF_DIR/cgroup.conf" <<EOF
 CgroupPlugin=autodetect
 ConstrainRAMSpace=yes
@@ -217,6 +236,7 @@ start() {
     local mode before
     if alive slurmctld && [[ -s $STATE/mode ]]; then mode=$(<"$STATE/mode"); else mode=$(memory_mode); fi
     before=$(config_digest)
+    make_fake_gpus
     write_configs "$mode"
     echo "$mode" >"$STATE/mode"
     if alive slurmctld && [[ $before != $(config_digest) ]]; then

@@ -58,8 +58,23 @@ def validate_config(config: dict, source: str = "config") -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError(f"{source}: " + "; ".join(describe_error(e) for e in errors))
-    model_specs(config, source)
+    specs = model_specs(config, source)
+    check_devices(config, specs, source)
     return config
+
+
+def check_devices(config: dict, specs: dict[str, ModelSpec], source: str = "config") -> None:
+    """`cuda` as train.device or infer.device needs a GPU in every trained model's row: refused here, before
+    any job is submitted (a SLURM job without a GPU would fail on every retry)."""
+    for stage in ("train", "infer"):
+        if config.get(stage, {}).get("device") != "cuda":
+            continue
+        for name in config.get("train", {}).get("models", []):
+            if specs[name].gpus == 0:
+                raise ConfigError(
+                    f"{source}: {stage}.device is 'cuda' but models.{name}.gpus is 0, so SLURM would give "
+                    f"its jobs no GPU; set models.{name}.gpus to 1 or more, or {stage}.device to auto"
+                )
 
 
 def load_config(path: str | Path) -> dict:
@@ -86,9 +101,13 @@ class ModelSpec:
     mem_mb: int
     runtime: int
     infer_mem_mb: int
-    num_workers: int = 0
+    num_workers: int | None = None
     gradient_checkpointing: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    gpus: int = 0
+    gpu_model: str | None = None
+    cpus: int = 1
+    vram_mb: int | None = None
 
     @property
     def effective_batch(self) -> int:

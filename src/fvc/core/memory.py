@@ -115,7 +115,7 @@ def quick_snapshot() -> dict[str, float | None]:
 
 
 def snapshot() -> dict[str, float | None]:
-    """Current memory figures in MB: rss, uss, peak_rss, cgroup current/peak, CUDA when torch sees a GPU."""
+    """Current memory figures in MB: rss, uss, peak_rss, cgroup current/peak, CUDA when on a GPU."""
     proc = psutil.Process()
     info = proc.memory_full_info()
     snap: dict[str, float | None] = {
@@ -126,11 +126,24 @@ def snapshot() -> dict[str, float | None]:
     for key, name in (("cgroup_current_mb", "memory.current"), ("cgroup_peak_mb", "memory.peak")):
         value = cgroup_bytes(name)
         snap[key] = None if value is None else value / MB
+    snap.update(cuda_snapshot())
+    return snap
+
+
+def cuda_snapshot() -> dict[str, float]:
+    """CUDA memory in MB when this process uses a GPU (torch imported and CUDA initialised), else nothing:
+    allocated and reserved now, and their peaks since the previous snapshot (the peak counters are reset, so
+    each epoch or fold load records its own peak; the job's peak is the largest)."""
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        snap["cuda_allocated_mb"] = torch.cuda.memory_allocated() / MB
-        snap["cuda_reserved_mb"] = torch.cuda.memory_reserved() / MB
-        snap["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / MB
+    if torch is None or not torch.cuda.is_initialized():
+        return {}
+    snap = {
+        "cuda_allocated_mb": torch.cuda.memory_allocated() / MB,
+        "cuda_reserved_mb": torch.cuda.memory_reserved() / MB,
+        "cuda_peak_mb": torch.cuda.max_memory_allocated() / MB,
+        "cuda_peak_reserved_mb": torch.cuda.max_memory_reserved() / MB,
+    }
+    torch.cuda.reset_peak_memory_stats()
     return snap
 
 

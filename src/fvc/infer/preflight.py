@@ -12,7 +12,8 @@ Estimate (bytes) of one inference job that loads its folds one at a time:
 It is compared with the job's allowance: the SLURM allocation (`SLURM_MEM_PER_NODE` MB, or
 `SLURM_MEM_PER_CPU` x `SLURM_CPUS_ON_NODE`), the cgroup's `memory.max`, the smallest of those that are set,
 else the available RAM plus what this process already holds; minus `reserved_bytes` (other processes of the
-same job, e.g. Snakemake's own). On CUDA the weights and activations are compared with the free GPU memory.
+same job, e.g. Snakemake's own). On CUDA the weights and activations are compared with the free GPU memory
+(`torch.cuda.mem_get_info`), and the host keeps the baseline and two of the largest tensor.
 """
 
 from __future__ import annotations
@@ -123,13 +124,22 @@ def preflight(
         f"raise models.{model_name}.infer_mem_mb in config.yaml (or lower infer.batch_size, now {batch_size})"
     )
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
+        free, total = torch.cuda.mem_get_info(device)
         if need.device_total > free:
             raise PreflightError(
                 f"infer {model_name}: needs ~{need.device_total / MB:.0f} MB of GPU memory "
-                f"({need.describe()}) but {device} has {free / MB:.0f} MB free; lower infer.batch_size "
-                f"(now {batch_size})"
+                f"({need.describe()}) but {device} has {free / MB:.0f} MB free of {total / MB:.0f} MB; "
+                f"set models.{model_name}.vram_mb to {need.device_total / MB:.0f} and a models.{model_name}"
+                f".gpu_model with that much memory, or lower infer.batch_size (now {batch_size})"
             )
+        log.info(
+            "pre-flight %s: needs ~%.0f MB of GPU memory, %s has %.0f MB free of %.0f MB",
+            model_name,
+            need.device_total / MB,
+            device,
+            free / MB,
+            total / MB,
+        )
         host_need = need.baseline + 2 * need.largest_tensor
     else:
         host_need = need.host_total

@@ -1,4 +1,5 @@
-"""Memory audit of a workflow's SLURM jobs (sacct, or the benchmark files) and right-sized mem_mb.
+"""Memory audit of a workflow's SLURM jobs (sacct, or the benchmark files; GPU peaks also from the jobs'
+memory logs) and right-sized mem_mb and vram_mb.
 
 Orchestration only: the jobs come from `jobs`, their rows from `rows`, the sizes from `recommend`, the
 terminal table from `render`, the plot from `plots` and the ROC curves and metrics table from
@@ -17,7 +18,7 @@ from fvc.core.memory import MemoryLog
 from fvc.slurm.jobs import discover_jobs
 from fvc.slurm.memory_keys import snakemake_overhead_mb
 from fvc.slurm.recommend import Recommendation, recommend, snippet
-from fvc.slurm.rows import benchmark_rows, sacct_rows, write_table
+from fvc.slurm.rows import add_memory_log_gpu, benchmark_rows, sacct_rows, write_table
 from fvc.slurm.sacct import Job, SacctUnavailable, read_sacct
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def audit_workflow(
         source, rows = "benchmark", benchmark_rows(workdir, config)
     if message:
         log.warning(message)
+    rows = add_memory_log_gpu(rows, workdir)
     mem.mark("rows", jobs=len(rows), source=source)
     recs = recommend(rows, config, safety_factor)
     write_table(rows, out_csv, out_parquet)

@@ -1,4 +1,5 @@
-"""Right-sized mem_mb per rule and model from the audit rows: a YAML snippet, or edits to the config."""
+"""Right-sized mem_mb per rule and model, and vram_mb / gpus per GPU model, from the audit rows: a YAML
+snippet, or edits to the config."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ ROUND_MB = 100
 
 @dataclass(frozen=True)
 class Recommendation:
-    """Right-sized memory for one config number (`models.<model>.<key>` or `resources.<rule>.mem_mb`)."""
+    """Right-sized value of one config number (`models.<model>.<key>` or `resources.<rule>.mem_mb`)."""
 
     table: str
     row: str
@@ -77,6 +78,37 @@ def recommend(rows: Iterable[dict], config: dict, safety_factor: float = 1.2) ->
         else:
             continue
         recs.append(Recommendation(table, row_name, key, current, value, action, reason))
+    return recs + recommend_gpu(rows, config, safety_factor)
+
+
+def recommend_gpu(rows: Iterable[dict], config: dict, safety_factor: float = 1.2) -> list[Recommendation]:
+    """Per model, over its successful train and infer jobs: `vram_mb` = GPU peak x safety factor (rounded up
+    to 100 MB; any gpu_model with that much memory fits), and `gpus: 0` when every job that held a GPU ran
+    without CUDA (flag `GPU unused`)."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["rule"] in MODEL_KEYS and row["model"] is not None and row["state"] == "COMPLETED":
+            groups.setdefault(row["model"], []).append(row)
+    recs = []
+    for model, members in sorted(groups.items()):
+        current = config.get("models", {}).get(model, {})
+        peaks = [r["gpu_peak_mb"] for r in members if r.get("gpu_peak_mb") is not None]
+        if peaks:
+            value = _round_up(max(peaks) * safety_factor)
+            now = current.get("vram_mb")
+            action = "keep" if value == now else "lower" if now and value < now else "raise"
+            reason = (
+                f"GPU peak {max(peaks):.0f} MB over {len(peaks)} successful job(s) x {safety_factor}; any "
+                f"gpu_model with {value} MB or more fits"
+            )
+            recs.append(Recommendation("models", model, "vram_mb", now, value, action, reason))
+        held = [r for r in members if r.get("gpus")]
+        if held and all("GPU unused" in (r["flag"] or "") for r in held):
+            reason = (
+                f"{len(held)} job(s) held {held[0]['gpus']} GPU(s) each but ran without CUDA (torch saw no "
+                f"GPU): 0 frees the GPU, or make torch see it"
+            )
+            recs.append(Recommendation("models", model, "gpus", current.get("gpus"), 0, "lower", reason))
     return recs
 
 
@@ -125,8 +157,10 @@ def edit_config_text(text: str, recs: Iterable[Recommendation], source: str = "c
         row_end = _block_end(lines, row, row_indent, end)
         block = "".join(lines[row:row_end])
         new_block, count = re.subn(
-            rf"(?<![\w-])({re.escape(rec.key)}\s*:\s*)\d+", rf"\g<1>{rec.recommended}", block
+            rf"(?<![\w-])({re.escape(rec.key)}\s*:\s*)(\d+|null)", rf"\g<1>{rec.recommended}", block
         )
+        if count == 0 and "{" in block:  # a key the flow-style row leaves at its default (e.g. vram_mb)
+            new_block, count = block.replace("{", f"{{{rec.key}: {rec.recommended}, ", 1), 1
         if count != 1:
             raise ValueError(
                 f"{source}: `{rec.table}.{rec.row}` has {count} `{rec.key}:` numbers, expected 1"

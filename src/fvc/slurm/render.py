@@ -6,8 +6,11 @@ import html
 
 from fvc.slurm.recommend import Recommendation
 
-HEAD = ("job", "rule", "wildcards", "att", "state", "req MB", "peak MB", "mem %", "elapsed", "cpu %", "flag")
-NUMERIC = {3, 5, 6, 7, 8, 9}  # right-aligned columns
+HEAD = (
+    "job", "rule", "wildcards", "att", "state", "req MB", "peak MB", "mem %", "elapsed", "cpu %", "GPUs",
+    "GPU MB", "GPU %", "flag",
+)  # fmt: skip
+NUMERIC = {3, 5, 6, 7, 8, 9, 10, 11, 12}  # right-aligned columns
 
 
 def _fmt(value: float | int | None, spec: str = ".0f") -> str:
@@ -34,6 +37,9 @@ def _cells(r: dict) -> tuple[str, ...]:
         _fmt(r["mem_eff"], ".1f"),
         _hms(r["elapsed_s"]),
         _fmt(r["cpu_eff"], ".1f"),
+        str(r["gpus"] or 0),
+        _fmt(r["gpu_peak_mb"]),
+        _fmt(r["gpu_util"]),
         r["flag"] or "",
     )
 
@@ -51,7 +57,7 @@ def render_table(rows: list[dict], recs: list[Recommendation]) -> str:
 
     out = [line(HEAD), line(tuple("-" * w for w in widths)), *map(line, body)]
     if recs:
-        out += ["", "recommended memory (MB):"]
+        out += ["", "recommended memory (MB) and GPUs:"]
         out += [
             f"  {r.table}.{r.row}.{r.key}: {_fmt(r.current)} -> {r.recommended}  [{r.action}] {r.reason}"
             for r in recs

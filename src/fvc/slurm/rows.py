@@ -1,8 +1,10 @@
-"""Per-job audit rows (requested vs used memory, time, CPU) from sacct's records or Snakemake's benchmark
-files, and the table they are written to."""
+"""Per-job audit rows (requested vs used memory, time, CPU, GPUs held and their peak memory) from sacct's
+records or Snakemake's benchmark files, completed by the jobs' memory logs (CUDA peaks), and the table they
+are written to."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -16,12 +18,20 @@ from fvc.slurm.sacct import MB, Job
 log = logging.getLogger(__name__)
 
 LOW, HIGH = 60.0, 90.0
+#: A GPU busier than this (sacct's gres/gpuutil peak, %) at no point of the job is flagged idle.
+GPU_IDLE = 20.0
 BENCHMARKS = Path("logs", "benchmarks")
+#: The memory log of each rule sized per model (rules/train.smk, rules/infer.smk `log: memory=`).
+MEMORY_LOGS = {
+    "train": "logs/train/{model}/fold{fold}.memory.jsonl",
+    "infer": "logs/infer/{model}.memory.jsonl",
+}
 SCHEMA = {
     "job_id": pl.String, "run": pl.String, "rule": pl.String, "wildcards": pl.String, "model": pl.String,
     "fold": pl.Int64, "attempt": pl.Int64, "state": pl.String, "req_mem_mb": pl.Float64,
     "peak_mem_mb": pl.Float64, "mem_eff": pl.Float64, "elapsed_s": pl.Float64, "cpu_eff": pl.Float64,
-    "source": pl.String, "flag": pl.String,
+    "gpus": pl.Int64, "gpu_peak_mb": pl.Float64, "gpu_util": pl.Float64, "source": pl.String,
+    "flag": pl.String,
 }  # fmt: skip
 
 
@@ -31,6 +41,14 @@ def _flag(state: str, eff: float | None) -> str:
     if eff is None:
         return ""
     return f">{HIGH:.0f}% used" if eff > HIGH else f"<{LOW:.0f}% used" if eff < LOW else ""
+
+
+def _gpu_flag(gpus: int, util: float | None) -> str:
+    return f"GPU idle (<{GPU_IDLE:.0f}% used)" if gpus and util is not None and util < GPU_IDLE else ""
+
+
+def _join(*flags: str) -> str:
+    return "; ".join(flag for flag in flags if flag)
 
 
 def _mb(value: int | None) -> float | None:
@@ -74,8 +92,11 @@ def job_row(ref: JobRef, job: Job) -> dict:
         "mem_eff": eff,
         "elapsed_s": alloc.elapsed_s if alloc is not None else None,
         "cpu_eff": cpu_eff,
+        "gpus": job.gpus,
+        "gpu_peak_mb": _mb(job.gpu_mem),
+        "gpu_util": job.gpu_util,
         "source": "sacct",
-        "flag": _flag(state, eff),
+        "flag": _join(_flag(state, eff), _gpu_flag(job.gpus, job.gpu_util)),
     }
 
 
@@ -135,10 +156,46 @@ def benchmark_rows(workdir: str | Path, config: dict) -> list[dict]:
                 "mem_eff": eff,
                 "elapsed_s": seconds,
                 "cpu_eff": round(100 * cpu / seconds, 1) if cpu is not None and seconds else None,
+                "gpus": config["models"].get(model, {}).get("gpus", 0) if model else 0,
+                "gpu_peak_mb": None,
+                "gpu_util": None,
                 "source": "benchmark",
                 "flag": _flag("COMPLETED", eff),
             }
         )
+    return rows
+
+
+def _cuda_peak(path: Path) -> tuple[bool, float | None]:
+    """Whether a memory log has records, and its largest CUDA peak (reserved, else allocated) in MB."""
+    peaks, records = [], False
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        records = True
+        peak = record.get("cuda_peak_reserved_mb", record.get("cuda_peak_mb"))
+        if peak is not None:
+            peaks.append(float(peak))
+    return records, max(peaks) if peaks else None
+
+
+def add_memory_log_gpu(rows: list[dict], workdir: str | Path) -> list[dict]:
+    """Complete the successful train/infer rows from their memory logs: the CUDA peak (the larger of it and
+    sacct's gres/gpumem), or the flag `GPU unused` when the job held a GPU but ran without CUDA."""
+    for row in rows:
+        pattern = MEMORY_LOGS.get(row["rule"])
+        if pattern is None or row["model"] is None or row["state"] != "COMPLETED":
+            continue
+        path = Path(workdir, pattern.format(model=row["model"], fold=row["fold"]))
+        if not path.is_file():
+            continue
+        logged, peak = _cuda_peak(path)
+        if peak is not None:
+            row["gpu_peak_mb"] = round(max(peak, row["gpu_peak_mb"] or 0.0), 1)
+        elif logged and row["gpus"]:
+            row["flag"] = _join(row["flag"], "GPU unused")
     return rows
 
 

@@ -14,9 +14,12 @@ from fvc.core.errors import FvcError
 
 log = logging.getLogger(__name__)
 
+#: Trackable resources: AllocTRES (`gres/gpu=1` when the job holds a GPU; every Slurm that accounts GRES)
+#: and TRESUsageInMax (`gres/gpumem=...M,gres/gpuutil=NN` where the site gathers GPU usage, e.g. NVML).
+TRES_FIELDS = ("AllocTRES", "TRESUsageInMax")
 FIELDS = tuple(
     "JobID JobIDRaw JobName State ExitCode ReqMem MaxRSS Elapsed TotalCPU AllocCPUS NNodes NTasks Submit "
-    "Comment".split()
+    "AllocTRES TRESUsageInMax Comment".split()
 )
 UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
 MEMORY_RE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>[KMGTP]?)(?P<per>[nc]?)")
@@ -69,6 +72,27 @@ def parse_memory(text: str, *, plain_unit: str = "", cpus: int = 1, nodes: int =
     return round(value)
 
 
+def parse_tres(text: str) -> dict[str, str]:
+    """A TRES list (`billing=2,cpu=2,gres/gpu=1,mem=200M`) as a dict; `gres/gpu:a100=1` also counts as
+    `gres/gpu` (summed over types)."""
+    tres: dict[str, str] = {}
+    for item in text.strip().split(","):
+        name, sep, value = item.partition("=")
+        if not sep:
+            continue
+        tres[name] = value
+        if name.startswith("gres/gpu:") and value.isdigit():
+            tres["gres/gpu"] = str(int(tres.get("gres/gpu", "0")) + int(value))
+    return tres
+
+
+def _percent(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
+
+
 def parse_duration(text: str) -> float | None:
     """Seconds in a sacct time field: `D-HH:MM:SS`, `HH:MM:SS`, `MM:SS`, `MM:SS.mmm`; None if invalid."""
     match = TIME_RE.fullmatch(text.strip())
@@ -107,6 +131,9 @@ class Step:
     nodes: int
     submit: str
     comment: str
+    gpus: int = 0
+    gpu_mem: int | None = None
+    gpu_util: float | None = None
 
     @property
     def placeholder(self) -> bool:
@@ -146,6 +173,24 @@ class Job:
         return max(values) if values else None
 
     @property
+    def gpus(self) -> int:
+        """GPUs the job held (AllocTRES gres/gpu of its allocation line)."""
+        alloc = self.allocation
+        return alloc.gpus if alloc is not None else 0
+
+    @property
+    def gpu_mem(self) -> int | None:
+        """Peak GPU memory over the steps (gres/gpumem), where the site gathers it."""
+        values = [s.gpu_mem for s in self.steps if s.gpu_mem is not None]
+        return max(values) if values else None
+
+    @property
+    def gpu_util(self) -> float | None:
+        """Highest GPU utilisation (%) over the steps (gres/gpuutil), where the site gathers it."""
+        values = [s.gpu_util for s in self.steps if s.gpu_util is not None]
+        return max(values) if values else None
+
+    @property
     def placeholder(self) -> bool:
         alloc = self.allocation
         return alloc is None or alloc.placeholder
@@ -169,6 +214,7 @@ def parse_sacct(text: str, fields: Sequence[str] = FIELDS) -> dict[str, Job]:
         job_id, _, step = row["JobID"].partition(".")
         cpus = int(row.get("AllocCPUS") or 1) or 1
         nodes = int(row.get("NNodes") or 1) or 1
+        alloc_tres, usage = parse_tres(row.get("AllocTRES", "")), parse_tres(row.get("TRESUsageInMax", ""))
         record = Step(
             job_id=job_id,
             step=step,
@@ -183,6 +229,9 @@ def parse_sacct(text: str, fields: Sequence[str] = FIELDS) -> dict[str, Job]:
             nodes=nodes,
             submit=row.get("Submit", ""),
             comment=row.get("Comment", ""),
+            gpus=int(alloc_tres.get("gres/gpu", "0") or 0),
+            gpu_mem=parse_memory(usage.get("gres/gpumem", "")),
+            gpu_util=_percent(usage.get("gres/gpuutil")),
         )
         jobs.setdefault(job_id, Job(job_id)).steps.append(record)
     return jobs

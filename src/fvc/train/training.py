@@ -206,7 +206,7 @@ def train_fold(
             f"{clips_csv} / {folds_csv}: fold {fold} has {train_rows.height} training and "
             f"{val_rows.height} validation clips; both must be non-empty"
         )
-    dev = resolve_device(device, "train.device")
+    dev = resolve_device(device, "train.device", f"models.{spec.name}.gpus")
     prec.resolve(precision, dev, "train.precision")
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
