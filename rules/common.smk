@@ -149,6 +149,16 @@ def predict_models():
     return list(config["predict"]["models"] or TRAIN_MODELS)
 
 
+def predict_gpus():
+    """GPUs of the `predict` job: the most any of its models' rows asks for."""
+    return max(MODEL_SPECS[model].gpus for model in predict_models())
+
+
+def predict_cpus():
+    """CPUs of the `predict` job: the most any of its models' rows asks for."""
+    return max(MODEL_SPECS[model].cpus for model in predict_models())
+
+
 def predict_videos(wildcards):
     """predict.videos: what the `predict` target scores (asked for only when it runs)."""
     videos = config["predict"]["videos"]

@@ -15,9 +15,13 @@ rule predict:
         "logs/benchmarks/predict/predict.tsv"
     conda:
         "../envs/fvc.yaml"
+    threads: predict_cpus()
     resources:
         mem_mb=rule_mem_mb("predict"),
         runtime=rule_runtime("predict"),
+        # Like infer: the models' GPUs (sbatch --gpus), on the GPU partition when they have any.
+        gpu=predict_gpus(),
+        slurm_partition=partition(config, "gpu" if predict_gpus() else "cpu"),
     params:
         models=predict_models(),
         settings=settings(

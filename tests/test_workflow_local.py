@@ -32,6 +32,23 @@ def test_every_stage_ran_and_logged_its_memory(local_run: Path) -> None:
         assert list((local_run / "logs" / "benchmarks" / stage).rglob("*.tsv")), f"no benchmark for {stage}"
 
 
+def test_train_jobs_warn_when_peak_plus_overhead_nears_mem_mb(local_run: Path) -> None:
+    """The workflow hands resources.snakemake_overhead_mb to training: a row whose peak alone fits its
+    mem_mb but whose peak plus the overhead does not is warned about (tiny.yaml: logistic_regression)."""
+    config = yaml.safe_load((local_run / "config.yaml").read_text())
+    overhead = config.get("resources", {}).get("snakemake_overhead_mb", 300)
+    edits = yaml.safe_load((local_run / "test_config.yaml").read_text())["models"]
+    for log in (local_run / "logs" / "train").rglob("fold*.log"):
+        model = log.parent.name
+        memory = [json.loads(line) for line in log.with_suffix(".memory.jsonl").read_text().splitlines()]
+        peak = memory[-1]["peak_rss_mb"]
+        mem_mb = {**config["models"][model], **edits.get(model, {})}["mem_mb"]
+        warned = f"models.{model}.mem_mb = {mem_mb} MB" in log.read_text()
+        assert warned == (peak + overhead > 0.9 * mem_mb), (log, peak, mem_mb)
+        if model == "logistic_regression":
+            assert peak < 0.9 * mem_mb and warned, (peak, mem_mb)  # the overhead made the difference
+
+
 def test_ensemble_predictions_cover_the_test_videos(local_run: Path) -> None:
     config = yaml.safe_load((local_run / "test_config.yaml").read_text())
     folds = pl.read_csv(local_run / "results" / "folds" / "folds.csv")

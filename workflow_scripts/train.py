@@ -6,6 +6,7 @@ log_to(snakemake.log.main)
 exit_with_snakemake()
 
 from fvc.core.config import model_specs
+from fvc.slurm.memory_keys import snakemake_overhead_mb
 from fvc.train.training import train_fold
 
 train_fold(
@@ -17,5 +18,7 @@ train_fold(
     out_weights=snakemake.output.weights,
     checkpoint_dir=snakemake.params.checkpoint_dir,
     memory_log=snakemake.log.memory,
+    # Read here, not a param: a change of it alone retrains nothing (like mem_mb).
+    snakemake_overhead_mb=snakemake_overhead_mb(snakemake.config),
     **snakemake.params.settings,
 )
