@@ -20,7 +20,7 @@ DataLoader (scaling every batch) logistic_regression was 0.27x in `benchmarks/tr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sized
+from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import cast
 
@@ -82,11 +82,11 @@ class ClipBatches(Dataset):
     def _read(self, index: int) -> torch.Tensor:
         return load_clip_tensor(self.paths[index], self.num_frames, self.size)
 
-    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.tensor(indices)
+    def __getitem__(self, indices: list[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
         if self.clips is not None:
             return self.clips.index_select(0, index), self.labels.index_select(0, index)
-        return torch.stack([self._read(i) for i in indices]), self.labels.index_select(0, index)
+        return torch.stack([self._read(i) for i in index.tolist()]), self.labels.index_select(0, index)
 
 
 class Batches:
@@ -105,9 +105,14 @@ class Batches:
         return [min(size, samples - i) for i in range(0, samples, size)]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.loader is None:
+        if self.loader is not None:
+            return iter(self.loader)
+        if self.data.clips is None:
             return (self.data[indices] for indices in self.sampler)
-        return iter(self.loader)
+        # Preloaded: the epoch's order made a tensor once, each batch gathered by a slice of it.
+        order = torch.tensor(list(cast(Iterable[int], self.sampler.sampler)), dtype=torch.long)
+        size = self.sampler.batch_size
+        return (self.data[order[start : start + size]] for start in range(0, len(order), size))
 
 
 def preload_dtype(spec: ModelSpec, clips: int, device: torch.device) -> torch.dtype | None:
