@@ -10,11 +10,10 @@
 - Workers: the row's `num_workers`, at most the job's CPUs less one (`os.sched_getaffinity`), and none when
   the clips are in memory (a gather needs no reader). Pinned memory and persistent workers on CUDA only.
 
-Measured on a shared 2-core CPU, one thread, fp32, demo rows (48 training clips), fvc's epoch beside a bare
-loop over scaled clips in memory, interleaved in one process (median of 7): x3d 1.03x, slowfast 1.11x,
-vit_transformer 1.08x, vit_gru 0.83x, naive_cnn 1.21x, svm 0.91x, logistic_regression 0.60x (0.83x on the
-best epochs; its 6-batch epoch lasts ~25 ms, so noise dominates). With uint8 clips gathered through a
-DataLoader (scaling every batch) logistic_regression was 0.27x in `benchmarks/train_speed.py`.
+Preloaded batches: the epoch's order is made a tensor once and each batch is one `index_select` by a slice
+of it, the same ops per step as a bare loop that shuffles (`benchmarks/train_speed.py`: fvc's training pass
+beside that loop; with uint8 clips gathered through a DataLoader, scaling every batch, logistic_regression
+was 0.27x).
 """
 
 from __future__ import annotations
