@@ -21,10 +21,11 @@ from fvc.clips.dataset import frame_indices, load_clip_tensor
 from fvc.clips.folds import fold_clips
 from fvc.core.config import load_config, model_specs
 from fvc.core.errors import FvcError
+from fvc.core.memory import GLIBC
 from fvc.models import MODEL_NAMES, build_model
 from fvc.train import checkpoint
 from fvc.train.loader import Batches, ClipBatches
-from fvc.train.training import _train_epoch, train_fold
+from fvc.train.training import _progress, _train_epoch, train_fold
 from fvc.weights.safetensors_io import LoadError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -267,3 +268,59 @@ def test_gradient_checkpointing_of_the_row_reaches_the_model(dataset, tmp_path):
     """Checkpointed blocks start their forward again in the backward pass (a pre-hook: the recomputation
     stops early, before the block's forward returns)."""
     assert block_calls(dataset, tmp_path / "on", True) > block_calls(dataset, tmp_path / "off", False)
+
+
+def slow(items: int, seconds: float):
+    for i in range(items):
+        time.sleep(seconds)
+        yield i
+
+
+def test_epoch_progress_bar_starts_only_after_its_delay(capsys):
+    """A short epoch sets up no bar (it would cost a small model's epoch a sixth of its time); a long one
+    shows one from the batch that ends after the delay on."""
+    assert list(_progress(range(5), 5, "fast", delay=10.0)) == list(range(5))
+    assert capsys.readouterr().err == ""
+    assert list(_progress(slow(5, 0.02), 5, "slow", delay=0.05)) == list(range(5))
+    assert "slow" in capsys.readouterr().err
+
+
+FAULTS_SCRIPT = """
+import resource, sys, torch
+from fvc.core.memory import reuse_freed_memory
+from fvc.models import build_model
+
+torch.set_num_threads(1)
+if sys.argv[1] == "reuse":
+    assert reuse_freed_memory()
+torch.manual_seed(0)
+model = build_model("naive_cnn", {"widths": [16, 32, 64]}, 4, 64)
+opt = torch.optim.AdamW(model.parameters())
+clips, labels = torch.rand(4, 4, 3, 64, 64), torch.tensor([0.0, 1.0, 0.0, 1.0])
+
+def steps(n):
+    for _ in range(n):
+        model.loss_fn(model(clips), labels).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+steps(3)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+steps(5)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(GLIBC is None, reason="glibc's allocator only")
+def test_training_steps_reuse_freed_buffers_instead_of_faulting_pages_in():
+    """naive_cnn's row at batch 4: glibc's default rules fault its step buffers' pages in again at every
+    step (~3,000 faults a step here); with `reuse_freed_memory` (set by `train_fold`) the steps reuse them."""
+
+    def faults(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", FAULTS_SCRIPT, mode], check=True, capture_output=True, text=True
+        )
+        return int(out.stdout)
+
+    default, reused = faults("default"), faults("reuse")
+    assert default > 5000 and reused < default / 4, (default, reused)

@@ -11,17 +11,16 @@
   (`fvc.core.devices.job_cpus`: SLURM's CPUs per task within the affinity mask), and none when the clips are
   in memory (a gather needs no reader). Pinned memory and persistent workers on CUDA only.
 
-Measured on a shared 2-core CPU, one thread, fp32, demo rows (48 training clips), fvc's epoch beside a bare
-loop over scaled clips in memory, interleaved in one process (median of 7): x3d 1.03x, slowfast 1.11x,
-vit_transformer 1.08x, vit_gru 0.83x, naive_cnn 1.21x, svm 0.91x, logistic_regression 0.60x (0.83x on the
-best epochs; its 6-batch epoch lasts ~25 ms, so noise dominates). With uint8 clips gathered through a
-DataLoader (scaling every batch) logistic_regression was 0.27x in `benchmarks/train_speed.py`.
+Preloaded batches: the epoch's order is made a tensor once and each batch is one `index_select` by a slice
+of it, the same ops per step as a bare loop that shuffles (`benchmarks/train_speed.py`: fvc's training pass
+beside that loop; with uint8 clips gathered through a DataLoader, scaling every batch, logistic_regression
+was 0.27x).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sized
+from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import cast
 
@@ -84,11 +83,11 @@ class ClipBatches(Dataset):
     def _read(self, index: int) -> torch.Tensor:
         return load_clip_tensor(self.paths[index], self.num_frames, self.size)
 
-    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.tensor(indices)
+    def __getitem__(self, indices: list[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
         if self.clips is not None:
             return self.clips.index_select(0, index), self.labels.index_select(0, index)
-        return torch.stack([self._read(i) for i in indices]), self.labels.index_select(0, index)
+        return torch.stack([self._read(i) for i in index.tolist()]), self.labels.index_select(0, index)
 
 
 class Batches:
@@ -107,9 +106,14 @@ class Batches:
         return [min(size, samples - i) for i in range(0, samples, size)]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.loader is None:
+        if self.loader is not None:
+            return iter(self.loader)
+        if self.data.clips is None:
             return (self.data[indices] for indices in self.sampler)
-        return iter(self.loader)
+        # Preloaded: the epoch's order made a tensor once, each batch gathered by a slice of it.
+        order = torch.tensor(list(cast(Iterable[int], self.sampler.sampler)), dtype=torch.long)
+        size = self.sampler.batch_size
+        return (self.data[order[start : start + size]] for start in range(0, len(order), size))
 
 
 def preload_dtype(spec: ModelSpec, clips: int, device: torch.device) -> torch.dtype | None:
