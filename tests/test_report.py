@@ -113,6 +113,9 @@ def test_audit_page_highlights_flagged_jobs_and_lists_recommendations():
         "mem_eff": 100.0,
         "elapsed_s": 61.0,
         "cpu_eff": 80.0,
+        "gpus": 0,
+        "gpu_peak_mb": None,
+        "gpu_util": None,
         "flag": "OOM",
     }
     ok = {**row, "job_id": "13", "rule": "index", "state": "COMPLETED", "mem_eff": 75.0, "flag": ""}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -24,15 +25,18 @@ SBATCH_CALL = re.compile(r"sbatch call: (sbatch .*)")
 def test_a_gpu_job_sees_its_gpu_and_cpus(slurm_cluster: str, tmp_path: Path) -> None:
     out = tmp_path / "job.out"
     code = "from fvc.core.devices import job_cpus, slurm_gpus; print('fvc', slurm_gpus(), job_cpus())"
-    wrap = f'echo "CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES"; python -c "{code}"'
+    # This interpreter (the project's venv), not whichever python the job's PATH finds first.
+    wrap = f'echo "CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES"; {sys.executable} -c "{code}"'
     job = subprocess.run(
         ["sbatch", "--parsable", "--wait", "--gpus=1", "--cpus-per-task=2", "--mem=500", "-o", str(out),
          "--wrap", wrap],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout.strip()  # fmt: skip
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr + (out.read_text() if out.exists() else "")
     assert out.read_text().splitlines() == ["CUDA_VISIBLE_DEVICES=0", "fvc 1 2"]
-    jobs = wait_until(lambda: read_sacct([job], settle_s=0) or None, 30, "the job's sacct record")
-    assert jobs[job].gpus == 1
+    job_id = job.stdout.strip()
+    jobs = wait_until(lambda: read_sacct([job_id], settle_s=0) or None, 30, "the job's sacct record")
+    assert jobs[job_id].gpus == 1
 
 
 def sbatch_calls(log: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ ALLOWED = {
     "fvc.clips.augment": {"av", "polars"},  # torch and kornia at the first augmented clip
     "fvc.clips.folds": {"polars"},  # scikit-learn when the folds are split
     "fvc.train.training": {"torch", "polars"},  # transformers when a ViT model is built
-    "fvc.infer.inference": {"torch", "polars"},
+    "fvc.infer.inference": {"torch", "polars", "av"},  # decodes the test videos
     "fvc.slurm.audit": {"polars"},  # matplotlib when the plots are drawn
 }
 
