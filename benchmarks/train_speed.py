@@ -18,6 +18,7 @@ Run: `.venv/bin/python benchmarks/train_speed.py [--models a b] [--precisions fp
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -28,6 +29,8 @@ from typing import Any
 
 from fresh import run_fresh
 from setups import ROOT, training_set
+
+from fvc.clips.folds import fold_clips
 
 TARGET = 0.85
 
@@ -175,6 +178,13 @@ def main() -> int:
     parser.add_argument("--models", nargs="*", default=None)
     parser.add_argument("--precisions", nargs="*", default=["fp32", "bf16"])
     parser.add_argument("--videos", type=int, default=12, help="demo-like videos, 3 clips each (demo: 24)")
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=30,
+        help="more videos for a model whose epoch would have fewer training batches (a 3-batch epoch "
+        "measures cold caches after validation, not the loop)",
+    )
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2, help="fresh fvc / bare process pairs per row")
     parser.add_argument(
@@ -183,14 +193,19 @@ def main() -> int:
     args = parser.parse_args()
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
-        _, specs, data = training_set(args.config, Path(tmp) / "data", args.videos)
+        _, specs, small = training_set(args.config, Path(tmp) / "data", args.videos)
+        per_video = fold_clips(small["clips"], small["folds"], 0)[0].height / args.videos  # training clips
+        datasets = {args.videos: small}
         print(
             f"{'model':<20} {'prec':<5} {'fvc':>8} {'bare':>8} {'ratio':>6} {'cpu':>6} {'strict':>6} "
             f"{'epoch':>8} {'e-ratio':>7}",
             flush=True,
         )
         for name in args.models or list(specs):
-            base = {"spec": asdict(specs[name]), "epochs": args.epochs, **data}
+            videos = max(args.videos, math.ceil(args.min_steps * specs[name].batch_size / per_video))
+            if videos not in datasets:
+                datasets[videos] = training_set(args.config, Path(tmp) / f"data{videos}", videos)[2]
+            base = {"spec": asdict(specs[name]), "epochs": args.epochs, **datasets[videos]}
             for precision in args.precisions:
                 fvc, bare = [], []
                 for repeat in range(args.repeats):
@@ -226,7 +241,8 @@ def main() -> int:
             )
             print(f"{name:<20} auto -> {chosen['chosen']}: {figures}", flush=True)
     print(
-        f"\nclips/s: best of epochs 2..{args.epochs} over {args.repeats} fresh-process pair(s). fvc: its "
+        f"\nclips/s: best of epochs 2..{args.epochs} over {args.repeats} fresh-process pair(s), each model "
+        f"on at least {args.videos} videos and {args.min_steps} training batches per epoch. fvc: its "
         "training pass; bare: a bare loop doing fvc's work around its steps untimed (shuffle, validation, "
         "checkpoint); ratio = fvc / bare by wall clock; cpu = the same by thread CPU time (less disturbed by "
         "other work on the machine); strict = fvc / a bare loop in file order, epochs back to back (no "
