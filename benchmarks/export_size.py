@@ -20,16 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from fresh import run_fresh
+from load_memory import MB, VIT_BASE  # the same ViT-Base/16-224 as the load benchmark
 
-MB = 1024 * 1024
-VIT_BASE = {
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "image_size": 224,
-    "patch_size": 16,
-}
 PARAMS = {"gru_hidden": 64}
 
 

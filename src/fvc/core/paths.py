@@ -129,8 +129,8 @@ class ExportFiles:
 
 
 @dataclass(frozen=True)
-class InferFiles:
-    """One model's inference folder: predictions and metrics."""
+class PredictionFiles:
+    """A folder of per-video predictions (parquet + CSV)."""
 
     path: Path
 
@@ -141,6 +141,11 @@ class InferFiles:
     @property
     def predictions_csv(self) -> Path:
         return self.path / "predictions.csv"
+
+
+@dataclass(frozen=True)
+class InferFiles(PredictionFiles):
+    """One model's inference folder: predictions and metrics."""
 
     @property
     def metrics(self) -> Path:
@@ -148,18 +153,8 @@ class InferFiles:
 
 
 @dataclass(frozen=True)
-class PredictFiles:
+class PredictFiles(PredictionFiles):
     """`predict`'s folder: each new video's probability and label per model, and the videos it rejected."""
-
-    path: Path
-
-    @property
-    def predictions_parquet(self) -> Path:
-        return self.path / "predictions.parquet"
-
-    @property
-    def predictions_csv(self) -> Path:
-        return self.path / "predictions.csv"
 
     @property
     def rejected_csv(self) -> Path:
