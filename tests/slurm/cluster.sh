@@ -309,6 +309,9 @@ stop() {
     rm -f /run/slurmctld.pid /run/slurmdbd.pid /run/slurmd.pid
 }
 
+# The daemons' working directory: never a caller's folder that a test deletes later (slurmstepd then fails
+# getcwd and writes that error into every job's output).
+cd /
 case ${1:-} in
 start) start ;;
 stop) stop ;;
