@@ -129,6 +129,34 @@ def test_probe_stays_within_its_budget(caplog):
     assert trials["fp16"]["ms_per_batch"] is None
 
 
+class OneSlowOpInHalf(nn.Module):
+    """Fast in fp32; in fp16 its one block is a single uninterruptible op costing 0.15 s per clip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Linear(3, 3)
+        self.head = nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.mean((1, 3, 4))
+        if h.dtype == torch.float16:
+            time.sleep(0.15 * len(h))
+        return self.head(self.block(h)).squeeze(-1)
+
+
+def test_probe_drops_a_slow_candidate_on_one_clip_not_a_whole_batch():
+    """The deadline cannot cut an op short, so a candidate is first tried on one clip of the check batch:
+    fp16 costs 0.15 s there instead of 1.2 s on the batch of 8."""
+    model = OneSlowOpInHalf().half().eval()
+    start = time.perf_counter()
+    probs, ran = predict(model, loader_of(random_clips(32, 2, 4), 8), CPU, "auto", job_batches=10_000)
+    elapsed = time.perf_counter() - start
+    trials = {t["precision"]: t for t in ran["probe"]}
+    assert len(probs) == 32 and ran["chosen"] in {"fp32", "bf16"}
+    assert trials["fp16"]["rejected"].startswith("not measured: one item exceeds the best whole batch")
+    assert 0.15 <= elapsed < 0.6
+
+
 def test_infer_model_writes_the_probe_and_honours_a_forced_precision(in_tmp_path):
     write_test_videos(in_tmp_path)
     weights, _ = export_folds("naive_cnn", {"widths": [4]}, 4, 16, in_tmp_path / "models", folds=2)

@@ -157,6 +157,7 @@ def predict(
                 PROBE_SHARE,
                 job_batches or len(loader),
                 TOLERANCE,
+                lambda batch: (batch[0], batch[1][:1]),
             )
             record.update(chosen=chosen, probe=[trial.record() for trial in trials])
             for trial in trials:
