@@ -27,6 +27,7 @@ from fvc.weights.safetensors_io import read_header
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from types import ModuleType
 
     from fvc.models.base import ClipClassifier
 
@@ -41,14 +42,14 @@ class KineticsError(FvcError, ValueError):
     """A checkpoint or backbone file that does not fit the model; the message names the file."""
 
 
-def presets(model: str) -> dict[str, dict[str, Any]]:
-    """The published sizes of `model` as params (`PRESETS` of its module)."""
+def model_module(model: str) -> ModuleType:
+    """The module of `model` (its `PRESETS`, the published sizes as params, and `ARCHITECTURE`)."""
     from fvc.models import slowfast, x3d
 
     modules = {"x3d": x3d, "slowfast": slowfast}
     if model not in modules:
         raise KineticsError(f"import-weights: no Kinetics checkpoints for {model!r} (only x3d, slowfast)")
-    return modules[model].PRESETS
+    return modules[model]
 
 
 def _shapes(names: Iterable[str], shapes: dict[str, tuple[int, ...]], count: int = 3) -> str:
@@ -90,7 +91,8 @@ def import_weights(
     `out`. Returns what was written (tensors, bytes, left-out names, metadata)."""
     from fvc.models import build_model
 
-    known = presets(model)
+    module = model_module(model)
+    known = module.PRESETS
     preset = preset or next(iter(known))
     if preset not in known:
         raise KineticsError(f"import-weights: unknown {model} preset {preset!r}; known: {', '.join(known)}")
@@ -130,7 +132,7 @@ def import_weights(
         "source_sha256": _sha256(path),
         "model": model,
         "preset": preset,
-        "params": json.dumps(params, sort_keys=True),
+        "params": json.dumps({a: fvc_model.params[a] for a in module.ARCHITECTURE}, sort_keys=True),
     }
     nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
     from safetensors.torch import save_file
