@@ -18,7 +18,7 @@ would change the published shapes). `PRESETS["slowfast_r50"]` is SlowFast-R50 8x
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -245,6 +245,6 @@ class SlowFast(ClipClassifier):
         return self.head(pooled).squeeze(-1)
 
 
-def _blocks_of(module: nn.Module) -> Sequence[nn.Module]:
+def _blocks_of(module: nn.Module) -> Iterable[nn.Module]:
     """A stage's residual blocks (the units `run_blocks` checkpoints), or the module itself (a stem)."""
     return module.res_blocks if isinstance(module, ResStage) else [module]
