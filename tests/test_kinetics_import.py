@@ -211,3 +211,14 @@ def test_cli_error_is_one_line(tmp_path):
     (line,) = result.stderr.strip().splitlines()[-1:]
     assert line.startswith(f"fvc import-weights: {checkpoint}: not a slowfast slowfast_r50 checkpoint")
     assert "missing (blocks.0.multipathway_blocks.0.conv.weight [" in line
+
+
+def test_legacy_checkpoint_and_module_prefix_are_read(tiny_preset, tmp_path):
+    """A pre-zip torch.save file (mmap cannot map it) of a DataParallel model (`module.` names) imports."""
+    checkpoint = tmp_path / "X3D_TINY.pyth"
+    state = tiny_checkpoint(checkpoint)
+    wrapped = {f"module.{k}": v for k, v in state.items()}
+    torch.save({"state_dict": wrapped}, checkpoint, _use_new_zipfile_serialization=False)
+    import_weights("x3d", checkpoint, tmp_path / "out.safetensors", tiny_preset)
+    written = load_file(str(tmp_path / "out.safetensors"))
+    assert written.keys() == {k for k in state if not k.startswith("blocks.5.proj.")}
