@@ -51,7 +51,7 @@ def exports(tmp_path_factory):
     rows = {
         "naive_cnn": {"widths": [8, 16]},
         "vit_transformer": {"vit": {**vit, "patch_size": 8}, "temporal_layers": 1, "temporal_heads": 2},
-        "x3d": {"width": 8, "depths": [1, 1, 1, 1], "fc_dim": 32},
+        "x3d": {"width": 8, "depths": [1, 1, 1, 1], "head_dim": 32},
     }
     out = {}
     for name, params in rows.items():

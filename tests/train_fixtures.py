@@ -94,7 +94,7 @@ def tiny_params(name: str) -> dict:
         "vit_gru": {**vit, "gru_hidden": 16},
         "vit_transformer": {**vit, "temporal_heads": 2},
         "slowfast": {"width": 8, "beta_inv": 4, "depths": [1, 1, 1, 1]},
-        "x3d": {"width": 4, "depths": [1, 1, 1, 1], "fc_dim": 16},
+        "x3d": {"width": 4, "depths": [1, 1, 1, 1], "head_dim": 16},
     }[name]
 
 

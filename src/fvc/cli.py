@@ -199,6 +199,22 @@ def profile_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def import_weights_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", choices=["x3d", "slowfast"], help="the model the checkpoint is for")
+    parser.add_argument(
+        "checkpoint", type=Path, help="a pytorchvideo Kinetics .pyth (X3D_S, X3D_M, SLOWFAST_8x8_R50)"
+    )
+    parser.add_argument(
+        "out", type=Path, help="the backbone .safetensors to write (models.MODEL.params.backbone)"
+    )
+    parser.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="published size the checkpoint must have: x3d_s | x3d_m | slowfast_r50 "
+        "(default: x3d_s for x3d, slowfast_r50 for slowfast)",
+    )
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its one-line summary, an example, and its own options."""
@@ -233,6 +249,11 @@ COMMANDS = {
     ),
     "audit": Command(
         "requested vs used memory per job, and right-sized mem_mb", "fvc audit --apply", audit_options
+    ),
+    "import-weights": Command(
+        "check a Kinetics checkpoint against x3d/slowfast and write its backbone as safetensors",
+        "fvc import-weights x3d X3D_S.pyth weights/x3d_s.safetensors",
+        import_weights_options,
     ),
     "profile": Command(
         "install the SLURM profile so that `snakemake --profile slurm` finds it",

@@ -332,3 +332,23 @@ def profile(args: argparse.Namespace, overrides: Overrides) -> int:
     dest = install_profile(args.dest, force=args.force)
     print(f"installed the SLURM profile in {dest}: run `snakemake --profile slurm`")
     return 0
+
+
+def import_weights(args: argparse.Namespace, overrides: Overrides) -> int:
+    from fvc.core.atomic import human_bytes
+    from fvc.weights.kinetics import import_weights as write_backbone
+
+    result = write_backbone(args.model, args.checkpoint, args.out, args.preset)
+    meta = result["metadata"]
+    print(
+        f"wrote {args.out}: {meta['model']} {meta['preset']} backbone, {result['tensors']} tensors, "
+        f"{human_bytes(result['bytes'])} (from {meta['source']}, sha256 {meta['source_sha256'][:12]})\n"
+        f"use it: models.{args.model}.params: {{backbone: {args.out}, {_preset_params(meta['params'])}}}"
+    )
+    return 0
+
+
+def _preset_params(params_json: str) -> str:
+    """The preset's params in YAML flow style, for the config line to copy."""
+    params = json.loads(params_json)
+    return ", ".join(f"{k}: {json.dumps(v)}" for k, v in params.items())

@@ -1,82 +1,158 @@
-"""SlowFast (Feichtenhofer et al. 2019), compact: a Slow pathway (T/alpha frames, wide) and a Fast pathway
-(all T frames, channels / beta_inv) of 3-D ResNet bottlenecks, fused after the stem and every stage but the
-last by time-strided lateral convolutions (Fast -> Slow, concatenated), then pooled, concatenated, linear.
+"""SlowFast (Feichtenhofer et al. 2019) in pytorchvideo's published layout: a Slow pathway (T/alpha frames,
+wide) and a Fast pathway (all T frames, channels / beta_inv) of 3-D ResNet bottlenecks, fused after the stem
+and every stage but the last by time-strided lateral convolutions (Fast -> Slow, concatenated); fvc's head
+pools both pathways, concatenates them and maps them to one logit.
 
-params: `alpha` (default 4), `beta_inv` (8), `width` (Slow stem channels, 16), `depths` (blocks per stage,
-[1, 1, 1, 1]), `fusion_kernel` (5), `dropout` (0.5). Temporal kernels follow the paper: Slow uses 1 in
-res2/res3 and 3 in res4/res5, Fast uses 3 everywhere. Every temporal kernel is clamped to its pathway's
-frame count (`temporal_kernel`).
+The backbone's state-dict names and shapes equal those of pytorchvideo's `create_slowfast` at the same sizes
+(`blocks.0.multipathway_blocks.0.conv.weight`, ...), so the Kinetics checkpoint SLOWFAST_8x8_R50.pyth loads
+by name (`fvc import-weights`, `fvc.weights.kinetics`); only its 400-class projection (`blocks.6.proj`) is
+not fvc's.
+
+params: `alpha` (Slow frame stride, default 4), `beta_inv` (Fast channel divisor, 8), `width` (Slow stem
+channels, 16), `depths` (bottlenecks per stage, [1, 1, 1, 1]), `fusion_kernel` (temporal kernel of the
+lateral convolutions, 7), `dropout` (0.5), `backbone` (a .safetensors file written by `fvc import-weights`)
+and `freeze_backbone` (default true with a backbone). Temporal kernels are the published ones: Slow stem 1,
+Fast stem 5; Slow res2/res3 1 and res4/res5 3, Fast 3 everywhere (none clamped to the clip length: that
+would change the published shapes). `PRESETS["slowfast_r50"]` is SlowFast-R50 8x8 (32 frames, alpha 4).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
 from fvc.models.base import ClipClassifier
 
+PRESETS: dict[str, dict[str, object]] = {
+    "slowfast_r50": {"alpha": 4, "beta_inv": 8, "width": 64, "depths": [3, 4, 6, 3], "fusion_kernel": 7},
+}
+# The published clip of each preset (num_frames, size): Kinetics training used these.
+PRESET_CLIPS = {"slowfast_r50": (32, 224)}
+# The params that fix the backbone's tensors (an imported backbone must match them).
+ARCHITECTURE = ("alpha", "beta_inv", "width", "depths", "fusion_kernel")
+# Kinetics normalisation of the pretrained models (pytorchvideo's transforms): (x - mean) / std.
+KINETICS_MEAN, KINETICS_STD = 0.45, 0.225
 
-def temporal_kernel(kernel: int, frames: int) -> int:
-    """`kernel` clamped to the largest odd size <= `frames`. A longer kernel only adds zero padding, and
-    oneDNN's bf16 Conv3d weight gradient is NaN when the kernel is longer than the input (torch 2.13, CPU)."""
-    return max(1, min(kernel, frames if frames % 2 else frames - 1))
 
-
-def conv_bn(
+def conv3d(
     cin: int,
     cout: int,
     kernel: tuple[int, int, int],
     stride: tuple[int, int, int] = (1, 1, 1),
     groups: int = 1,
-    relu: bool = True,
-) -> nn.Sequential:
-    """Conv3d ('same' padding) + BatchNorm3d (+ ReLU)."""
+) -> nn.Conv3d:
+    """Bias-free Conv3d with 'same' padding."""
     pad = (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
-    layers: list[nn.Module] = [
-        nn.Conv3d(cin, cout, kernel, stride, pad, groups=groups, bias=False),
-        nn.BatchNorm3d(cout),
-    ]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+    return nn.Conv3d(cin, cout, kernel, stride, pad, groups=groups, bias=False)
 
 
-class Residual(nn.Module):
-    """`relu(body(x) + shortcut(x))`, the shortcut a strided 1x1x1 projection when the shape changes."""
+class ResBlock(nn.Module):
+    """pytorchvideo's ResBlock: `activation(branch1(x) + branch2(x))`; `branch1` is a strided 1x1x1
+    projection (`branch1_conv`, `branch1_norm`) when given, else the identity."""
 
-    def __init__(self, body: nn.Module, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, branch2: nn.Module, branch1_conv: nn.Module | None, branch1_norm: nn.Module | None):
         super().__init__()
-        self.body = body
-        self.shortcut = (
-            nn.Identity()
-            if cin == cout and stride == 1
-            else conv_bn(cin, cout, (1, 1, 1), (1, stride, stride), relu=False)
-        )
-        self.relu = nn.ReLU(inplace=True)
+        self.branch1_conv = branch1_conv
+        self.branch1_norm = branch1_norm
+        self.branch2 = branch2
+        self.activation = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.body(x) + self.shortcut(x))
+        shortcut = x
+        if self.branch1_conv is not None:
+            shortcut = self.branch1_conv(x)
+            if self.branch1_norm is not None:
+                shortcut = self.branch1_norm(shortcut)
+        return self.activation(self.branch2(x) + shortcut)
 
 
-class Bottleneck(Residual):
-    """3-D ResNet bottleneck: (kt x 1 x 1) -> (1 x 3 x 3, spatial stride) -> (1 x 1 x 1), residual."""
+class ResStage(nn.Module):
+    """A stage: its blocks in `res_blocks` (pytorchvideo's ResStage)."""
+
+    def __init__(self, blocks: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.res_blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.res_blocks:
+            x = block(x)
+        return x
+
+
+class Bottleneck(nn.Module):
+    """3-D ResNet bottleneck: (kt x 1 x 1) -> (1 x 3 x 3, spatial stride) -> (1 x 1 x 1)."""
 
     def __init__(self, cin: int, inner: int, cout: int, kt: int, stride: int) -> None:
-        body = nn.Sequential(
-            conv_bn(cin, inner, (kt, 1, 1)),
-            conv_bn(inner, inner, (1, 3, 3), (1, stride, stride)),
-            conv_bn(inner, cout, (1, 1, 1), relu=False),
+        super().__init__()
+        self.conv_a = conv3d(cin, inner, (kt, 1, 1))
+        self.norm_a = nn.BatchNorm3d(inner)
+        self.act_a = nn.ReLU(inplace=True)
+        self.conv_b = conv3d(inner, inner, (1, 3, 3), (1, stride, stride))
+        self.norm_b = nn.BatchNorm3d(inner)
+        self.act_b = nn.ReLU(inplace=True)
+        self.conv_c = conv3d(inner, cout, (1, 1, 1))
+        self.norm_c = nn.BatchNorm3d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act_a(self.norm_a(self.conv_a(x)))
+        x = self.act_b(self.norm_b(self.conv_b(x)))
+        return self.norm_c(self.conv_c(x))
+
+
+def resnet_stage(cin: int, inner: int, cout: int, depth: int, kt: int, stride: int) -> ResStage:
+    """`depth` bottlenecks; the first changes width and spatial stride (projected shortcut)."""
+    blocks = []
+    for i in range(depth):
+        block_in, block_stride = (cin, stride) if i == 0 else (cout, 1)
+        project = block_in != cout or block_stride > 1
+        blocks.append(
+            ResBlock(
+                Bottleneck(block_in, inner, cout, kt, block_stride),
+                conv3d(block_in, cout, (1, 1, 1), (1, block_stride, block_stride)) if project else None,
+                nn.BatchNorm3d(cout) if project else None,
+            )
         )
-        super().__init__(body, cin, cout, stride)
+    return ResStage(blocks)
 
 
-def stage(cin: int, inner: int, cout: int, depth: int, kt: int, stride: int) -> nn.Sequential:
-    """`depth` bottlenecks; the first changes width and spatial stride."""
-    return nn.Sequential(
-        *[Bottleneck(cin if i == 0 else cout, inner, cout, kt, stride if i == 0 else 1) for i in range(depth)]
-    )
+class Stem(nn.Module):
+    """Conv (kt x 7 x 7, spatial stride 2) -> BN -> ReLU -> max-pool (1 x 3 x 3, stride 2)."""
+
+    def __init__(self, cout: int, kt: int) -> None:
+        super().__init__()
+        self.conv = conv3d(3, cout, (kt, 7, 7), (1, 2, 2))
+        self.norm = nn.BatchNorm3d(cout)
+        self.activation = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.activation(self.norm(self.conv(x))))
+
+
+class FuseFastToSlow(nn.Module):
+    """Lateral connection: the Fast features, time-strided by alpha, doubled in channels."""
+
+    def __init__(self, fast_channels: int, kernel: int, alpha: int) -> None:
+        super().__init__()
+        self.conv_fast_to_slow = nn.Conv3d(
+            fast_channels, 2 * fast_channels, (kernel, 1, 1), (alpha, 1, 1), (kernel // 2, 0, 0), bias=False
+        )
+        self.norm = nn.BatchNorm3d(2 * fast_channels)
+        self.activation = nn.ReLU(inplace=True)
+
+    def forward(self, fast: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.norm(self.conv_fast_to_slow(fast)))
+
+
+class Pathways(nn.Module):
+    """One step of both pathways (`multipathway_blocks`: Slow, Fast) and its lateral fusion, if any."""
+
+    def __init__(self, slow: nn.Module, fast: nn.Module, fusion: FuseFastToSlow | None) -> None:
+        super().__init__()
+        self.multipathway_blocks = nn.ModuleList([slow, fast])
+        self.multipathway_fusion = fusion
 
 
 class SlowFast(ClipClassifier):
@@ -91,10 +167,13 @@ class SlowFast(ClipClassifier):
         beta_inv: int = 8,
         width: int = 16,
         depths: Sequence[int] = (1, 1, 1, 1),
-        fusion_kernel: int = 5,
+        fusion_kernel: int = 7,
         dropout: float = 0.5,
+        backbone: str | None = None,
+        freeze_backbone: bool | None = None,
     ) -> None:
         depths = [int(d) for d in depths]
+        freeze = bool(backbone) if freeze_backbone is None else freeze_backbone
         super().__init__(
             {
                 "alpha": alpha,
@@ -103,6 +182,8 @@ class SlowFast(ClipClassifier):
                 "depths": depths,
                 "fusion_kernel": fusion_kernel,
                 "dropout": dropout,
+                "backbone": backbone,
+                "freeze_backbone": freeze,
             },
             num_frames,
             size,
@@ -110,54 +191,60 @@ class SlowFast(ClipClassifier):
         self.alpha = int(alpha)
         if num_frames % self.alpha:
             raise ValueError(f"slowfast: num_frames {num_frames} is not a multiple of alpha {self.alpha}")
-        fk = temporal_kernel(int(fusion_kernel), num_frames)
-        slow_frames = num_frames // self.alpha
         fast_w = max(1, width // beta_inv)
-
-        def stem(kt: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(
-                conv_bn(3, cout, (kt, 7, 7), (1, 2, 2)), nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
-            )
-
-        def lateral(cin: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv3d(cin, 2 * cin, (fk, 1, 1), (self.alpha, 1, 1), (fk // 2, 0, 0), bias=False),
-                nn.BatchNorm3d(2 * cin),
-                nn.ReLU(inplace=True),
-            )
-
-        self.slow = nn.ModuleList([stem(1, width)])
-        self.fast = nn.ModuleList([stem(temporal_kernel(5, num_frames), fast_w)])
-        self.lateral = nn.ModuleList([lateral(fast_w)])
+        blocks = [
+            Pathways(Stem(width, 1), Stem(fast_w, 5), FuseFastToSlow(fast_w, fusion_kernel, self.alpha))
+        ]
         slow_in, fast_in = width + 2 * fast_w, fast_w
         for i, depth in enumerate(depths):
             inner = width * 2**i
-            slow_out, fast_inner = 4 * inner, max(1, inner // beta_inv)
-            fast_out = 4 * fast_inner
+            fast_inner = max(1, inner // beta_inv)
+            slow_out, fast_out = 4 * inner, 4 * fast_inner
             stride = 1 if i == 0 else 2
-            self.slow.append(
-                stage(
-                    slow_in, inner, slow_out, depth, temporal_kernel(1 if i < 2 else 3, slow_frames), stride
+            last = i == len(depths) - 1
+            blocks.append(
+                Pathways(
+                    resnet_stage(slow_in, inner, slow_out, depth, 1 if i < 2 else 3, stride),
+                    resnet_stage(fast_in, fast_inner, fast_out, depth, 3, stride),
+                    None if last else FuseFastToSlow(fast_out, fusion_kernel, self.alpha),
                 )
             )
-            self.fast.append(
-                stage(fast_in, fast_inner, fast_out, depth, temporal_kernel(3, num_frames), stride)
-            )
-            slow_in, fast_in = slow_out, fast_out
-            if i < len(depths) - 1:
-                self.lateral.append(lateral(fast_out))
-                slow_in += 2 * fast_out
+            slow_in, fast_in = slow_out + (0 if last else 2 * fast_out), fast_out
+        self.blocks = nn.ModuleList(blocks)
         self.head = nn.Sequential(nn.Dropout(float(dropout)), nn.Linear(slow_in + fast_in, 1))
-        self.trainable = {"slow": True, "fast": True, "lateral": True, "head": True}
+        self.freeze_backbone = freeze
+        self.trainable = {"blocks": not freeze, "head": True}
+        if backbone:
+            from fvc.weights.kinetics import load_backbone
+
+            load_backbone(self, "slowfast", backbone, ARCHITECTURE)
+
+    def train(self, mode: bool = True) -> SlowFast:
+        """A frozen backbone stays in eval mode: its BatchNorm statistics are the pretrained ones."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.blocks.eval()
+        return self
+
+    def export_params(self) -> dict[str, object]:
+        return {k: v for k, v in self.params.items() if k != "backbone"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        fast = (x - 0.5).transpose(1, 2).contiguous()  # [B, 3, T, H, W]
-        slow = fast[:, :, :: self.alpha].contiguous()
-        for i, (slow_block, fast_block) in enumerate(zip(self.slow, self.fast, strict=True)):
-            slow = self.run_blocks([slow_block], slow)
-            fast = self.run_blocks([fast_block], fast)
-            if i < len(self.lateral):
-                slow = torch.cat([slow, self.lateral[i](fast)], dim=1)
-        pooled = torch.cat([slow.mean(dim=(2, 3, 4)), fast.mean(dim=(2, 3, 4))], dim=1)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+            fast = ((x - KINETICS_MEAN) / KINETICS_STD).transpose(1, 2).contiguous()  # [B, 3, T, H, W]
+            slow = fast[:, :, :: self.alpha].contiguous()
+            for step in self.blocks:
+                assert isinstance(step, Pathways)
+                slow_block, fast_block = step.multipathway_blocks
+                slow = self.run_blocks(_blocks_of(slow_block), slow)
+                fast = self.run_blocks(_blocks_of(fast_block), fast)
+                if step.multipathway_fusion is not None:
+                    slow = torch.cat([slow, step.multipathway_fusion(fast)], dim=1)
+            pooled = torch.cat([slow.mean(dim=(2, 3, 4)), fast.mean(dim=(2, 3, 4))], dim=1)
         return self.head(pooled).squeeze(-1)
+
+
+def _blocks_of(module: nn.Module) -> Iterable[nn.Module]:
+    """A stage's residual blocks (the units `run_blocks` checkpoints), or the module itself (a stem)."""
+    return module.res_blocks if isinstance(module, ResStage) else [module]
