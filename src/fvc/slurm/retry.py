@@ -102,7 +102,7 @@ class Attempt:
         if alloc is None or job.req_mem is None or alloc.time_limit_s is None:
             return None
         request = Request(round(job.req_mem / MB), math.ceil(alloc.time_limit_s / 60))
-        peak = None if job.max_rss is None else round(job.max_rss / MB, 1)
+        peak = None if job.max_rss is None else job.max_rss / MB
         return cls(job.job_id, job.state, alloc.exit_code, request, peak)
 
     @property
@@ -245,7 +245,7 @@ class RetrySizer:
             "previous_job": previous.job_id if previous else "",
             "previous_state": previous.state if previous else "",
             "exit_code": previous.exit_code if previous else "",
-            "peak_mb": previous.peak_mb if previous and previous.peak_mb is not None else "",
+            "peak_mb": round(previous.peak_mb, 1) if previous and previous.peak_mb is not None else "",
             **{f"old_{k}": v for k, v in (asdict(old) if old else {"mem_mb": "", "runtime": ""}).items()},
             **{f"new_{k}": v for k, v in asdict(new).items()},
             "reason": d.reason,
