@@ -1,12 +1,16 @@
 """Helpers shared by the rules: paths, the model table, and resources drawn from the config."""
 
 import os
+import time
 from pathlib import Path
+
+from snakemake.logging import logger
 
 from fvc.core.config import model_specs
 from fvc.core.paths import DEMO, Layout
 from fvc.core.joblog import SNAKEMAKE_PID_ENV
 from fvc.slurm.partitions import partition
+from fvc.slurm.retry import Policy, Request, RetrySizer
 
 # Every stage's files, shared with the `fvc` command.
 LAYOUT = Layout(config["results_dir"])
@@ -25,8 +29,20 @@ TRAIN_MODELS = config["train"]["models"]
 # Partition of the jobs that never use a GPU (data stages, audit): fvc.slurm.partitions.
 CPU_PARTITION = partition(config, "cpu")
 FOLDS = list(range(config["folds"]["k"]))
+# Wall time (minutes) of an infer job's first attempt.
+INFER_RUNTIME = 10
 # Jobs end when this snakemake process ends (fvc.core.joblog.exit_with_snakemake): no orphans of a killed run.
 os.environ[SNAKEMAKE_PID_ENV] = str(os.getpid())
+# Requests of retried jobs, sized by why the previous attempt failed (sacct), one line each in the output and in
+# logs/retries.csv; only the driver decides (a job's own Snakemake runs within what the driver asked for).
+RETRY = RetrySizer(
+    ".",
+    Policy.from_config(config),
+    since=time.time(),
+    log_csv=Path("logs", "retries.csv"),
+    enabled=not (workflow.remote_exec or workflow.subprocess_exec),
+    announce=logger.warning,
+)
 
 
 wildcard_constraints:
@@ -46,21 +62,22 @@ def manifest_inputs():
     return {"manifest": [manifest] if isinstance(manifest, str) else list(manifest)}
 
 
-def grown(mem_mb, attempt):
-    """Memory for this attempt: each retry asks for `memory_growth` times more."""
-    return int(mem_mb * config["memory_growth"] ** (attempt - 1))
+def rule_request(name, wildcards, attempt):
+    """Request of a rule outside the model table (config `resources`), resized on retries."""
+    row = config["resources"][name]
+    return RETRY.request(
+        name, wildcards, attempt, Request(row["mem_mb"], row["runtime"])
+    )
 
 
 def rule_mem_mb(name):
-    """mem_mb of a rule outside the model table, growing with the attempt."""
-    return lambda wildcards, attempt: grown(
-        config["resources"][name]["mem_mb"], attempt
-    )
+    """mem_mb of a rule outside the model table."""
+    return lambda wildcards, attempt: rule_request(name, wildcards, attempt).mem_mb
 
 
 def rule_runtime(name):
     """runtime (minutes) of a rule outside the model table."""
-    return config["resources"][name]["runtime"]
+    return lambda wildcards, attempt: rule_request(name, wildcards, attempt).runtime
 
 
 def canonical(value):
@@ -86,19 +103,36 @@ def model_row(wildcards):
     return canonical({k: v for k, v in row.items() if k not in RESOURCE_FIELDS})
 
 
+def train_request(wildcards, attempt):
+    """Training memory and wall time from the model's table row, resized on retries."""
+    spec = MODEL_SPECS[wildcards.model]
+    return RETRY.request(
+        "train", wildcards, attempt, Request(spec.mem_mb, spec.runtime)
+    )
+
+
 def train_mem_mb(wildcards, attempt):
-    """Training memory from the model's table row, growing with the attempt."""
-    return grown(MODEL_SPECS[wildcards.model].mem_mb, attempt)
+    return train_request(wildcards, attempt).mem_mb
 
 
-def train_runtime(wildcards):
-    """Training wall time from the model's table row."""
-    return MODEL_SPECS[wildcards.model].runtime
+def train_runtime(wildcards, attempt):
+    return train_request(wildcards, attempt).runtime
+
+
+def infer_request(wildcards, attempt):
+    """Inference memory from the model's table row and INFER_RUNTIME, resized on retries."""
+    spec = MODEL_SPECS[wildcards.model]
+    return RETRY.request(
+        "infer", wildcards, attempt, Request(spec.infer_mem_mb, INFER_RUNTIME)
+    )
 
 
 def infer_mem_mb(wildcards, attempt):
-    """Inference memory from the model's table row, growing with the attempt."""
-    return grown(MODEL_SPECS[wildcards.model].infer_mem_mb, attempt)
+    return infer_request(wildcards, attempt).mem_mb
+
+
+def infer_runtime(wildcards, attempt):
+    return infer_request(wildcards, attempt).runtime
 
 
 def model_gpus(wildcards):

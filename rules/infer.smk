@@ -20,7 +20,7 @@ rule infer:
     threads: model_cpus
     resources:
         mem_mb=infer_mem_mb,
-        runtime=10,
+        runtime=infer_runtime,
         # The model row's GPUs and type (sbatch --gpus), on the GPU partition when it has GPUs.
         gpu=model_gpus,
         gpu_model=model_gpu_model,
