@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import re
@@ -25,13 +26,13 @@ from fvc.slurm.jobs import JobRef, discover_jobs, split_wildcards
 from fvc.slurm.recommend import Recommendation, apply_recommendations, edit_config_text, recommend, snippet
 from fvc.slurm.render import render_table
 from fvc.slurm.rows import benchmark_rows, sacct_rows
-from fvc.slurm.sacct import FIELDS, TRES_FIELDS, SacctUnavailable, parse_sacct
+from fvc.slurm.sacct import FIELDS, TIME_FIELDS, TRES_FIELDS, SacctUnavailable, parse_sacct
 
 ROOT = Path(__file__).resolve().parents[1]
 SAFETY = defaults()["audit"]["safety_factor"]
 FIXTURES = ROOT / "tests" / "fixtures" / "sacct"
 #: The fields of the fixtures recorded before fvc asked sacct for the TRES columns.
-PRE_GPU_FIELDS = tuple(f for f in FIELDS if f not in TRES_FIELDS)
+PRE_GPU_FIELDS = tuple(f for f in FIELDS if f not in TRES_FIELDS + TIME_FIELDS)
 RECORDED_CONFIG = FIXTURES / "config.yaml"  # the numbers the recorded jobs asked for
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -140,11 +141,14 @@ def test_recommend_and_snippet():
     assert lr.recommended == 500
     assert ("resources", "augment", "mem_mb") not in recs  # a TIMEOUT says nothing about memory
     assert ("resources", "folds", "mem_mb") not in recs  # cancelled before it ran
+    assert ("resources", "augment", "runtime") not in recs  # timed out, but the old format has no Timelimit
     shaped = yaml.safe_load(snippet(recs.values()))
     assert shaped == {
         "models": {
-            "logistic_regression": {"mem_mb": 500},
-            "vit_gru": {"mem_mb": 1900},
+            # runtime: 1 min x 2 -> the 5 min floor; cpus: 30 s of CPU in 60 s -> 0.5 x 1.2 -> 1
+            "logistic_regression": {"mem_mb": 500, "runtime": 5, "cpus": 1},
+            # runtime: 1-02:03:04 x 2 = 3126.1 min -> 3127; cpus: both CPUs busy all along -> 2 (as asked)
+            "vit_gru": {"mem_mb": 1900, "runtime": 3127, "cpus": 2},
             "x3d": {"infer_mem_mb": 4700},
         }
     }
@@ -157,21 +161,35 @@ def test_apply_edits_numbers_in_place(tmp_path):
     config = load_config(config_path)
     jobs = parse_sacct((FIXTURES / "old_release.txt").read_text(), PRE_GPU_FIELDS)
     recs = recommend(sacct_rows({j: JobRef(j, "?", "") for j in jobs}, jobs), config)
-    diff = apply_recommendations(config_path, recs)
+    diff = apply_recommendations(config_path, recs, today=datetime.date(2026, 11, 29))
     after = config_path.read_text()
-    assert "-     mem_mb: 2500, runtime: 60, infer_mem_mb: 1500" in diff
-    assert "+     mem_mb: 1900, runtime: 60, infer_mem_mb: 1500" in diff
+    assert "-     mem_mb: 2500, runtime: 60, infer_mem_mb: 1500, num_workers: 0, params: {}}" in diff
+    assert (
+        "+     mem_mb: 1900, runtime: 3127, infer_mem_mb: 1500, num_workers: 0, params: {}}  # audit 2026-11-29: "
+        "mem_mb peak 1536 MB (MaxRSS), runtime max elapsed 26.1 h" in diff
+    )
+    assert "+     mem_mb: 2000, runtime: 60, infer_mem_mb: 4700," in diff  # x3d
+    assert "infer_mem_mb out of memory at 3072 MB" in diff
     new = load_config(config_path)
     assert new["models"]["vit_gru"]["mem_mb"] == 1900 and new["models"]["x3d"]["infer_mem_mb"] == 4700
+    assert new["models"]["vit_gru"]["cpus"] == 2 and new["models"]["vit_gru"]["runtime"] == 3127
     assert new["models"]["vit_transformer"] == config["models"]["vit_transformer"]
-    assert [line for line in before.splitlines() if "#" in line] == [
-        line for line in after.splitlines() if "#" in line
-    ]
-    assert (
-        len(before.splitlines()) == len(after.splitlines())
-        and sum(a != b for a, b in zip(before.splitlines(), after.splitlines(), strict=True)) == 3
-    )
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
+    assert len(before.splitlines()) == len(after.splitlines()) and len(changed) == 5  # 3 rows: 2 lines each
+    assert all("# audit 2026-11-29: " in b for _, b in changed if "mem_mb" in b)
     assert apply_recommendations(config_path, recs) == ""  # idempotent
+
+
+def test_apply_replaces_the_previous_audit_note_and_keeps_other_comments():
+    text = "resources:\n  folds: {mem_mb: 800, runtime: 10}  # small; audit 2026-01-02: mem_mb peak 700 MB (MaxRSS)\n"
+    recs = [
+        Recommendation("resources", "folds", "mem_mb", 800, 400, "lower", "", "peak 300 MB (cgroup)"),
+        Recommendation("resources", "folds", "runtime", 10, 5, "lower", "", "max elapsed 0:12"),
+    ]
+    assert edit_config_text(text, recs, today=datetime.date(2026, 11, 29)) == (
+        "resources:\n  folds: {mem_mb: 400, runtime: 5}  # small; audit 2026-11-29: mem_mb peak 300 MB (cgroup), "
+        "runtime max elapsed 0:12\n"
+    )
 
 
 def test_edit_refuses_unknown_rows():

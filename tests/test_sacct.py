@@ -10,6 +10,7 @@ import pytest
 from fvc.slurm.sacct import (
     FIELDS,
     MB,
+    TIME_FIELDS,
     TRES_FIELDS,
     SacctUnavailable,
     parse_duration,
@@ -23,7 +24,7 @@ from fvc.slurm.sacct import (
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sacct"
 #: The fields of the fixtures recorded before fvc asked sacct for the TRES columns.
-PRE_GPU_FIELDS = tuple(f for f in FIELDS if f not in TRES_FIELDS)
+PRE_GPU_FIELDS = tuple(f for f in FIELDS if f not in TRES_FIELDS + TIME_FIELDS)
 
 
 def fixture(name: str) -> str:
