@@ -19,6 +19,7 @@ from workflow_runner import copy_workflow, snakemake
 
 from fvc.cli import main
 from fvc.core.config import load_config, validate_config
+from fvc.core.errors import FvcError
 from fvc.core.schema import defaults
 from fvc.infer.preflight import MB, preflight
 from fvc.slurm.audit import audit_workflow
@@ -26,6 +27,7 @@ from fvc.slurm.jobs import JobRef, discover_jobs, split_wildcards
 from fvc.slurm.recommend import Recommendation, apply_recommendations, edit_config_text, recommend, snippet
 from fvc.slurm.render import render_table
 from fvc.slurm.rows import benchmark_rows, sacct_rows
+from fvc.slurm.runs import record_run
 from fvc.slurm.sacct import FIELDS, TIME_FIELDS, TRES_FIELDS, SacctUnavailable, parse_sacct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,8 +167,8 @@ def test_apply_edits_numbers_in_place(tmp_path):
     after = config_path.read_text()
     assert "-     mem_mb: 2500, runtime: 60, infer_mem_mb: 1500, num_workers: 0, params: {}}" in diff
     assert (
-        "+     mem_mb: 1900, runtime: 3127, infer_mem_mb: 1500, num_workers: 0, params: {}}  # audit 2026-11-29: "
-        "mem_mb peak 1536 MB (MaxRSS), runtime max elapsed 26.1 h" in diff
+        "+     mem_mb: 1900, runtime: 3127, infer_mem_mb: 1500, num_workers: 0, params: {}}  "
+        "# audit 2026-11-29: mem_mb peak 1536 MB (MaxRSS), runtime max elapsed 26.1 h" in diff
     )
     assert "+     mem_mb: 2000, runtime: 60, infer_mem_mb: 4700," in diff  # x3d
     assert "infer_mem_mb out of memory at 3072 MB" in diff
@@ -181,14 +183,15 @@ def test_apply_edits_numbers_in_place(tmp_path):
 
 
 def test_apply_replaces_the_previous_audit_note_and_keeps_other_comments():
-    text = "resources:\n  folds: {mem_mb: 800, runtime: 10}  # small; audit 2026-01-02: mem_mb peak 700 MB (MaxRSS)\n"
+    note = "# small; audit 2026-01-02: mem_mb peak 700 MB (MaxRSS)"
+    text = f"resources:\n  folds: {{mem_mb: 800, runtime: 10}}  {note}\n"
     recs = [
         Recommendation("resources", "folds", "mem_mb", 800, 400, "lower", "", "peak 300 MB (cgroup)"),
         Recommendation("resources", "folds", "runtime", 10, 5, "lower", "", "max elapsed 0:12"),
     ]
     assert edit_config_text(text, recs, today=datetime.date(2026, 11, 29)) == (
-        "resources:\n  folds: {mem_mb: 400, runtime: 5}  # small; audit 2026-11-29: mem_mb peak 300 MB (cgroup), "
-        "runtime max elapsed 0:12\n"
+        "resources:\n  folds: {mem_mb: 400, runtime: 5}  "
+        "# small; audit 2026-11-29: mem_mb peak 300 MB (cgroup), runtime max elapsed 0:12\n"
     )
 
 
@@ -229,6 +232,8 @@ def test_fallback_to_benchmarks_when_sacct_is_unreachable(tmp_path):
         ("models", "naive_cnn", "mem_mb"): 1100,
         ("models", "naive_cnn", "infer_mem_mb"): 600,
         ("resources", "folds", "mem_mb"): 500,
+        ("models", "naive_cnn", "runtime"): 5,  # 12.5 s x 2: the 5-minute floor
+        ("resources", "folds", "runtime"): 5,
     }
 
 
@@ -255,10 +260,12 @@ def test_cli_apply_with_plot(tmp_path, capsys):
     write_benchmarks(work)
     assert main(["audit", "--workdir", str(work), "--apply"]) == 0
     out = capsys.readouterr().out
-    assert "folds" in out and "+  folds: {mem_mb: 500, runtime: 10}" in out
+    today = datetime.date.today().isoformat()
+    note = f"# audit {today}: mem_mb peak 390 MB (benchmark), runtime max elapsed 0:12"
+    assert "folds" in out and f"+  folds: {{mem_mb: 500, runtime: 5}}  {note}" in out
     assert (work / "results" / "audit" / "audit.svg").read_text().lstrip().startswith("<?xml")
     assert yaml.safe_load((work / "results" / "audit" / "recommended.yaml").read_text())["resources"] == {
-        "folds": {"mem_mb": 500}
+        "folds": {"mem_mb": 500, "runtime": 5}
     }
     assert load_config(work / "config.yaml")["resources"]["folds"]["mem_mb"] == 500
 
@@ -312,7 +319,7 @@ def test_the_snakemake_overhead_key_sizes_the_audit(tmp_path):
         assert f"max_rss + {mb} MB" in result.message
         train = next(r for r in result.rows if r["rule"] == "train")
         assert train["peak_mem_mb"] == pytest.approx(612.5 + mb)
-        recommended[mb] = {(r.row, r.key): r.recommended for r in result.recommendations}
+        recommended[mb] = {(r.row, r.key): r.recommended for r in result.recommendations if "mem" in r.key}
     # train: 912.5 x 1.2 -> 1100, 1112.5 x 1.2 -> 1400; infer: 500 x 1.2 -> 600, 700 x 1.2 -> 900;
     # folds: 390 x 1.2 -> 500, 590 x 1.2 -> 800.
     assert recommended[300] == {
@@ -517,16 +524,20 @@ def test_real_plugin_run_matches_reportseff(tmp_path):
     work = tmp_path / "wf"
     shutil.copytree(recorded / "log", work / ".snakemake" / "log")
     shutil.copy(ROOT / "config.yaml", work / "config.yaml")
-    result = audit_workflow(
-        work,
-        tmp_path / "a.csv",
-        safety_factor=SAFETY,
-        sacct=lambda ids: parse_sacct((recorded / "sacct.txt").read_text(), PRE_GPU_FIELDS),
+
+    def sacct(ids):
+        return parse_sacct((recorded / "sacct.txt").read_text(), PRE_GPU_FIELDS)
+
+    result = audit_workflow(work, tmp_path / "a.csv", safety_factor=SAFETY, sacct=sacct, all_runs=True)
+    rows = {(r["rule"], r["run"][:4]): r for r in result.rows}
+    # Each run submitted index and folds once: attempt 1 in both runs (a rerun is no retry).
+    assert sorted(rows) == [("folds", "4a2d"), ("folds", "fc67"), ("index", "4a2d"), ("index", "fc67")]
+    assert {r["attempt"] for r in result.rows} == {1}
+    assert (
+        rows[("index", "fc67")]["state"] == "OUT_OF_MEMORY"
+        and rows[("index", "4a2d")]["state"] == "COMPLETED"
     )
-    rows = {(r["rule"], r["attempt"]): r for r in result.rows}
-    assert sorted(rows) == [("folds", 1), ("folds", 2), ("index", 1), ("index", 2)]
-    assert rows[("index", 1)]["state"] == "OUT_OF_MEMORY" and rows[("index", 2)]["state"] == "COMPLETED"
-    assert rows[("folds", 1)]["run"] != rows[("folds", 2)]["run"]
+    assert result.runs == [rows[("index", "fc67")]["run"], rows[("index", "4a2d")]["run"]]  # oldest first
     lines = (recorded / "reportseff.txt").read_text().splitlines()[1:]
     theirs = {line.split("|")[0]: float(line.split("|")[2]) for line in lines}
     for row in result.rows:
@@ -549,3 +560,108 @@ def test_real_sacct_with_accounting_down_falls_back(slurm_cluster, tmp_path, mon
     result = audit_workflow(work, tmp_path / "a.csv", safety_factor=SAFETY)
     assert result.source == "benchmark" and "Connection refused" in result.message
     assert len(result.rows) == 3
+
+
+def test_latest_run_by_default_judged_by_its_recorded_config(tmp_path, capsys):
+    """The audit shows the latest run alone and compares it with the config that run recorded at its start
+    (here a --configfile that asked index for 1300 MB); `--run` picks an older run, which has no record and
+    falls back to config.yaml."""
+    recorded = FIXTURES / "plugin_run"
+    work = tmp_path / "wf"
+    shutil.copytree(recorded / "log", work / ".snakemake" / "log")
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    run_config = load_config(ROOT / "config.yaml")
+    run_config["resources"]["index"]["mem_mb"] = 1300
+    second_log = work / ".snakemake" / "log" / "2026-11-22T110848.023880.snakemake.log"
+    record = record_run(run_config, ["config.yaml", "big.yaml"], second_log.relative_to(work), work)
+    assert record == work / "logs" / "runs" / "2026-11-22T110848.023880.yaml"
+
+    def sacct(ids):
+        return parse_sacct((recorded / "sacct.txt").read_text(), PRE_GPU_FIELDS)
+
+    latest = audit_workflow(work, tmp_path / "a.csv", safety_factor=SAFETY, sacct=sacct)
+    assert latest.runs == ["4a2d2aaa-5425-422d-9aa6-df298a3b2d35"] and len(latest.rows) == 2
+    assert "2026-11-22T110848.023880.yaml" in latest.config_source and "big.yaml" in latest.config_source
+    index = next(r for r in latest.recommendations if r.row == "index" and r.key == "mem_mb")
+    assert index.current == 1300  # the run's number, not config.yaml's
+    older = audit_workflow(work, tmp_path / "a.csv", safety_factor=SAFETY, sacct=sacct, run="fc67")
+    assert older.runs == ["fc6777bf-5e08-4aa4-9654-7f6bc1b6abd7"] and older.config_source.endswith(
+        "config.yaml"
+    )
+    assert {r["rule"]: r["flag"] for r in older.rows}["index"] == "OOM"
+    with pytest.raises(FvcError, match="unknown; the runs: fc6777bf"):
+        audit_workflow(work, tmp_path / "a.csv", safety_factor=SAFETY, sacct=sacct, run="zz")
+
+
+def test_failed_jobs_show_their_state_not_under_use():
+    jobs = parse_sacct((FIXTURES / "old_release.txt").read_text(), PRE_GPU_FIELDS)
+    rows = {r["job_id"]: r for r in sacct_rows({j: JobRef(j, "?", "") for j in jobs}, jobs)}
+    assert rows["102"]["flag"] == "TIMEOUT"  # 90 % of its memory, but it never finished
+    assert rows["104"]["flag"] == "CANCELLED"
+    assert rows["103"]["flag"] == "OOM"
+
+
+ENFORCED_SNAKEFILE = """
+import sys
+
+from fvc.slurm.runs import record_run
+
+
+configfile: "config.yaml"
+
+
+onstart:
+    record_run(config, workflow.configfiles, log)
+
+
+rule index:
+    output:
+        "out/index.txt",
+    log:
+        memory="logs/index/index.memory.jsonl",
+    resources:
+        mem_mb=lambda wildcards: config["resources"]["index"]["mem_mb"],
+        runtime=lambda wildcards: config["resources"]["index"]["runtime"],
+    params:
+        python=sys.executable,
+    shell:
+        "{params.python} -c 'import time; from fvc.core.memory import MemoryLog; "
+        'log = MemoryLog("{log.memory}", "index"); log.mark("start"); b = b"x" * (250 * 2**20); '
+        'time.sleep(3); log.mark("end")\\' && touch {output}'
+"""
+
+
+@pytest.mark.slurm
+def test_cgroup_peak_time_limit_and_configfile_on_cluster(slurm_cluster, tmp_path):
+    """One real job through the SLURM plugin, run with a --configfile: the audit reads the config the run
+    recorded (mem_mb 900, runtime 3 from the override), the job's cgroup peak from its memory log beside
+    sacct's MaxRSS, and its time efficiency against the 3-minute limit."""
+    work = tmp_path / "wf"
+    work.mkdir()
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    (work / "big.yaml").write_text("resources:\n  index: {mem_mb: 900, runtime: 3}\n")
+    (work / "Snakefile").write_text(ENFORCED_SNAKEFILE)
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    args = [bin_dir / "snakemake", "--profile", ROOT / "profiles" / "slurm", "--retries", "0", "--jobs", "1",
+            "--latency-wait", "5", "out/index.txt", "--configfile", "big.yaml"]  # fmt: skip
+    done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = audit_workflow(work, work / "audit.csv", safety_factor=SAFETY)
+    print("\n" + render_table(result.rows, result.recommendations))
+    (row,) = result.rows
+    assert "big.yaml" in result.config_source and row["req_mem_mb"] == 900
+    assert row["peak_source"] == "cgroup" and 250 < row["peak_mem_mb"] <= 900 and row["max_rss_mb"] > 250
+    assert row["time_limit_s"] == 180 and row["time_eff"] == pytest.approx(
+        100 * row["elapsed_s"] / 180, abs=0.1
+    )
+    recs = {r.key: r for r in result.recommendations if r.row == "index"}
+    assert recs["mem_mb"].current == 900 and "(cgroup)" in recs["mem_mb"].reason
+    assert (recs["runtime"].current, recs["runtime"].recommended) == (
+        3,
+        5,
+    )  # a few seconds: the 5-minute floor

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fvc.core.atomic import write_text
-from fvc.core.config import load_config
+from fvc.core.config import load_config, validate_config
 from fvc.core.memory import MemoryLog
 from fvc.slurm.jobs import discover_jobs
 from fvc.slurm.memory_keys import snakemake_overhead_mb
@@ -132,7 +132,8 @@ def _run_config(workdir: Path, config: str | Path | dict | None, runs: list[str]
     if record is not None:
         path, content = record
         files = ", ".join(content.get("configfiles") or []) or "no config file"
-        return content["config"], f"{path} (the run's merged config: {files}, --config overrides)"
+        config = validate_config(content["config"], str(path))
+        return config, f"{path} (the run's merged config: {files}, --config overrides)"
     if isinstance(config, dict):
         return config, "the given config"
     path = workdir / "config.yaml" if config is None else Path(config)

@@ -114,7 +114,8 @@ def _minutes(seconds: float) -> str:
 def recommend_runtime(rows: Iterable[dict], config: dict) -> list[Recommendation]:
     """`runtime` (minutes) per rule and model where the config has one (models.<model>.runtime for train,
     resources.<rule>.runtime): longest successful elapsed x RUNTIME_MARGIN, rounded up, at least
-    RUNTIME_FLOOR_MIN; a group that timed out at a limit this high or higher: that limit x memory_growth."""
+    RUNTIME_FLOOR_MIN (or the current value, when lower: the floor alone raises nothing); a group that
+    timed out at a limit this high or higher: that limit x memory_growth."""
     groups: dict[tuple[str, str | None], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["rule"], row["model"]), []).append(row)
@@ -127,12 +128,16 @@ def recommend_runtime(rows: Iterable[dict], config: dict) -> list[Recommendation
             table, row_name, current = "resources", rule, config["resources"][rule].get("runtime")
         else:
             continue
-        done = [r["elapsed_s"] for r in members if r["state"] == "COMPLETED" and r.get("elapsed_s") is not None]
+        done = [
+            r["elapsed_s"] for r in members if r["state"] == "COMPLETED" and r.get("elapsed_s") is not None
+        ]
         limits = [r["time_limit_s"] for r in members if r["state"] == "TIMEOUT" and r.get("time_limit_s")]
         if not done and not limits:
             continue
         longest = max(done, default=0)
-        value = max(math.ceil(longest * RUNTIME_MARGIN / 60), RUNTIME_FLOOR_MIN)
+        value = max(
+            math.ceil(longest * RUNTIME_MARGIN / 60), min(RUNTIME_FLOOR_MIN, current or RUNTIME_FLOOR_MIN)
+        )
         reason = f"{rule}: longest of {len(done)} successful job(s) {_minutes(longest)} x {RUNTIME_MARGIN}"
         basis = f"max elapsed {_minutes(longest)}"
         action = "keep" if value == current else "lower" if current and value < current else "raise"

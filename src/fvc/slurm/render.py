@@ -98,5 +98,7 @@ def render_html(rows: list[dict], recs: list[Recommendation]) -> str:
         f"{r.recommended} {UNITS.get(r.key, 'MB')} [{html.escape(r.action)}] {html.escape(r.reason)}</li>"
         for r in recs
     )
-    recommended = f"<h3>Recommended memory, runtime and CPUs (fvc audit --apply)</h3><ul>{items}</ul>" if recs else ""
+    recommended = (
+        f"<h3>Recommended memory, runtime and CPUs (fvc audit --apply)</h3><ul>{items}</ul>" if recs else ""
+    )
     return html_page("fvc resource audit", f"<table><tr>{head}</tr>{body}</table>{recommended}")

@@ -24,11 +24,14 @@ RUN_ID_RE = re.compile(r"SLURM run ID: (?P<id>\S+)")
 def record_run(
     config: dict,
     configfiles: Iterable[str | Path],
-    snakemake_log: str | Path | None,
+    snakemake_log: str | Path | Iterable[str | Path] | None,
     workdir: str | Path = ".",
 ) -> Path:
-    """Write the run's record (merged config, config files, log, start time); return its path."""
-    log = Path(snakemake_log) if snakemake_log else None
+    """Write the run's record (merged config, config files, log, start time); return its path.
+
+    `snakemake_log`: the run's log, or `onstart`'s `log` (Snakemake 9: a list of its log files)."""
+    logs = [snakemake_log] if isinstance(snakemake_log, (str, Path)) else list(snakemake_log or [])
+    log = next((Path(f) for f in logs if str(f).endswith(".snakemake.log")), None)
     started = datetime.datetime.now().isoformat(timespec="seconds")
     name = log.name.removesuffix(".snakemake.log") if log else started.replace(":", "")
     record = {
