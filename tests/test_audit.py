@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ from fvc.slurm.audit import audit_workflow
 from fvc.slurm.jobs import JobRef, discover_jobs, split_wildcards
 from fvc.slurm.recommend import Recommendation, apply_recommendations, edit_config_text, recommend, snippet
 from fvc.slurm.render import render_table
-from fvc.slurm.rows import benchmark_rows, sacct_rows
+from fvc.slurm.rows import add_memory_logs, benchmark_rows, sacct_rows
 from fvc.slurm.runs import record_run
 from fvc.slurm.sacct import FIELDS, TIME_FIELDS, TRES_FIELDS, SacctUnavailable, parse_sacct
 
@@ -665,3 +666,66 @@ def test_cgroup_peak_time_limit_and_configfile_on_cluster(slurm_cluster, tmp_pat
         3,
         5,
     )  # a few seconds: the 5-minute floor
+
+
+def sacct_row(**values) -> dict:
+    """An audit row as `job_row` makes it, with `values` changed."""
+    row = {"job_id": "1", "run": "r", "rule": "folds", "wildcards": "", "model": None, "fold": None,
+           "attempt": 1, "state": "COMPLETED", "req_mem_mb": 800.0, "peak_mem_mb": 500.0,
+           "peak_source": "MaxRSS", "max_rss_mb": 500.0, "mem_eff": 62.5, "elapsed_s": 100.0,
+           "time_limit_s": 600.0, "time_eff": 16.7, "cpus": 1, "cpu_eff": 50.0, "gpus": 0,
+           "gpu_peak_mb": None, "gpu_util": None, "source": "sacct", "flag": "", "start": 1000.0,
+           "end": 1100.0}  # fmt: skip
+    return row | values
+
+
+def test_cgroup_peak_of_the_job_s_own_records_replaces_max_rss(tmp_path):
+    """The memory log holds every attempt's records: only those written while the job ran count, and a
+    cgroup peak above the request (not the job's own cgroup) is ignored."""
+    log = tmp_path / "logs" / "folds" / "folds.memory.jsonl"
+    log.parent.mkdir(parents=True)
+    records = [
+        {"time": 500.0, "cgroup_peak_mb": 790.0},  # an earlier attempt
+        {"time": 1010.0, "cgroup_peak_mb": 300.0},
+        {"time": 1090.0, "cgroup_peak_mb": 410.0},
+    ]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    other = tmp_path / "logs" / "index" / "index.memory.jsonl"
+    other.parent.mkdir(parents=True)
+    other.write_text(json.dumps({"time": 1050.0, "cgroup_peak_mb": 5000.0}) + "\n")
+    folds, index = add_memory_logs([sacct_row(), sacct_row(rule="index", job_id="2")], tmp_path)
+    assert (folds["peak_mem_mb"], folds["peak_source"], folds["max_rss_mb"]) == (410.0, "cgroup", 500.0)
+    assert folds["mem_eff"] == pytest.approx(51.2) and folds["flag"] == "<60% used"
+    assert (index["peak_mem_mb"], index["peak_source"]) == (500.0, "MaxRSS")
+    (rec,) = [r for r in recommend([folds], load_config(RECORDED_CONFIG)) if r.key == "mem_mb"]
+    assert rec.recommended == 500 and "peak 410 MB (cgroup)" in rec.reason  # 410 x 1.2 = 492 -> 500
+
+
+def test_runtime_and_cpus_arithmetic():
+    config = load_config(RECORDED_CONFIG)
+    config["models"]["naive_cnn"]["cpus"] = 4
+    rows = [
+        sacct_row(elapsed_s=130.0),  # folds: 130 s x 2 = 4.3 min -> 5 (the floor)
+        sacct_row(job_id="2", elapsed_s=1000.0),  # the longest: 1000 s x 2 = 33.3 min -> 34
+        sacct_row(job_id="3", elapsed_s=5000.0, state="FAILED"),  # a failure says nothing about time
+        sacct_row(job_id="4", rule="augment", state="TIMEOUT", time_limit_s=3600.0),  # 60 min x 1.5 = 90
+        # naive_cnn on 4 CPUs: at most 1.5 CPUs busy (37.5 %) x 1.2 = 1.8 -> 2
+        sacct_row(job_id="5", rule="train", wildcards="naive_cnn_0", model="naive_cnn", fold=0, cpus=4,
+                  cpu_eff=37.5, elapsed_s=30.0),
+        sacct_row(job_id="6", rule="infer", wildcards="naive_cnn", model="naive_cnn", cpus=4, cpu_eff=20.0),
+    ]  # fmt: skip
+    recs = {(r.row, r.key): r for r in recommend(rows, config) if r.key in ("runtime", "cpus")}
+    assert (recs[("folds", "runtime")].current, recs[("folds", "runtime")].recommended) == (10, 34)
+    assert recs[("folds", "runtime")].basis == "max elapsed 16:40"
+    assert (recs[("augment", "runtime")].recommended, recs[("augment", "runtime")].action) == (
+        90,
+        "raise-timeout",
+    )
+    assert recs[("naive_cnn", "runtime")].recommended == 5  # train's 30 s; infer has no runtime key
+    cpus = recs[("naive_cnn", "cpus")]
+    assert (cpus.current, cpus.recommended, cpus.action) == (
+        4,
+        2,
+        "lower",
+    ) and "1.50 of 4 CPU(s)" in cpus.reason
+    assert rows[0]["time_eff"] == pytest.approx(16.7)
