@@ -729,3 +729,26 @@ def test_runtime_and_cpus_arithmetic():
         "lower",
     ) and "1.50 of 4 CPU(s)" in cpus.reason
     assert rows[0]["time_eff"] == pytest.approx(16.7)
+
+
+def test_time_efficiency_on_recorded_jobs():
+    """Real jobs with a 1-minute limit: time and CPU efficiency as reportseff defines them; the job killed at
+    its limit shows TIMEOUT (not its 0.4 % memory use) and its rule's runtime is raised."""
+    jobs = parse_sacct((FIXTURES / "time_fields.txt").read_text())
+    refs = {job_id: JobRef(job_id, "?", "") for job_id in jobs}
+    rows = {r["job_id"]: r for r in sacct_rows(refs, jobs)}
+    done, timeout = rows["649"], rows["650"]
+    assert (done["time_limit_s"], done["time_eff"]) == (60, pytest.approx(8.3))  # 5 s of 60
+    assert done["cpu_eff"] == pytest.approx(3.7)  # 0.371 s of CPU over 2 CPUs x 5 s
+    assert (timeout["state"], timeout["flag"], timeout["time_eff"]) == (
+        "TIMEOUT",
+        "TIMEOUT",
+        pytest.approx(103.3),
+    )
+    config = load_config(RECORDED_CONFIG)
+    config["models"]["naive_cnn"]["runtime"] = 1  # what the job asked for
+    recs = {(r.row, r.key): r for r in recommend(rows.values(), config)}
+    train = recs[("naive_cnn", "runtime")]
+    assert (train.current, train.recommended, train.action) == (1, 2, "raise-timeout")  # 1 min x 1.5 -> 2
+    augment = recs[("augment", "runtime")]
+    assert (augment.current, augment.recommended, augment.action) == (60, 5, "lower")  # 5 s x 2: the floor

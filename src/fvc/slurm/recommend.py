@@ -134,15 +134,20 @@ def recommend_runtime(rows: Iterable[dict], config: dict) -> list[Recommendation
         limits = [r["time_limit_s"] for r in members if r["state"] == "TIMEOUT" and r.get("time_limit_s")]
         if not done and not limits:
             continue
-        longest = max(done, default=0)
-        value = max(
-            math.ceil(longest * RUNTIME_MARGIN / 60), min(RUNTIME_FLOOR_MIN, current or RUNTIME_FLOOR_MIN)
-        )
-        reason = f"{rule}: longest of {len(done)} successful job(s) {_minutes(longest)} x {RUNTIME_MARGIN}"
-        basis = f"max elapsed {_minutes(longest)}"
-        action = "keep" if value == current else "lower" if current and value < current else "raise"
-        if limits and max(limits) / 60 >= value:
-            value, action = math.ceil(max(limits) / 60 * growth), "raise-timeout" if not done else "raise"
+        if done:
+            longest = max(done)
+            value = max(
+                math.ceil(longest * RUNTIME_MARGIN / 60), min(RUNTIME_FLOOR_MIN, current or RUNTIME_FLOOR_MIN)
+            )
+            reason = (
+                f"{rule}: longest of {len(done)} successful job(s) {_minutes(longest)} x {RUNTIME_MARGIN}"
+            )
+            basis = f"max elapsed {_minutes(longest)}"
+            action = "keep" if value == current else "lower" if current and value < current else "raise"
+        if limits and (not done or max(limits) / 60 >= value):
+            # Never below the current value: a limit that timed out may since have been raised by hand.
+            value = max(math.ceil(max(limits) / 60 * growth), current or 0)
+            action = "keep" if value == current else "raise-timeout" if not done else "raise"
             reason = f"{rule}: timed out at {max(limits) / 60:.0f} min: x{growth}"
             basis = f"timed out at {max(limits) / 60:.0f} min"
         recs.append(Recommendation(table, row_name, "runtime", current, value, action, reason, basis))
