@@ -752,3 +752,16 @@ def test_time_efficiency_on_recorded_jobs():
     assert (train.current, train.recommended, train.action) == (1, 2, "raise-timeout")  # 1 min x 1.5 -> 2
     augment = recs[("augment", "runtime")]
     assert (augment.current, augment.recommended, augment.action) == (60, 5, "lower")  # 5 s x 2: the floor
+
+
+def test_cli_run_options(tmp_path, capsys):
+    """`--run` and `--all-runs` exclude each other; without SLURM jobs the audit says it saw no run."""
+    assert main(["audit", "--run", "fc67", "--all-runs"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    work = tmp_path / "wf"
+    work.mkdir()
+    shutil.copy(RECORDED_CONFIG, work / "config.yaml")
+    write_benchmarks(work)
+    assert main(["audit", "--workdir", str(work), "--all-runs"]) == 0
+    out = capsys.readouterr().out
+    assert "run(s): (no SLURM run)" in out and f"config: {work / 'config.yaml'}" in out

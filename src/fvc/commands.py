@@ -317,6 +317,7 @@ def audit(args: argparse.Namespace, overrides: Overrides) -> int:
         memory_log=args.memory_log,
         run=args.run,
         all_runs=args.all_runs,
+        config_name=str(config_path),
     )
     if result.message:
         print(result.message, file=sys.stderr)

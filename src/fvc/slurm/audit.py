@@ -59,6 +59,7 @@ def audit_workflow(
     audit_html: str | Path | None = None,
     run: str | None = None,
     all_runs: bool = False,
+    config_name: str = "the given config",
 ) -> AuditResult:
     """Audit every SLURM job of `workdir` (sacct; benchmark files when sacct is unreachable), write the
     table (CSV, parquet), the plot and the YAML snippet, and return rows and recommendations.
@@ -69,8 +70,8 @@ def audit_workflow(
     `audit_html`: the audit table as an HTML page.
 
     The jobs of the latest run (by job id) unless `run` names another (a run id or its unique prefix) or
-    `all_runs`; the config is the selected run's record (`fvc.slurm.runs`), else `config` (a dict or a
-    file), else `workdir/config.yaml`."""
+    `all_runs`; the config is the selected run's record (`fvc.slurm.runs`), else `config` (a dict, named
+    `config_name` in the result, or a file), else `workdir/config.yaml`."""
     mem = MemoryLog(memory_log, "audit")
     mem.mark("start")
     workdir = Path(workdir)
@@ -87,7 +88,7 @@ def audit_workflow(
     if rows and not all_runs:
         rows = select_run(rows, run)
     runs = run_order(rows) if rows else []
-    config, config_source = _run_config(workdir, config, runs)
+    config, config_source = _run_config(workdir, config, runs, config_name)
     if not rows:
         source, rows = "benchmark", benchmark_rows(workdir, config)
         message += f" (max_rss + {snakemake_overhead_mb(config)} MB Snakemake overhead)"
@@ -125,7 +126,9 @@ def audit_workflow(
     return AuditResult(rows, recs, source, message, runs, config_source)
 
 
-def _run_config(workdir: Path, config: str | Path | dict | None, runs: list[str]) -> tuple[dict, str]:
+def _run_config(
+    workdir: Path, config: str | Path | dict | None, runs: list[str], config_name: str
+) -> tuple[dict, str]:
     """The config of the audited run (its record, when one run is audited and it has one), else `config`,
     else workdir/config.yaml; and where it came from."""
     record = run_record(workdir, runs[0]) if len(runs) == 1 else None
@@ -135,6 +138,6 @@ def _run_config(workdir: Path, config: str | Path | dict | None, runs: list[str]
         config = validate_config(content["config"], str(path))
         return config, f"{path} (the run's merged config: {files}, --config overrides)"
     if isinstance(config, dict):
-        return config, "the given config"
+        return config, config_name
     path = workdir / "config.yaml" if config is None else Path(config)
     return load_config(path), str(path)
