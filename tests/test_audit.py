@@ -410,15 +410,24 @@ def run_on_slurm(work: Path) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
 
 
-def reportseff_mem_eff(job_ids: list[str]) -> dict[str, float]:
+def reportseff_effs(job_ids: list[str]) -> dict[str, dict[str, float | None]]:
+    """reportseff's MemEff, TimeEff and CPUEff (None for its `---`) per job."""
     exe = Path(sys.executable).parent / "reportseff"
     out = subprocess.run(
-        [exe, "--no-color", "--parsable", "--format", "JobID,MemEff", *job_ids],
+        [exe, "--no-color", "--parsable", "--format", "JobID,MemEff,TimeEff,CPUEff", *job_ids],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return {line.split("|")[0]: float(line.split("|")[1]) for line in out.splitlines()[1:] if line}
+    effs = {}
+    for line in out.splitlines()[1:]:
+        if line:
+            job_id, *values = line.split("|")
+            effs[job_id] = {
+                key: None if value == "---" else float(value)
+                for key, value in zip(("mem", "time", "cpu"), values, strict=True)
+            }
+    return effs
 
 
 @pytest.mark.slurm
@@ -448,9 +457,12 @@ def test_audit_apply_rerun_on_cluster(slurm_cluster, tmp_path):
     for row in rerun:
         assert row["state"] == "COMPLETED" and 60 <= row["mem_eff"] <= 90, row
     if shutil.which("reportseff", path=str(Path(sys.executable).parent)):
-        theirs = reportseff_mem_eff([r["job_id"] for r in second.rows])
+        theirs = reportseff_effs([r["job_id"] for r in second.rows])
         for row in second.rows:
-            assert abs(row["mem_eff"] - theirs[row["job_id"]]) <= 1.0, (row, theirs)
+            eff = theirs[row["job_id"]]
+            assert abs(row["mem_eff"] - eff["mem"]) <= 1.0 and row["time_eff"] == eff["time"], (row, eff)
+            # reportseff drops TotalCPU's milliseconds: at most 1 s of CPU over the elapsed time apart
+            assert 0 <= row["cpu_eff"] - eff["cpu"] <= 100 / row["elapsed_s"] + 0.1, (row, eff)
 
 
 def test_report_material_roc_and_metrics(tmp_path):
