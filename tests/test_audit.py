@@ -764,6 +764,19 @@ def test_time_efficiency_on_recorded_jobs():
     assert (train.current, train.recommended, train.action) == (1, 2, "raise-timeout")  # 1 min x 1.5 -> 2
     augment = recs[("augment", "runtime")]
     assert (augment.current, augment.recommended, augment.action) == (60, 5, "lower")  # 5 s x 2: the floor
+    threads = recs[("", "decode_threads")]  # augment's 2 CPUs, 0.07 of them busy (3.7 %) x 1.2 -> 1
+    assert (threads.path, threads.current, threads.recommended, threads.action) == (
+        "augment.decode_threads",
+        2,
+        1,
+        "lower",
+    )
+    assert "  decode_threads: 1  # lower: augment: 1 successful job(s)" in snippet([threads])
+    text = "augment:\n  num_frames: 8\n  decode_threads: 2      # the job's CPUs\nfolds:\n  k: 3\n"
+    assert edit_config_text(text, [threads], today=datetime.date(2026, 11, 29)) == (
+        "augment:\n  num_frames: 8\n  decode_threads: 1  # the job's CPUs; audit 2026-11-29: decode_threads "
+        "0.07 CPUs busy\nfolds:\n  k: 3\n"
+    )
 
 
 def test_cli_run_options(tmp_path, capsys):

@@ -17,7 +17,7 @@ import yaml
 from fvc.core.atomic import atomic_path
 from fvc.core.config import load_config
 from fvc.slurm.jobs import id_order
-from fvc.slurm.memory_keys import MODEL_KEYS, configured_mem_mb, snakemake_overhead_mb
+from fvc.slurm.memory_keys import MODEL_KEYS, RULE_CPUS, configured_mem_mb, snakemake_overhead_mb
 
 ROUND_MB = 100
 #: runtime (minutes) = longest successful elapsed x this, rounded up, never below RUNTIME_FLOOR_MIN (a job
@@ -42,6 +42,17 @@ class Recommendation:
     action: str  # lower | raise | keep | raise-oom | raise-timeout
     reason: str
     basis: str = ""  # what the value rests on, for the config line's comment (e.g. `peak 512 MB (cgroup)`)
+
+    @property
+    def path(self) -> str:
+        """The config key's dotted path (`models.x3d.mem_mb`; `augment.decode_threads` has no row)."""
+        return ".".join(part for part in (self.table, self.row, self.key) if part)
+
+    def value_in(self, config: dict) -> object:
+        """This key's value in a config (None when absent)."""
+        table = config.get(self.table) or {}
+        holder = (table.get(self.row) or {}) if self.row else table
+        return holder.get(self.key)
 
 
 def _round_up(value: float) -> int:
@@ -154,28 +165,42 @@ def recommend_runtime(rows: Iterable[dict], config: dict) -> list[Recommendation
     return recs
 
 
+def _cpus(members: list[dict], current: int | None, floor: int, safety_factor: float) -> tuple:
+    """(value, action, reason, basis) of a CPU count from the successful jobs that asked for it."""
+    busy = max(r["cpu_eff"] / 100 * r["cpus"] for r in members)
+    asked = max(r["cpus"] for r in members)
+    value = min(max(math.ceil(busy * safety_factor), floor, 1), asked)
+    action = "keep" if value == current else "lower" if current and value < current else "raise"
+    reason = f"{len(members)} successful job(s): at most {busy:.2f} of {asked} CPU(s) busy x {safety_factor}"
+    return value, action, reason, f"{busy:.2f} CPUs busy"
+
+
 def recommend_cpus(rows: Iterable[dict], config: dict, safety_factor: float = 1.2) -> list[Recommendation]:
-    """`cpus` per model (its train and infer jobs): the most CPUs any successful job kept busy (TotalCPU /
-    Elapsed) x safety factor, rounded up; never more than asked (a job cannot show it needed more than it
-    had) and never fewer than num_workers + 1."""
-    groups: dict[str, list[dict]] = {}
+    """`cpus` per model (its train and infer jobs) and the CPU key of the rules in RULE_CPUS: the most CPUs
+    any successful job kept busy (TotalCPU / Elapsed) x safety factor, rounded up; never more than asked (a
+    job cannot show it needed more than it had) and, for a model, never fewer than num_workers + 1."""
+    groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
-        if row["rule"] in MODEL_KEYS and row["model"] is not None and row["state"] == "COMPLETED":
-            if row.get("cpus") and row.get("cpu_eff") is not None:
-                groups.setdefault(row["model"], []).append(row)
+        if row["state"] != "COMPLETED" or not row.get("cpus") or row.get("cpu_eff") is None:
+            continue
+        if row["rule"] in MODEL_KEYS and row["model"] is not None:
+            groups.setdefault(("models", row["model"]), []).append(row)
+        elif row["rule"] in RULE_CPUS:
+            groups.setdefault(("rule", row["rule"]), []).append(row)
     recs = []
-    for model, members in sorted(groups.items()):
-        spec = config.get("models", {}).get(model, {})
-        current = spec.get("cpus")
-        busy = max(r["cpu_eff"] / 100 * r["cpus"] for r in members)
-        asked = max(r["cpus"] for r in members)
-        value = min(max(math.ceil(busy * safety_factor), spec.get("num_workers", 0) + 1, 1), asked)
-        action = "keep" if value == current else "lower" if current and value < current else "raise"
-        reason = (
-            f"{len(members)} successful job(s): at most {busy:.2f} of {asked} CPU(s) busy x {safety_factor}"
-        )
-        basis = f"{busy:.2f} CPUs busy"
-        recs.append(Recommendation("models", model, "cpus", current, value, action, reason, basis))
+    for (kind, name), members in sorted(groups.items()):
+        if kind == "models":
+            spec = config.get("models", {}).get(name, {})
+            current = spec.get("cpus")
+            value, action, reason, basis = _cpus(
+                members, current, spec.get("num_workers", 0) + 1, safety_factor
+            )
+            recs.append(Recommendation("models", name, "cpus", current, value, action, reason, basis))
+        else:
+            table, key = RULE_CPUS[name]
+            current = config.get(table, {}).get(key)
+            value, action, reason, basis = _cpus(members, current, 1, safety_factor)
+            recs.append(Recommendation(table, "", key, current, value, action, f"{name}: {reason}", basis))
     return recs
 
 
@@ -221,13 +246,15 @@ def snippet(recs: Iterable[Recommendation]) -> str:
         "# fvc audit: right-sized memory (MB), runtime (minutes) and CPUs; `fvc audit --apply` writes these "
         "into config.yaml"
     ]
-    for table in ("models", "resources"):
-        if table not in tables:
-            continue
+    for table in sorted(tables, key=lambda t: (t not in ("models", "resources"), t != "models", t)):
         lines.append(f"{table}:")
         for row, values in tables[table].items():
+            why = "; ".join(reasons[(table, row)])
+            if not row:  # keys of the table itself (augment.decode_threads)
+                lines += [f"  {k}: {v}  # {why}" for k, v in values.items()]
+                continue
             inner = ", ".join(f"{k}: {v}" for k, v in values.items())
-            lines.append(f"  {row}: {{{inner}}}  # {'; '.join(reasons[(table, row)])}")
+            lines.append(f"  {row}: {{{inner}}}  # {why}")
     return "\n".join(lines) + "\n"
 
 
@@ -269,13 +296,17 @@ def edit_config_text(
         if top is None:
             raise ValueError(f"{source}: no top-level `{rec.table}:` table")
         end = _block_end(lines, top, 0, len(lines))
-        row = next(
-            (i for i in range(top + 1, end) if re.match(rf"\s+{re.escape(rec.row)}\s*:", lines[i])), None
-        )
-        if row is None:
-            raise ValueError(f"{source}: `{rec.table}` has no row `{rec.row}`")
-        row_indent = len(lines[row]) - len(lines[row].lstrip())
-        row_end = _block_end(lines, row, row_indent, end)
+        if not rec.row:  # a key of the table itself
+            row, row_end = top, end
+        else:
+            found = next(
+                (i for i in range(top + 1, end) if re.match(rf"\s+{re.escape(rec.row)}\s*:", lines[i])), None
+            )
+            if found is None:
+                raise ValueError(f"{source}: `{rec.table}` has no row `{rec.row}`")
+            row = found
+            row_indent = len(lines[row]) - len(lines[row].lstrip())
+            row_end = _block_end(lines, row, row_indent, end)
         block = "".join(lines[row:row_end])
         new_block, count = re.subn(
             rf"(?<![\w-])({re.escape(rec.key)}\s*:\s*)(\d+|null)", rf"\g<1>{rec.recommended}", block
@@ -283,12 +314,10 @@ def edit_config_text(
         if count == 0 and "{" in block:  # a key the flow-style row leaves at its default (e.g. vram_mb)
             new_block, count = block.replace("{", f"{{{rec.key}: {rec.recommended}, ", 1), 1
         if count != 1:
-            raise ValueError(
-                f"{source}: `{rec.table}.{rec.row}` has {count} `{rec.key}:` numbers, expected 1"
-            )
+            raise ValueError(f"{source}: `{rec.path}` has {count} `{rec.key}:` numbers, expected 1")
         new_lines = new_block.splitlines(keepends=True)
         if len(new_lines) != row_end - row:
-            raise ValueError(f"{source}: editing {rec.table}.{rec.row}.{rec.key} changed the line count")
+            raise ValueError(f"{source}: editing {rec.path} changed the line count")
         lines[row:row_end] = new_lines
         if rec.basis:
             at = _note_line(lines, row, row_end, rec.key)
@@ -298,8 +327,8 @@ def edit_config_text(
     new_text = "".join(lines)
     new = yaml.safe_load(new_text)
     for rec in recs:
-        if new[rec.table][rec.row][rec.key] != rec.recommended:
-            raise ValueError(f"{source}: editing {rec.table}.{rec.row}.{rec.key} failed")
+        if rec.value_in(new) != rec.recommended:
+            raise ValueError(f"{source}: editing {rec.path} failed")
     return new_text
 
 
@@ -311,7 +340,7 @@ def apply_recommendations(
     path = Path(config_path)
     old = path.read_text()
     current = yaml.safe_load(old) or {}
-    todo = [r for r in recs if current.get(r.table, {}).get(r.row, {}).get(r.key) != r.recommended]
+    todo = [r for r in recs if r.value_in(current) != r.recommended]
     new = edit_config_text(old, todo, str(path), today)
     if new == old:
         return ""

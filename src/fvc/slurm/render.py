@@ -12,7 +12,7 @@ HEAD = (
 )  # fmt: skip
 NUMERIC = {3, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}  # right-aligned columns
 #: The unit of each recommended key, for the recommendation lines.
-UNITS = {"runtime": "min", "cpus": "CPUs", "gpus": "GPUs"}
+UNITS = {"runtime": "min", "cpus": "CPUs", "decode_threads": "CPUs", "gpus": "GPUs"}
 
 
 def _fmt(value: float | int | None, spec: str = ".0f") -> str:
@@ -65,10 +65,7 @@ def render_table(rows: list[dict], recs: list[Recommendation]) -> str:
     out = [line(HEAD), line(tuple("-" * w for w in widths)), *map(line, body)]
     if recs:
         out += ["", "recommended memory (MB), runtime (min), CPUs and GPUs:"]
-        out += [
-            f"  {r.table}.{r.row}.{r.key}: {_fmt(r.current)} -> {r.recommended}  [{r.action}] {r.reason}"
-            for r in recs
-        ]
+        out += [f"  {r.path}: {_fmt(r.current)} -> {r.recommended}  [{r.action}] {r.reason}" for r in recs]
     return "\n".join(out)
 
 
@@ -94,7 +91,7 @@ def render_html(rows: list[dict], recs: list[Recommendation]) -> str:
         for cells in map(_cells, rows)
     )
     items = "".join(
-        f"<li><code>{html.escape(f'{r.table}.{r.row}.{r.key}')}</code>: {_fmt(r.current)} &rarr; "
+        f"<li><code>{html.escape(r.path)}</code>: {_fmt(r.current)} &rarr; "
         f"{r.recommended} {UNITS.get(r.key, 'MB')} [{html.escape(r.action)}] {html.escape(r.reason)}</li>"
         for r in recs
     )
