@@ -674,10 +674,8 @@ def test_cgroup_peak_time_limit_and_configfile_on_cluster(slurm_cluster, tmp_pat
     )
     recs = {r.key: r for r in result.recommendations if r.row == "index"}
     assert recs["mem_mb"].current == 900 and "(cgroup)" in recs["mem_mb"].reason
-    assert (recs["runtime"].current, recs["runtime"].recommended) == (
-        3,
-        5,
-    )  # a few seconds: the 5-minute floor
+    runtime = recs["runtime"]  # under a minute x 2, below the 5-minute floor: kept at the 3 asked
+    assert (runtime.current, runtime.recommended, runtime.action) == (3, 3, "keep")
 
 
 def sacct_row(**values) -> dict:
