@@ -3,6 +3,7 @@ from snakemake.utils import min_version
 import sys
 
 from fvc.core.config import validate_config
+from fvc.slurm.runs import record_run
 from fvc.slurm.summary import run_summary
 
 min_version("9.14")
@@ -31,6 +32,11 @@ include: "rules/audit.smk"
 rule all:
     input:
         final_targets(),
+
+
+onstart:
+    # The config this run really uses (config.yaml, --configfile, --config), for `fvc audit` (fvc.slurm.runs).
+    record_run(config, workflow.configfiles, log)
 
 
 onsuccess:

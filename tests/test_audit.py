@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import os
 import re
@@ -18,20 +20,22 @@ from workflow_runner import copy_workflow, snakemake
 
 from fvc.cli import main
 from fvc.core.config import load_config, validate_config
+from fvc.core.errors import FvcError
 from fvc.core.schema import defaults
 from fvc.infer.preflight import MB, preflight
 from fvc.slurm.audit import audit_workflow
 from fvc.slurm.jobs import JobRef, discover_jobs, split_wildcards
 from fvc.slurm.recommend import Recommendation, apply_recommendations, edit_config_text, recommend, snippet
 from fvc.slurm.render import render_table
-from fvc.slurm.rows import benchmark_rows, sacct_rows
-from fvc.slurm.sacct import FIELDS, TRES_FIELDS, SacctUnavailable, parse_sacct
+from fvc.slurm.rows import add_memory_logs, benchmark_rows, sacct_rows
+from fvc.slurm.runs import record_run
+from fvc.slurm.sacct import FIELDS, TIME_FIELDS, TRES_FIELDS, SacctUnavailable, parse_sacct
 
 ROOT = Path(__file__).resolve().parents[1]
 SAFETY = defaults()["audit"]["safety_factor"]
 FIXTURES = ROOT / "tests" / "fixtures" / "sacct"
 #: The fields of the fixtures recorded before fvc asked sacct for the TRES columns.
-PRE_GPU_FIELDS = tuple(f for f in FIELDS if f not in TRES_FIELDS)
+PRE_GPU_FIELDS = tuple(f for f in FIELDS if f not in TRES_FIELDS + TIME_FIELDS)
 RECORDED_CONFIG = FIXTURES / "config.yaml"  # the numbers the recorded jobs asked for
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -140,11 +144,14 @@ def test_recommend_and_snippet():
     assert lr.recommended == 500
     assert ("resources", "augment", "mem_mb") not in recs  # a TIMEOUT says nothing about memory
     assert ("resources", "folds", "mem_mb") not in recs  # cancelled before it ran
+    assert ("resources", "augment", "runtime") not in recs  # timed out, but the old format has no Timelimit
     shaped = yaml.safe_load(snippet(recs.values()))
     assert shaped == {
         "models": {
-            "logistic_regression": {"mem_mb": 500},
-            "vit_gru": {"mem_mb": 1900},
+            # runtime: 1 min x 2 -> the 5 min floor; cpus: 30 s of CPU in 60 s -> 0.5 x 1.2 -> 1
+            "logistic_regression": {"mem_mb": 500, "runtime": 5, "cpus": 1},
+            # runtime: 1-02:03:04 x 2 = 3126.1 min -> 3127; cpus: both CPUs busy all along -> 2 (as asked)
+            "vit_gru": {"mem_mb": 1900, "runtime": 3127, "cpus": 2},
             "x3d": {"infer_mem_mb": 4700},
         }
     }
@@ -157,21 +164,36 @@ def test_apply_edits_numbers_in_place(tmp_path):
     config = load_config(config_path)
     jobs = parse_sacct((FIXTURES / "old_release.txt").read_text(), PRE_GPU_FIELDS)
     recs = recommend(sacct_rows({j: JobRef(j, "?", "") for j in jobs}, jobs), config)
-    diff = apply_recommendations(config_path, recs)
+    diff = apply_recommendations(config_path, recs, today=datetime.date(2026, 11, 29))
     after = config_path.read_text()
-    assert "-     mem_mb: 2500, runtime: 60, infer_mem_mb: 1500" in diff
-    assert "+     mem_mb: 1900, runtime: 60, infer_mem_mb: 1500" in diff
+    assert "-     mem_mb: 2500, runtime: 60, infer_mem_mb: 1500, num_workers: 0, params: {}}" in diff
+    assert (
+        "+     mem_mb: 1900, runtime: 3127, infer_mem_mb: 1500, num_workers: 0, params: {}}  "
+        "# audit 2026-11-29: mem_mb peak 1536 MB (MaxRSS), runtime max elapsed 26.1 h" in diff
+    )
+    assert "+     mem_mb: 2000, runtime: 60, infer_mem_mb: 4700," in diff  # x3d
+    assert "infer_mem_mb out of memory at 3072 MB" in diff
     new = load_config(config_path)
     assert new["models"]["vit_gru"]["mem_mb"] == 1900 and new["models"]["x3d"]["infer_mem_mb"] == 4700
+    assert new["models"]["vit_gru"]["cpus"] == 2 and new["models"]["vit_gru"]["runtime"] == 3127
     assert new["models"]["vit_transformer"] == config["models"]["vit_transformer"]
-    assert [line for line in before.splitlines() if "#" in line] == [
-        line for line in after.splitlines() if "#" in line
-    ]
-    assert (
-        len(before.splitlines()) == len(after.splitlines())
-        and sum(a != b for a, b in zip(before.splitlines(), after.splitlines(), strict=True)) == 3
-    )
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
+    assert len(before.splitlines()) == len(after.splitlines()) and len(changed) == 5  # 3 rows: 2 lines each
+    assert all("# audit 2026-11-29: " in b for _, b in changed if "mem_mb" in b)
     assert apply_recommendations(config_path, recs) == ""  # idempotent
+
+
+def test_apply_replaces_the_previous_audit_note_and_keeps_other_comments():
+    note = "# small; audit 2026-01-02: mem_mb peak 700 MB (MaxRSS)"
+    text = f"resources:\n  folds: {{mem_mb: 800, runtime: 10}}  {note}\n"
+    recs = [
+        Recommendation("resources", "folds", "mem_mb", 800, 400, "lower", "", "peak 300 MB (cgroup)"),
+        Recommendation("resources", "folds", "runtime", 10, 5, "lower", "", "max elapsed 0:12"),
+    ]
+    assert edit_config_text(text, recs, today=datetime.date(2026, 11, 29)) == (
+        "resources:\n  folds: {mem_mb: 400, runtime: 5}  "
+        "# small; audit 2026-11-29: mem_mb peak 300 MB (cgroup), runtime max elapsed 0:12\n"
+    )
 
 
 def test_edit_refuses_unknown_rows():
@@ -211,6 +233,8 @@ def test_fallback_to_benchmarks_when_sacct_is_unreachable(tmp_path):
         ("models", "naive_cnn", "mem_mb"): 1100,
         ("models", "naive_cnn", "infer_mem_mb"): 600,
         ("resources", "folds", "mem_mb"): 500,
+        ("models", "naive_cnn", "runtime"): 5,  # 12.5 s x 2: the 5-minute floor
+        ("resources", "folds", "runtime"): 5,
     }
 
 
@@ -237,10 +261,12 @@ def test_cli_apply_with_plot(tmp_path, capsys):
     write_benchmarks(work)
     assert main(["audit", "--workdir", str(work), "--apply"]) == 0
     out = capsys.readouterr().out
-    assert "folds" in out and "+  folds: {mem_mb: 500, runtime: 10}" in out
+    today = datetime.date.today().isoformat()
+    note = f"# audit {today}: mem_mb peak 390 MB (benchmark), runtime max elapsed 0:12"
+    assert "folds" in out and f"+  folds: {{mem_mb: 500, runtime: 5}}  {note}" in out
     assert (work / "results" / "audit" / "audit.svg").read_text().lstrip().startswith("<?xml")
     assert yaml.safe_load((work / "results" / "audit" / "recommended.yaml").read_text())["resources"] == {
-        "folds": {"mem_mb": 500}
+        "folds": {"mem_mb": 500, "runtime": 5}
     }
     assert load_config(work / "config.yaml")["resources"]["folds"]["mem_mb"] == 500
 
@@ -294,7 +320,7 @@ def test_the_snakemake_overhead_key_sizes_the_audit(tmp_path):
         assert f"max_rss + {mb} MB" in result.message
         train = next(r for r in result.rows if r["rule"] == "train")
         assert train["peak_mem_mb"] == pytest.approx(612.5 + mb)
-        recommended[mb] = {(r.row, r.key): r.recommended for r in result.recommendations}
+        recommended[mb] = {(r.row, r.key): r.recommended for r in result.recommendations if "mem" in r.key}
     # train: 912.5 x 1.2 -> 1100, 1112.5 x 1.2 -> 1400; infer: 500 x 1.2 -> 600, 700 x 1.2 -> 900;
     # folds: 390 x 1.2 -> 500, 590 x 1.2 -> 800.
     assert recommended[300] == {
@@ -384,15 +410,24 @@ def run_on_slurm(work: Path) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
 
 
-def reportseff_mem_eff(job_ids: list[str]) -> dict[str, float]:
+def reportseff_effs(job_ids: list[str]) -> dict[str, dict[str, float | None]]:
+    """reportseff's MemEff, TimeEff and CPUEff (None for its `---`) per job."""
     exe = Path(sys.executable).parent / "reportseff"
     out = subprocess.run(
-        [exe, "--no-color", "--parsable", "--format", "JobID,MemEff", *job_ids],
+        [exe, "--no-color", "--parsable", "--format", "JobID,MemEff,TimeEff,CPUEff", *job_ids],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return {line.split("|")[0]: float(line.split("|")[1]) for line in out.splitlines()[1:] if line}
+    effs = {}
+    for line in out.splitlines()[1:]:
+        if line:
+            job_id, *values = line.split("|")
+            effs[job_id] = {
+                key: None if value == "---" else float(value)
+                for key, value in zip(("mem", "time", "cpu"), values, strict=True)
+            }
+    return effs
 
 
 @pytest.mark.slurm
@@ -422,9 +457,12 @@ def test_audit_apply_rerun_on_cluster(slurm_cluster, tmp_path):
     for row in rerun:
         assert row["state"] == "COMPLETED" and 60 <= row["mem_eff"] <= 90, row
     if shutil.which("reportseff", path=str(Path(sys.executable).parent)):
-        theirs = reportseff_mem_eff([r["job_id"] for r in second.rows])
+        theirs = reportseff_effs([r["job_id"] for r in second.rows])
         for row in second.rows:
-            assert abs(row["mem_eff"] - theirs[row["job_id"]]) <= 1.0, (row, theirs)
+            eff = theirs[row["job_id"]]
+            assert abs(row["mem_eff"] - eff["mem"]) <= 1.0 and row["time_eff"] == eff["time"], (row, eff)
+            # reportseff drops TotalCPU's milliseconds: at most 1 s of CPU over the elapsed time apart
+            assert 0 <= row["cpu_eff"] - eff["cpu"] <= 100 / row["elapsed_s"] + 0.1, (row, eff)
 
 
 def test_report_material_roc_and_metrics(tmp_path):
@@ -499,16 +537,20 @@ def test_real_plugin_run_matches_reportseff(tmp_path):
     work = tmp_path / "wf"
     shutil.copytree(recorded / "log", work / ".snakemake" / "log")
     shutil.copy(ROOT / "config.yaml", work / "config.yaml")
-    result = audit_workflow(
-        work,
-        tmp_path / "a.csv",
-        safety_factor=SAFETY,
-        sacct=lambda ids: parse_sacct((recorded / "sacct.txt").read_text(), PRE_GPU_FIELDS),
+
+    def sacct(ids):
+        return parse_sacct((recorded / "sacct.txt").read_text(), PRE_GPU_FIELDS)
+
+    result = audit_workflow(work, tmp_path / "a.csv", safety_factor=SAFETY, sacct=sacct, all_runs=True)
+    rows = {(r["rule"], r["run"][:4]): r for r in result.rows}
+    # Each run submitted index and folds once: attempt 1 in both runs (a rerun is no retry).
+    assert sorted(rows) == [("folds", "4a2d"), ("folds", "fc67"), ("index", "4a2d"), ("index", "fc67")]
+    assert {r["attempt"] for r in result.rows} == {1}
+    assert (
+        rows[("index", "fc67")]["state"] == "OUT_OF_MEMORY"
+        and rows[("index", "4a2d")]["state"] == "COMPLETED"
     )
-    rows = {(r["rule"], r["attempt"]): r for r in result.rows}
-    assert sorted(rows) == [("folds", 1), ("folds", 2), ("index", 1), ("index", 2)]
-    assert rows[("index", 1)]["state"] == "OUT_OF_MEMORY" and rows[("index", 2)]["state"] == "COMPLETED"
-    assert rows[("folds", 1)]["run"] != rows[("folds", 2)]["run"]
+    assert result.runs == [rows[("index", "fc67")]["run"], rows[("index", "4a2d")]["run"]]  # oldest first
     lines = (recorded / "reportseff.txt").read_text().splitlines()[1:]
     theirs = {line.split("|")[0]: float(line.split("|")[2]) for line in lines}
     for row in result.rows:
@@ -531,3 +573,218 @@ def test_real_sacct_with_accounting_down_falls_back(slurm_cluster, tmp_path, mon
     result = audit_workflow(work, tmp_path / "a.csv", safety_factor=SAFETY)
     assert result.source == "benchmark" and "Connection refused" in result.message
     assert len(result.rows) == 3
+
+
+def test_latest_run_by_default_judged_by_its_recorded_config(tmp_path, capsys):
+    """The audit shows the latest run alone and compares it with the config that run recorded at its start
+    (here a --configfile that asked index for 1300 MB); `--run` picks an older run, which has no record and
+    falls back to config.yaml."""
+    recorded = FIXTURES / "plugin_run"
+    work = tmp_path / "wf"
+    shutil.copytree(recorded / "log", work / ".snakemake" / "log")
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    run_config = load_config(ROOT / "config.yaml")
+    run_config["resources"]["index"]["mem_mb"] = 1300
+    second_log = work / ".snakemake" / "log" / "2026-11-22T110848.023880.snakemake.log"
+    record = record_run(run_config, ["config.yaml", "big.yaml"], second_log.relative_to(work), work)
+    assert record == work / "logs" / "runs" / "2026-11-22T110848.023880.yaml"
+
+    def sacct(ids):
+        return parse_sacct((recorded / "sacct.txt").read_text(), PRE_GPU_FIELDS)
+
+    latest = audit_workflow(work, tmp_path / "a.csv", safety_factor=SAFETY, sacct=sacct)
+    assert latest.runs == ["4a2d2aaa-5425-422d-9aa6-df298a3b2d35"] and len(latest.rows) == 2
+    assert "2026-11-22T110848.023880.yaml" in latest.config_source and "big.yaml" in latest.config_source
+    index = next(r for r in latest.recommendations if r.row == "index" and r.key == "mem_mb")
+    assert index.current == 1300  # the run's number, not config.yaml's
+    older = audit_workflow(work, tmp_path / "a.csv", safety_factor=SAFETY, sacct=sacct, run="fc67")
+    assert older.runs == ["fc6777bf-5e08-4aa4-9654-7f6bc1b6abd7"] and older.config_source.endswith(
+        "config.yaml"
+    )
+    assert {r["rule"]: r["flag"] for r in older.rows}["index"] == "OOM"
+    with pytest.raises(FvcError, match="unknown; the runs: fc6777bf"):
+        audit_workflow(work, tmp_path / "a.csv", safety_factor=SAFETY, sacct=sacct, run="zz")
+
+
+def test_failed_jobs_show_their_state_not_under_use():
+    jobs = parse_sacct((FIXTURES / "old_release.txt").read_text(), PRE_GPU_FIELDS)
+    rows = {r["job_id"]: r for r in sacct_rows({j: JobRef(j, "?", "") for j in jobs}, jobs)}
+    assert rows["102"]["flag"] == "TIMEOUT"  # 90 % of its memory, but it never finished
+    assert rows["104"]["flag"] == "CANCELLED"
+    assert rows["103"]["flag"] == "OOM"
+
+
+ENFORCED_SNAKEFILE = """
+import sys
+
+from fvc.slurm.runs import record_run
+
+
+configfile: "config.yaml"
+
+
+onstart:
+    record_run(config, workflow.configfiles, log)
+
+
+rule index:
+    output:
+        "out/index.txt",
+    log:
+        memory="logs/index/index.memory.jsonl",
+    resources:
+        mem_mb=lambda wildcards: config["resources"]["index"]["mem_mb"],
+        runtime=lambda wildcards: config["resources"]["index"]["runtime"],
+    params:
+        python=sys.executable,
+    shell:
+        "{params.python} -c 'import time; from fvc.core.memory import MemoryLog; "
+        'log = MemoryLog("{log.memory}", "index"); log.mark("start"); b = b"x" * (250 * 2**20); '
+        'time.sleep(3); log.mark("end")\\' && touch {output}'
+"""
+
+
+@pytest.mark.slurm
+def test_cgroup_peak_time_limit_and_configfile_on_cluster(slurm_cluster, tmp_path):
+    """One real job through the SLURM plugin, run with a --configfile: the audit reads the config the run
+    recorded (mem_mb 900, runtime 3 from the override), the job's cgroup peak from its memory log beside
+    sacct's MaxRSS, and its time efficiency against the 3-minute limit."""
+    work = tmp_path / "wf"
+    work.mkdir()
+    shutil.copy(ROOT / "config.yaml", work / "config.yaml")
+    (work / "big.yaml").write_text("resources:\n  index: {mem_mb: 900, runtime: 3}\n")
+    (work / "Snakefile").write_text(ENFORCED_SNAKEFILE)
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    args = [bin_dir / "snakemake", "--profile", ROOT / "profiles" / "slurm", "--retries", "0", "--jobs", "1",
+            "--latency-wait", "5", "out/index.txt", "--configfile", "big.yaml"]  # fmt: skip
+    done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = audit_workflow(work, work / "audit.csv", safety_factor=SAFETY)
+    print("\n" + render_table(result.rows, result.recommendations))
+    (row,) = result.rows
+    assert "big.yaml" in result.config_source and row["req_mem_mb"] == 900
+    assert row["peak_source"] == "cgroup" and 250 < row["peak_mem_mb"] <= 900 and row["max_rss_mb"] > 250
+    assert row["time_limit_s"] == 180 and row["time_eff"] == pytest.approx(
+        100 * row["elapsed_s"] / 180, abs=0.1
+    )
+    recs = {r.key: r for r in result.recommendations if r.row == "index"}
+    assert recs["mem_mb"].current == 900 and "(cgroup)" in recs["mem_mb"].reason
+    runtime = recs["runtime"]  # under a minute x 2, below the 5-minute floor: kept at the 3 asked
+    assert (runtime.current, runtime.recommended, runtime.action) == (3, 3, "keep")
+
+
+def sacct_row(**values) -> dict:
+    """An audit row as `job_row` makes it, with `values` changed."""
+    row = {"job_id": "1", "run": "r", "rule": "folds", "wildcards": "", "model": None, "fold": None,
+           "attempt": 1, "state": "COMPLETED", "req_mem_mb": 800.0, "peak_mem_mb": 500.0,
+           "peak_source": "MaxRSS", "max_rss_mb": 500.0, "mem_eff": 62.5, "elapsed_s": 100.0,
+           "time_limit_s": 600.0, "time_eff": 16.7, "cpus": 1, "cpu_eff": 50.0, "gpus": 0,
+           "gpu_peak_mb": None, "gpu_util": None, "source": "sacct", "flag": "", "start": 1000.0,
+           "end": 1100.0}  # fmt: skip
+    return row | values
+
+
+def test_cgroup_peak_of_the_job_s_own_records_replaces_max_rss(tmp_path):
+    """The memory log holds every attempt's records: only those written while the job ran count, and a
+    cgroup peak above the request (not the job's own cgroup) is ignored."""
+    log = tmp_path / "logs" / "folds" / "folds.memory.jsonl"
+    log.parent.mkdir(parents=True)
+    records = [
+        {"time": 500.0, "cgroup_peak_mb": 790.0},  # an earlier attempt
+        {"time": 1010.0, "cgroup_peak_mb": 300.0},
+        {"time": 1090.0, "cgroup_peak_mb": 410.0},
+    ]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    other = tmp_path / "logs" / "index" / "index.memory.jsonl"
+    other.parent.mkdir(parents=True)
+    other.write_text(json.dumps({"time": 1050.0, "cgroup_peak_mb": 5000.0}) + "\n")
+    folds, index = add_memory_logs([sacct_row(), sacct_row(rule="index", job_id="2")], tmp_path)
+    assert (folds["peak_mem_mb"], folds["peak_source"], folds["max_rss_mb"]) == (410.0, "cgroup", 500.0)
+    assert folds["mem_eff"] == pytest.approx(51.2) and folds["flag"] == "<60% used"
+    assert (index["peak_mem_mb"], index["peak_source"]) == (500.0, "MaxRSS")
+    (rec,) = [r for r in recommend([folds], load_config(RECORDED_CONFIG)) if r.key == "mem_mb"]
+    assert rec.recommended == 500 and "peak 410 MB (cgroup)" in rec.reason  # 410 x 1.2 = 492 -> 500
+
+
+def test_runtime_and_cpus_arithmetic():
+    config = load_config(RECORDED_CONFIG)
+    config["models"]["naive_cnn"]["cpus"] = 4
+    rows = [
+        sacct_row(elapsed_s=130.0),  # folds: 130 s x 2 = 4.3 min -> 5 (the floor)
+        sacct_row(job_id="2", elapsed_s=1000.0),  # the longest: 1000 s x 2 = 33.3 min -> 34
+        sacct_row(job_id="3", elapsed_s=5000.0, state="FAILED"),  # a failure says nothing about time
+        sacct_row(job_id="4", rule="augment", state="TIMEOUT", time_limit_s=3600.0),  # 60 min x 1.5 = 90
+        # naive_cnn on 4 CPUs: at most 1.5 CPUs busy (37.5 %) x 1.2 = 1.8 -> 2
+        sacct_row(job_id="5", rule="train", wildcards="naive_cnn_0", model="naive_cnn", fold=0, cpus=4,
+                  cpu_eff=37.5, elapsed_s=30.0),
+        sacct_row(job_id="6", rule="infer", wildcards="naive_cnn", model="naive_cnn", cpus=4, cpu_eff=20.0),
+    ]  # fmt: skip
+    recs = {(r.row, r.key): r for r in recommend(rows, config) if r.key in ("runtime", "cpus")}
+    assert (recs[("folds", "runtime")].current, recs[("folds", "runtime")].recommended) == (10, 34)
+    assert recs[("folds", "runtime")].basis == "max elapsed 16:40"
+    assert (recs[("augment", "runtime")].recommended, recs[("augment", "runtime")].action) == (
+        90,
+        "raise-timeout",
+    )
+    assert recs[("naive_cnn", "runtime")].recommended == 5  # train's 30 s; infer has no runtime key
+    cpus = recs[("naive_cnn", "cpus")]
+    assert (cpus.current, cpus.recommended, cpus.action) == (
+        4,
+        2,
+        "lower",
+    ) and "1.50 of 4 CPU(s)" in cpus.reason
+    assert rows[0]["time_eff"] == pytest.approx(16.7)
+
+
+def test_time_efficiency_on_recorded_jobs():
+    """Real jobs with a 1-minute limit: time and CPU efficiency as reportseff defines them; the job killed at
+    its limit shows TIMEOUT (not its 0.4 % memory use) and its rule's runtime is raised."""
+    jobs = parse_sacct((FIXTURES / "time_fields.txt").read_text())
+    refs = {job_id: JobRef(job_id, "?", "") for job_id in jobs}
+    rows = {r["job_id"]: r for r in sacct_rows(refs, jobs)}
+    done, timeout = rows["649"], rows["650"]
+    assert (done["time_limit_s"], done["time_eff"]) == (60, pytest.approx(8.3))  # 5 s of 60
+    assert done["cpu_eff"] == pytest.approx(3.7)  # 0.371 s of CPU over 2 CPUs x 5 s
+    assert (timeout["state"], timeout["flag"], timeout["time_eff"]) == (
+        "TIMEOUT",
+        "TIMEOUT",
+        pytest.approx(103.3),
+    )
+    config = load_config(RECORDED_CONFIG)
+    config["models"]["naive_cnn"]["runtime"] = 1  # what the job asked for
+    recs = {(r.row, r.key): r for r in recommend(rows.values(), config)}
+    train = recs[("naive_cnn", "runtime")]
+    assert (train.current, train.recommended, train.action) == (1, 2, "raise-timeout")  # 1 min x 1.5 -> 2
+    augment = recs[("augment", "runtime")]
+    assert (augment.current, augment.recommended, augment.action) == (60, 5, "lower")  # 5 s x 2: the floor
+    threads = recs[("", "decode_threads")]  # augment's 2 CPUs, 0.07 of them busy (3.7 %) x 1.2 -> 1
+    assert (threads.path, threads.current, threads.recommended, threads.action) == (
+        "augment.decode_threads",
+        2,
+        1,
+        "lower",
+    )
+    assert "  decode_threads: 1  # lower: augment: 1 successful job(s)" in snippet([threads])
+    text = "augment:\n  num_frames: 8\n  decode_threads: 2      # the job's CPUs\nfolds:\n  k: 3\n"
+    assert edit_config_text(text, [threads], today=datetime.date(2026, 11, 29)) == (
+        "augment:\n  num_frames: 8\n  decode_threads: 1  # the job's CPUs; audit 2026-11-29: decode_threads "
+        "0.07 CPUs busy\nfolds:\n  k: 3\n"
+    )
+
+
+def test_cli_run_options(tmp_path, capsys):
+    """`--run` and `--all-runs` exclude each other; without SLURM jobs the audit says it saw no run."""
+    assert main(["audit", "--run", "fc67", "--all-runs"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    work = tmp_path / "wf"
+    work.mkdir()
+    shutil.copy(RECORDED_CONFIG, work / "config.yaml")
+    write_benchmarks(work)
+    assert main(["audit", "--workdir", str(work), "--all-runs"]) == 0
+    out = capsys.readouterr().out
+    assert "run(s): (no SLURM run)" in out and f"config: {work / 'config.yaml'}" in out

@@ -13,15 +13,17 @@ from fvc.core.config import load_config
 from fvc.slurm.jobs import JobRef, parse_comment
 from fvc.slurm.recommend import edit_config_text, recommend, snippet
 from fvc.slurm.render import render_table
-from fvc.slurm.rows import add_memory_log_gpu, sacct_rows
-from fvc.slurm.sacct import MB, parse_sacct, parse_tres
+from fvc.slurm.rows import add_memory_logs, sacct_rows
+from fvc.slurm.sacct import FIELDS, MB, TIME_FIELDS, parse_sacct, parse_tres
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "sacct"
+#: The GPU fixtures were recorded before fvc asked sacct for the time limit, start and end.
+PRE_TIME_FIELDS = tuple(f for f in FIELDS if f not in TIME_FIELDS)
 
 
 def rows_of(name: str) -> list[dict]:
-    jobs = parse_sacct((FIXTURES / name).read_text())
+    jobs = parse_sacct((FIXTURES / name).read_text(), PRE_TIME_FIELDS)
     refs = {}
     for job_id, job in jobs.items():
         rule, wildcards = parse_comment(job.allocation.comment)
@@ -36,7 +38,7 @@ def test_tres_lists_with_typed_gpus():
 
 
 def test_site_with_gpumem_gives_peak_utilisation_and_idle_flags():
-    jobs = parse_sacct((FIXTURES / "gpu_site_handmade.txt").read_text())
+    jobs = parse_sacct((FIXTURES / "gpu_site_handmade.txt").read_text(), PRE_TIME_FIELDS)
     assert (jobs["201"].gpus, jobs["201"].gpu_mem, jobs["201"].gpu_util) == (1, 6120 * MB, 87.0)
     assert (jobs["203"].gpus, jobs["203"].gpu_mem) == (0, None)
     rows = {r["job_id"]: r for r in rows_of("gpu_site_handmade.txt")}
@@ -70,7 +72,7 @@ def test_memory_logs_give_cuda_peaks_and_unused_gpus(tmp_path):
         tmp_path, "logs/train/x3d/fold0.memory.jsonl", [{"cuda_peak_reserved_mb": 7000.0}, {"rss_mb": 1}]
     )
     write_log(tmp_path, "logs/train/slowfast/fold0.memory.jsonl", [{"rss_mb": 900.0}])  # ran on the CPU
-    by_id = {r["job_id"]: r for r in add_memory_log_gpu(rows, tmp_path)}
+    by_id = {r["job_id"]: r for r in add_memory_logs(rows, tmp_path)}
     assert by_id["201"]["gpu_peak_mb"] == 7000.0  # the reserved peak beats sacct's 6120 MB
     assert by_id["202"]["flag"] == "GPU idle (<20% used); GPU unused"
 
@@ -80,7 +82,7 @@ def test_vram_and_gpus_recommended_and_written_into_the_config(tmp_path):
     config = load_config(config_path)
     rows = rows_of("gpu_site_handmade.txt")
     write_log(tmp_path, "logs/train/slowfast/fold0.memory.jsonl", [{"rss_mb": 900.0}])
-    recs = {(r.row, r.key): r for r in recommend(add_memory_log_gpu(rows, tmp_path), config, 1.2)}
+    recs = {(r.row, r.key): r for r in recommend(add_memory_logs(rows, tmp_path), config, 1.2)}
     vram = recs[("x3d", "vram_mb")]
     assert (vram.current, vram.recommended, vram.action) == (None, 7400, "raise")  # 6120 x 1.2, rounded up
     assert "any gpu_model with 7400 MB or more fits" in vram.reason

@@ -10,6 +10,7 @@ import pytest
 from fvc.slurm.sacct import (
     FIELDS,
     MB,
+    TIME_FIELDS,
     TRES_FIELDS,
     SacctUnavailable,
     parse_duration,
@@ -23,7 +24,7 @@ from fvc.slurm.sacct import (
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sacct"
 #: The fields of the fixtures recorded before fvc asked sacct for the TRES columns.
-PRE_GPU_FIELDS = tuple(f for f in FIELDS if f not in TRES_FIELDS)
+PRE_GPU_FIELDS = tuple(f for f in FIELDS if f not in TRES_FIELDS + TIME_FIELDS)
 
 
 def fixture(name: str) -> str:
@@ -166,3 +167,13 @@ def test_missing_command():
 def test_bad_line_names_the_line():
     with pytest.raises(ValueError, match="line 1"):
         parse_sacct("1|2|3\n")
+
+
+def test_time_limit_start_and_end():
+    """Recorded with the current fields: Timelimit in seconds, Start and End as sacct prints them."""
+    jobs = parse_sacct(fixture("time_fields.txt"))
+    done, timeout = jobs["649"].allocation, jobs["650"].allocation
+    assert (done.time_limit_s, done.elapsed_s, done.alloc_cpus) == (60, 5, 2)
+    assert (done.start, done.end) == ("2026-11-29T20:23:27", "2026-11-29T20:23:32")
+    assert jobs["650"].state == "TIMEOUT" and timeout.elapsed_s == 62
+    assert jobs["649"].steps[1].time_limit_s is None  # steps carry no limit

@@ -12,6 +12,7 @@ audit_workflow(
     out_csv=snakemake.output.csv,
     out_parquet=snakemake.output.parquet,
     config=dict(snakemake.config),
+    config_name="the running workflow's config",
     plot=snakemake.output.plot,
     snippet_path=snakemake.output.recommended,
     memory_log=snakemake.log.memory,

@@ -184,6 +184,11 @@ def audit_options(parser: argparse.ArgumentParser) -> None:
     results_dir(parser)
     setting(parser, "--safety-factor", "audit.safety_factor", "recommended mem_mb = peak x this")
     parser.add_argument("--apply", action="store_true", help="write the recommendations into the config")
+    runs = parser.add_mutually_exclusive_group()
+    runs.add_argument(
+        "--run", metavar="ID", help="audit this run (its SLURM run id or a prefix; default: latest)"
+    )
+    runs.add_argument("--all-runs", action="store_true", help="audit the jobs of every run (default: latest)")
 
 
 def profile_options(parser: argparse.ArgumentParser) -> None:
@@ -248,7 +253,9 @@ COMMANDS = {
         predict_options,
     ),
     "audit": Command(
-        "requested vs used memory per job, and right-sized mem_mb", "fvc audit --apply", audit_options
+        "requested vs used memory, time and CPUs per job; right-sized mem_mb, runtime, cpus",
+        "fvc audit --apply",
+        audit_options,
     ),
     "import-weights": Command(
         "check a Kinetics checkpoint against x3d/slowfast and write its backbone as safetensors",

@@ -315,9 +315,14 @@ def audit(args: argparse.Namespace, overrides: Overrides) -> int:
         plot=out.plot,
         snippet_path=out.recommended,
         memory_log=args.memory_log,
+        run=args.run,
+        all_runs=args.all_runs,
+        config_name=str(config_path),
     )
     if result.message:
         print(result.message, file=sys.stderr)
+    runs = ", ".join(result.runs) or "(no SLURM run)"
+    print(f"run(s): {runs}\nconfig: {result.config_source}\n")
     print(render_table(result.rows, result.recommendations))
     print(f"\nwrote {out.csv}, {out.parquet}, {out.plot}, {out.recommended}")
     if args.apply:

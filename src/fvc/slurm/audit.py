@@ -1,5 +1,8 @@
-"""Memory audit of a workflow's SLURM jobs (sacct, or the benchmark files; GPU peaks also from the jobs'
-memory logs) and right-sized mem_mb and vram_mb.
+"""Audit of a workflow run's SLURM jobs (sacct, or the benchmark files; cgroup and GPU peaks also from the
+jobs' memory logs): memory, time and CPU use, and right-sized mem_mb, runtime, cpus and vram_mb.
+
+The latest run by default (`run`: another one, `all_runs`: every run), judged against the config that run
+really used (`fvc.slurm.runs`).
 
 Orchestration only: the jobs come from `jobs`, their rows from `rows`, the sizes from `recommend`, the
 terminal table from `render`, the plot from `plots` and the ROC curves and metrics table from
@@ -9,16 +12,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fvc.core.atomic import write_text
-from fvc.core.config import load_config
+from fvc.core.config import load_config, validate_config
 from fvc.core.memory import MemoryLog
 from fvc.slurm.jobs import discover_jobs
 from fvc.slurm.memory_keys import snakemake_overhead_mb
 from fvc.slurm.recommend import Recommendation, recommend, snippet
-from fvc.slurm.rows import add_memory_log_gpu, benchmark_rows, sacct_rows, write_table
+from fvc.slurm.rows import add_memory_logs, benchmark_rows, run_order, sacct_rows, select_run, write_table
+from fvc.slurm.runs import run_record
 from fvc.slurm.sacct import Job, SacctUnavailable, read_sacct
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,8 @@ class AuditResult:
     recommendations: list[Recommendation]
     source: str  # sacct | benchmark
     message: str = ""
+    runs: list[str] = field(default_factory=list)  # the audited runs (SLURM run ids), oldest first
+    config_source: str = ""  # where the config the recommendations compare with came from
 
 
 def audit_workflow(
@@ -51,6 +57,9 @@ def audit_workflow(
     train_metrics: Mapping[str, Sequence[str | Path]] | None = None,
     training_dir: str | Path | None = None,
     audit_html: str | Path | None = None,
+    run: str | None = None,
+    all_runs: bool = False,
+    config_name: str = "the given config",
 ) -> AuditResult:
     """Audit every SLURM job of `workdir` (sacct; benchmark files when sacct is unreachable), write the
     table (CSV, parquet), the plot and the YAML snippet, and return rows and recommendations.
@@ -58,13 +67,14 @@ def audit_workflow(
     With `predictions` (model -> infer's predictions.parquet, its metrics.json beside it), also the report
     material: `roc_dir/<model>.svg` ROC curves per fold and ensemble, and the `metrics_html` table; with
     `train_metrics` (model -> each fold's train metrics.json), `training_dir/<model>.svg` training curves;
-    `audit_html`: the audit table as an HTML page."""
+    `audit_html`: the audit table as an HTML page.
+
+    The jobs of the latest run (by job id) unless `run` names another (a run id or its unique prefix) or
+    `all_runs`; the config is the selected run's record (`fvc.slurm.runs`), else `config` (a dict, named
+    `config_name` in the result, or a file), else `workdir/config.yaml`."""
     mem = MemoryLog(memory_log, "audit")
     mem.mark("start")
     workdir = Path(workdir)
-    if config is None:
-        config = workdir / "config.yaml"
-    config = config if isinstance(config, dict) else load_config(config)
     refs = discover_jobs(workdir)
     message, source = "", "sacct"
     try:
@@ -72,18 +82,19 @@ def audit_workflow(
         if not refs:
             message = f"no SLURM jobs recorded under {workdir / '.snakemake'}; using the benchmark files"
     except SacctUnavailable as exc:
-        rows, message = (
-            [],
-            f"{exc}; falling back to the benchmark files "
-            f"(max_rss + {snakemake_overhead_mb(config)} MB Snakemake overhead)",
-        )
+        rows, message = [], f"{exc}; falling back to the benchmark files"
     if refs and not rows and not message:
         message = "sacct knows none of the recorded SLURM jobs; using the benchmark files"
+    if rows and not all_runs:
+        rows = select_run(rows, run)
+    runs = run_order(rows) if rows else []
+    config, config_source = _run_config(workdir, config, runs, config_name)
     if not rows:
         source, rows = "benchmark", benchmark_rows(workdir, config)
+        message += f" (max_rss + {snakemake_overhead_mb(config)} MB Snakemake overhead)"
     if message:
         log.warning(message)
-    rows = add_memory_log_gpu(rows, workdir)
+    rows = add_memory_logs(rows, workdir)
     mem.mark("rows", jobs=len(rows), source=source)
     recs = recommend(rows, config, safety_factor)
     write_table(rows, out_csv, out_parquet)
@@ -112,4 +123,21 @@ def audit_workflow(
     if snippet_path is not None:
         write_text(snippet_path, snippet(recs))
     mem.mark("end")
-    return AuditResult(rows, recs, source, message)
+    return AuditResult(rows, recs, source, message, runs, config_source)
+
+
+def _run_config(
+    workdir: Path, config: str | Path | dict | None, runs: list[str], config_name: str
+) -> tuple[dict, str]:
+    """The config of the audited run (its record, when one run is audited and it has one), else `config`,
+    else workdir/config.yaml; and where it came from."""
+    record = run_record(workdir, runs[0]) if len(runs) == 1 else None
+    if record is not None:
+        path, content = record
+        files = ", ".join(content.get("configfiles") or []) or "no config file"
+        config = validate_config(content["config"], str(path))
+        return config, f"{path} (the run's merged config: {files}, --config overrides)"
+    if isinstance(config, dict):
+        return config, config_name
+    path = workdir / "config.yaml" if config is None else Path(config)
+    return load_config(path), str(path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 #: Rules sized per model: the key of the model's row (`models.<model>.<key>`); other rules use
 #: `resources.<rule>.mem_mb`.
 MODEL_KEYS = {"train": "mem_mb", "infer": "infer_mem_mb"}
+#: Rules outside the model table whose CPUs (threads, sbatch --cpus-per-task) a config key sets: (table, key).
+RULE_CPUS = {"augment": ("augment", "decode_threads")}
 
 
 def configured_mem_mb(config: dict, rule: str, model: str | None) -> int | None:

@@ -33,6 +33,7 @@ def plot_audit(rows: list[dict], recs: Iterable[Recommendation], out: str | Path
             _label("train" if r.key == "mem_mb" else "infer", r.row) if r.table == "models" else r.row
         ): r.recommended
         for r in recs
+        if r.key == "mem_mb" or (r.table == "models" and r.key == "infer_mem_mb")
     }
     labels = sorted(groups)
     y = range(len(labels))

@@ -7,10 +7,12 @@ import html
 from fvc.slurm.recommend import Recommendation
 
 HEAD = (
-    "job", "rule", "wildcards", "att", "state", "req MB", "peak MB", "mem %", "elapsed", "cpu %", "GPUs",
-    "GPU MB", "GPU %", "flag",
+    "job", "rule", "wildcards", "att", "state", "req MB", "peak MB", "measure", "MaxRSS", "mem %", "elapsed",
+    "limit", "time %", "CPUs", "cpu %", "GPUs", "GPU MB", "GPU %", "flag",
 )  # fmt: skip
-NUMERIC = {3, 5, 6, 7, 8, 9, 10, 11, 12}  # right-aligned columns
+NUMERIC = {3, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}  # right-aligned columns
+#: The unit of each recommended key, for the recommendation lines.
+UNITS = {"runtime": "min", "cpus": "CPUs", "decode_threads": "CPUs", "gpus": "GPUs"}
 
 
 def _fmt(value: float | int | None, spec: str = ".0f") -> str:
@@ -34,8 +36,13 @@ def _cells(r: dict) -> tuple[str, ...]:
         r["state"],
         _fmt(r["req_mem_mb"]),
         _fmt(r["peak_mem_mb"]),
+        r.get("peak_source") or "-",
+        _fmt(r.get("max_rss_mb")),
         _fmt(r["mem_eff"], ".1f"),
         _hms(r["elapsed_s"]),
+        _hms(r.get("time_limit_s")),
+        _fmt(r.get("time_eff"), ".1f"),
+        _fmt(r.get("cpus")),
         _fmt(r["cpu_eff"], ".1f"),
         str(r["gpus"] or 0),
         _fmt(r["gpu_peak_mb"]),
@@ -57,11 +64,8 @@ def render_table(rows: list[dict], recs: list[Recommendation]) -> str:
 
     out = [line(HEAD), line(tuple("-" * w for w in widths)), *map(line, body)]
     if recs:
-        out += ["", "recommended memory (MB) and GPUs:"]
-        out += [
-            f"  {r.table}.{r.row}.{r.key}: {_fmt(r.current)} -> {r.recommended}  [{r.action}] {r.reason}"
-            for r in recs
-        ]
+        out += ["", "recommended memory (MB), runtime (min), CPUs and GPUs:"]
+        out += [f"  {r.path}: {_fmt(r.current)} -> {r.recommended}  [{r.action}] {r.reason}" for r in recs]
     return "\n".join(out)
 
 
@@ -87,9 +91,11 @@ def render_html(rows: list[dict], recs: list[Recommendation]) -> str:
         for cells in map(_cells, rows)
     )
     items = "".join(
-        f"<li><code>{html.escape(f'{r.table}.{r.row}.{r.key}')}</code>: {_fmt(r.current)} &rarr; "
-        f"{r.recommended} MB [{html.escape(r.action)}] {html.escape(r.reason)}</li>"
+        f"<li><code>{html.escape(r.path)}</code>: {_fmt(r.current)} &rarr; "
+        f"{r.recommended} {UNITS.get(r.key, 'MB')} [{html.escape(r.action)}] {html.escape(r.reason)}</li>"
         for r in recs
     )
-    recommended = f"<h3>Recommended memory (fvc audit --apply)</h3><ul>{items}</ul>" if recs else ""
-    return html_page("fvc memory audit", f"<table><tr>{head}</tr>{body}</table>{recommended}")
+    recommended = (
+        f"<h3>Recommended memory, runtime and CPUs (fvc audit --apply)</h3><ul>{items}</ul>" if recs else ""
+    )
+    return html_page("fvc resource audit", f"<table><tr>{head}</tr>{body}</table>{recommended}")

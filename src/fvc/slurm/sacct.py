@@ -17,9 +17,12 @@ log = logging.getLogger(__name__)
 #: Trackable resources: AllocTRES (`gres/gpu=1` when the job holds a GPU; every Slurm that accounts GRES)
 #: and TRESUsageInMax (`gres/gpumem=...M,gres/gpuutil=NN` where the site gathers GPU usage, e.g. NVML).
 TRES_FIELDS = ("AllocTRES", "TRESUsageInMax")
+#: Time limit and the job's start and end (epoch-free ISO times, the cluster's local time): time efficiency,
+#: and which memory-log records belong to the job.
+TIME_FIELDS = ("Timelimit", "Start", "End")
 FIELDS = tuple(
     "JobID JobIDRaw JobName State ExitCode ReqMem MaxRSS Elapsed TotalCPU AllocCPUS NNodes NTasks Submit "
-    "AllocTRES TRESUsageInMax Comment".split()
+    "Timelimit Start End AllocTRES TRESUsageInMax Comment".split()
 )
 UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
 MEMORY_RE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<unit>[KMGTP]?)(?P<per>[nc]?)")
@@ -131,6 +134,9 @@ class Step:
     nodes: int
     submit: str
     comment: str
+    time_limit_s: float | None = None
+    start: str = ""
+    end: str = ""
     gpus: int = 0
     gpu_mem: int | None = None
     gpu_util: float | None = None
@@ -230,6 +236,9 @@ def parse_sacct(text: str, fields: Sequence[str] = FIELDS) -> dict[str, Job]:
             nodes=nodes,
             submit=row.get("Submit", ""),
             comment=row.get("Comment", ""),
+            time_limit_s=parse_duration(row.get("Timelimit", "")),
+            start=row.get("Start", ""),
+            end=row.get("End", ""),
             gpus=int(alloc_tres.get("gres/gpu", "0") or 0),
             gpu_mem=parse_memory(usage.get("gres/gpumem", "")),
             gpu_util=_percent(usage.get("gres/gpuutil")),

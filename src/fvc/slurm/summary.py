@@ -49,7 +49,7 @@ def _clip_aucs(metrics: dict) -> str:
 
 def biggest(recs: list[Recommendation], top: int = TOP_RECOMMENDATIONS) -> list[Recommendation]:
     """The `top` recommendations that change memory most (out-of-memory raises first), `keep`s left out."""
-    changes = [r for r in recs if r.action != "keep"]
+    changes = [r for r in recs if r.action != "keep" and r.key.endswith("_mb")]
     changes.sort(key=lambda r: (r.action != "raise-oom", -abs(r.recommended - (r.current or 0))))
     return changes[:top]
 
