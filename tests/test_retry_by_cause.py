@@ -18,8 +18,8 @@ import yaml
 from slurm_support import BIN, TINY_CONFIG, by_job, mb, sacct, slurm_env, snakemake_cmd, submitted
 from workflow_runner import copy_workflow
 
-from fvc.slurm.retry import RETRY_FIELDS, Attempt, Policy, Request, RetrySizer, decide
-from fvc.slurm.sacct import SacctUnavailable, parse_sacct
+from fvc.slurm.retry import Attempt, Policy, Request, RetrySizer, decide
+from fvc.slurm.sacct import FIELDS, SacctUnavailable, parse_sacct
 
 POLICY = Policy(memory_growth=1.5, runtime_growth=2, max_runtime=5, memory_safety=1.2)
 SUBMIT = "2026-11-29T20:00:00"
@@ -28,20 +28,20 @@ SUBMIT = "2026-11-29T20:00:00"
 def sacct_text(
     job_id: str, state: str, exit_code: str, req: str, rss: str, limit: str, submit: str = SUBMIT
 ) -> str:
-    """sacct --parsable2 lines (allocation, batch) of one job in RETRY_FIELDS order."""
-    comment = "rule_train_wildcards_naive_cnn_0"
-    alloc = [job_id, job_id, "x", state, exit_code, req, "", "00:01:10", "00:00:50", "1", "1", "", submit]
-    batch = [f"{job_id}.batch", f"{job_id}.batch", "batch", state, exit_code, "", rss, "00:01:10", "00:00:50"]
-    batch += ["1", "1", "1", submit]
-    return "\n".join(
-        "|".join([*row, "", "", lim, com]) for row, lim, com in ((alloc, limit, comment), (batch, "", ""))
-    )
+    """sacct --parsable2 lines (allocation, batch) of one job in FIELDS order."""
+    common = {"State": state, "ExitCode": exit_code, "Elapsed": "00:01:10", "TotalCPU": "00:00:50"}
+    common |= {"AllocCPUS": "1", "NNodes": "1", "Submit": submit}
+    alloc = {"JobID": job_id, "JobIDRaw": job_id, "JobName": "x", "ReqMem": req, "Timelimit": limit}
+    alloc["Comment"] = "rule_train_wildcards_naive_cnn_0"
+    batch = {"JobID": f"{job_id}.batch", "JobIDRaw": f"{job_id}.batch", "JobName": "batch", "MaxRSS": rss}
+    batch["NTasks"] = "1"
+    return "\n".join("|".join({**common, **row}.get(field, "") for field in FIELDS) for row in (alloc, batch))
 
 
 def attempt(
     state: str, exit_code: str = "0:0", req: str = "1000M", rss: str = "500M", limit: str = "00:30:00"
 ):
-    job = parse_sacct(sacct_text("7", state, exit_code, req, rss, limit), RETRY_FIELDS)["7"]
+    job = parse_sacct(sacct_text("7", state, exit_code, req, rss, limit), FIELDS)["7"]
     previous = Attempt.from_job(job)
     assert previous is not None
     return previous

@@ -28,8 +28,6 @@ from fvc.slurm.sacct import FIELDS, MB, Job, SacctUnavailable, read_sacct
 
 log = logging.getLogger(__name__)
 
-#: sacct fields of the look-up: the audit's and the time limit (Comment stays last: it may contain `|`).
-RETRY_FIELDS = (*FIELDS[:-1], "Timelimit", "Comment")
 #: States after which the next attempt asks for the same resources (the cause was not the request).
 SAME_RESOURCES = {"NODE_FAIL", "PREEMPTED", "CANCELLED", "BOOT_FAIL", "DEADLINE", "COMPLETED"}
 #: Seconds of clock difference allowed between this machine and slurmctld's Submit times.
@@ -162,7 +160,7 @@ def previous_attempt(
     ]
     if not ids:
         return None
-    jobs = sacct(ids, fields=RETRY_FIELDS)
+    jobs = sacct(ids, fields=FIELDS)
     recent = [
         job for job in jobs.values() if (submit := submitted_at(job)) and submit >= since - CLOCK_SLACK_S
     ]

@@ -134,13 +134,12 @@ class Step:
     nodes: int
     submit: str
     comment: str
-    time_limit_s: float | None = None
+    time_limit_s: float | None = None  # Timelimit (UNLIMITED: None)
     start: str = ""
     end: str = ""
     gpus: int = 0
     gpu_mem: int | None = None
     gpu_util: float | None = None
-    time_limit_s: float | None = None  # Timelimit, when asked for (UNLIMITED: None)
 
     @property
     def placeholder(self) -> bool:
@@ -242,7 +241,6 @@ def parse_sacct(text: str, fields: Sequence[str] = FIELDS) -> dict[str, Job]:
             gpus=int(alloc_tres.get("gres/gpu", "0") or 0),
             gpu_mem=parse_memory(usage.get("gres/gpumem", "")),
             gpu_util=_percent(usage.get("gres/gpuutil")),
-            time_limit_s=parse_duration(row.get("Timelimit", "")),
         )
         jobs.setdefault(job_id, Job(job_id)).steps.append(record)
     return jobs
