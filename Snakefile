@@ -3,7 +3,8 @@ from snakemake.utils import min_version
 import sys
 
 from fvc.core.config import validate_config
-from fvc.slurm.summary import run_summary
+from fvc.slurm.plugin_status import recognise_cancelled_jobs
+from fvc.slurm.summary import failure_summary, run_summary
 
 min_version("9.14")
 
@@ -12,6 +13,8 @@ configfile: "config.yaml"
 
 
 validate_config(config, "config.yaml")
+# A job cancelled by anyone (sacct: `CANCELLED by <uid>`) ends for the SLURM plugin too: fvc.slurm.plugin_status.
+recognise_cancelled_jobs()
 
 
 report: "report/workflow.rst"
@@ -36,3 +39,8 @@ rule all:
 onsuccess:
     # Each model's test scores, where the audit and report are, the biggest memory recommendations.
     print(run_summary(config), file=sys.stderr)
+
+
+onerror:
+    # Each failed job with its cause (out of memory, the exception's last line, sbatch's refusal, ...).
+    print(failure_summary(log), file=sys.stderr)
