@@ -4,7 +4,7 @@ import sys
 
 from fvc.core.config import validate_config
 from fvc.slurm.plugin_status import recognise_cancelled_jobs
-from fvc.slurm.summary import failure_summary, run_summary
+from fvc.slurm.summary import failure_summary, run_summary, stale_lock_hint
 
 min_version("9.14")
 
@@ -15,6 +15,9 @@ configfile: "config.yaml"
 validate_config(config, "config.yaml")
 # A job cancelled by anyone (sacct: `CANCELLED by <uid>`) ends for the SLURM plugin too: fvc.slurm.plugin_status.
 recognise_cancelled_jobs()
+# A killed run's lock: say what to do before Snakemake refuses with LockException.
+if workflow.is_main_process and (hint := stale_lock_hint()):
+    print(hint, file=sys.stderr)
 
 
 report: "report/workflow.rst"

@@ -189,9 +189,11 @@ FAILURES_SNAKEFILE = """
 import sys
 
 from fvc.slurm.plugin_status import recognise_cancelled_jobs
-from fvc.slurm.summary import failure_summary
+from fvc.slurm.summary import failure_summary, stale_lock_hint
 
 recognise_cancelled_jobs()
+if workflow.is_main_process and (hint := stale_lock_hint()):
+    print(hint, file=sys.stderr)
 PARTITION = {"badpartition": "nope"}
 MEM = {"oom": 250}
 

@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from slurm_support import (
     failures_cmd,
@@ -197,3 +198,31 @@ def test_job_names_carry_the_prefix_and_comments_the_rule_and_wildcards(failed_r
     rows = [line.split("|") for line in out.splitlines()]
     assert len(rows) == len(ids) and all(name.startswith("fvc_") for _, name, _ in rows), rows
     assert {comment for _, _, comment in rows} == {"rule_job_wildcards_oom", "rule_job_wildcards_raise"}
+
+
+def test_a_killed_runs_lock_comes_with_what_to_do(tmp_path: Path) -> None:
+    """SIGKILL leaves Snakemake's lock; the next run says to check squeue for the killed run's jobs, then
+    unlock, before Snakemake refuses."""
+    workdir = failures_workflow(tmp_path)
+    driver = subprocess.Popen(
+        failures_cmd("sleep", profile=None),
+        cwd=workdir,
+        env=failures_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: (workdir / "logs" / "sleep.log").exists(), 120, "the job to start")
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        driver.kill()
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(str(workdir / ".snakemake" / "scripts") in arg for arg in proc.info["cmdline"] or []):
+                proc.kill()
+    rerun = subprocess.run(
+        failures_cmd("sleep", profile=None), cwd=workdir, env=failures_env(), capture_output=True, text=True
+    )
+    assert rerun.returncode != 0 and "LockException" in rerun.stderr + rerun.stdout
+    assert "holds another snakemake's locks" in rerun.stderr and "squeue --me" in rerun.stderr
+    assert "snakemake --unlock" in rerun.stderr

@@ -171,7 +171,24 @@ def failure_summary(log: str | Path | list[str] | None, workdir: Path = Path()) 
     if len(lines) == 2:
         lines.append("  none found in the Snakemake log (see it above)")
     lines.append(
-        "A run that stopped with `LockException`: check `squeue --me` for jobs still running from a killed"
-        " run, then `snakemake --unlock` and rerun the same command."
+        f"After a killed run (its lock stops the next one with `LockException`): {STALE_LOCK_ADVICE}."
     )
     return "\n".join(lines) + "\n"
+
+
+STALE_LOCK_ADVICE = (
+    "check `squeue --me` for jobs of a killed run still running (named fvc_<run id>; wait for them or"
+    " scancel them), then run `snakemake --unlock` once and the same command again"
+)
+
+
+def stale_lock_hint(workdir: Path = Path()) -> str | None:
+    """What to do when `workdir` holds Snakemake's locks as a run starts (printed by the Snakefile before
+    Snakemake refuses with `LockException`): None when there are none."""
+    locks = workdir / ".snakemake" / "locks"
+    if not locks.is_dir() or not any(locks.iterdir()):
+        return None
+    return (
+        f"fvc: {locks} holds another snakemake's locks. If no snakemake runs in this folder:"
+        f" {STALE_LOCK_ADVICE}."
+    )
