@@ -64,6 +64,7 @@ def recognise_cancelled_jobs() -> bool:
         )
         return False
     plugin = importlib.import_module(PLUGIN)
-    if not getattr(plugin.query_job_status, "fvc_base_states", False):
-        plugin.query_job_status = with_base_states(plugin.query_job_status)
+    query = getattr(plugin, "query_job_status")  # noqa: B009 - the plugin has no type stubs
+    if not getattr(query, "fvc_base_states", False):
+        setattr(plugin, "query_job_status", with_base_states(query))  # noqa: B010
     return True
