@@ -226,3 +226,56 @@ def test_a_killed_runs_lock_comes_with_what_to_do(tmp_path: Path) -> None:
     assert rerun.returncode != 0 and "LockException" in rerun.stderr + rerun.stdout
     assert "holds another snakemake's locks" in rerun.stderr and "squeue --me" in rerun.stderr
     assert "snakemake --unlock" in rerun.stderr
+
+
+FIXTURES = (
+    Path(__file__).parent / "fixtures" / "slurm_failures"
+)  # logs of a run of this workflow on the cluster
+
+
+def test_causes_are_read_from_real_cluster_logs() -> None:
+    failed = failed_jobs((FIXTURES / "snakemake.log").read_text(), FIXTURES)
+    causes = [(job.wildcards, job.slurm_job_id, job.cause.category, job.cause.line) for job in failed]
+    oom_line = (
+        "slurmstepd-vm: error: Detected 1 oom-kill event(s) in StepId=651.0. Some of your processes may have"
+        " been killed by the cgroup out-of-memory handler."
+    )
+    refused = "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    assert causes[:4] == [
+        ("badpartition", None, "sbatch-refused", refused),
+        ("badpartition", None, "sbatch-refused", refused),
+        ("raise", "652", "exception", "RuntimeError: torch sees no GPU"),
+        ("oom", "651", "out-of-memory", oom_line),
+    ]
+    # The second OOM attempt's SLURM log is not among the fixtures: its state alone still names the cause.
+    assert causes[4][:3] == ("oom", "655", "unknown")
+
+
+def test_a_cancelled_jobs_log_names_the_cancellation() -> None:
+    cause = failure_cause(
+        "SLURM-job '634' failed, SLURM status is: 'CANCELLED'. Reason: Unknown.",
+        slurm_log=FIXTURES / "slurm_logs" / "rule_job" / "sleep" / "634.log",
+    )
+    assert cause.category == "cancelled" and "JOB 634 ON vm CANCELLED AT" in cause.line
+
+
+@pytest.mark.parametrize(
+    ("state", "category"),
+    [
+        ("OUT_OF_MEMORY", "out-of-memory"),
+        ("TIMEOUT", "timeout"),
+        ("PREEMPTED", "preempted"),
+        ("NODE_FAIL", "node-fail"),
+        ("CANCELLED", "cancelled"),
+    ],
+)
+def test_the_state_names_the_cause_when_the_logs_are_gone(state: str, category: str) -> None:
+    message = f"SLURM-job '1' failed, SLURM status is: '{state}'. Reason: Unknown."
+    assert failure_cause(message, slurm_log=FIXTURES / "missing.log") == failure_cause(message)
+    assert failure_cause(message).category == category
+
+
+def test_the_attempt_of_a_slurm_job_is_picked_from_the_history_log() -> None:
+    history = FIXTURES / "logs" / "raise.log"
+    assert failure_cause("", fvc_log=history, slurm_job_id="652").line == "RuntimeError: torch sees no GPU"
+    assert failure_cause("", fvc_log=history, slurm_job_id="654").category == "unknown"
