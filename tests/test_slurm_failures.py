@@ -52,17 +52,17 @@ def start(workdir: Path, *names: str, retries: int = 0) -> tuple[subprocess.Pope
     return proc, log
 
 
-def running_job(log: Path) -> str:
-    """The SLURM id of the run's first job once squeue shows it running."""
+def running_job(log: Path, name: str) -> str:
+    """The SLURM id of job `name` once squeue shows it running."""
 
     def running() -> str | None:
-        ids = submitted(log.read_text())
+        ids = re.findall(rf"submitted with SLURM jobid (\d+) \(log: \S+/rule_job/{name}/", log.read_text())
         if not ids:
             return None
         out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i", "-j", ids[0]], capture_output=True)
         return ids[0] if out.stdout.strip() else None
 
-    return wait_until(running, 120, "a running job")
+    return wait_until(running, 120, f"job {name} running")
 
 
 def stop(proc: subprocess.Popen, log: Path) -> None:
@@ -108,7 +108,7 @@ def test_a_cancelled_job_is_seen_as_ended_and_reported(slurm_cluster: str, tmp_p
     workdir = failures_workflow(tmp_path / "cancel")
     proc, log = start(workdir, "sleep")
     try:
-        job_id = running_job(log)
+        job_id = running_job(log, "sleep")
         subprocess.run(["scancel", job_id], check=True)
         state = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True)
         returncode = proc.wait(timeout=ENDED_WITHIN_S)
@@ -135,7 +135,7 @@ def test_sigterm_ends_the_driver_once_its_running_job_is_cancelled(
     workdir = failures_workflow(tmp_path / "sigterm")
     proc, log = start(workdir, "sleep", "ok")
     try:
-        job_id = running_job(log)
+        job_id = running_job(log, "sleep")
         proc.send_signal(signal.SIGTERM)
         wait_until(lambda: "Will exit after finishing" in log.read_text(), 30, "the driver to take SIGTERM")
         subprocess.run(["scancel", job_id], check=True)
