@@ -82,11 +82,9 @@ class _Tee:
         for file in self.files:
             file.flush()
 
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        return self.files[0].fileno()
+    def __getattr__(self, name: str) -> object:
+        """Anything else (`encoding`, `fileno`, `isatty`, ...) from the job's own log."""
+        return getattr(self.files[0], name)
 
 
 def log_to(path: str | os.PathLike[str]) -> None:
