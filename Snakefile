@@ -3,8 +3,9 @@ from snakemake.utils import min_version
 import sys
 
 from fvc.core.config import validate_config
+from fvc.slurm.plugin_status import recognise_cancelled_jobs
 from fvc.slurm.runs import record_run
-from fvc.slurm.summary import run_summary
+from fvc.slurm.summary import failure_summary, run_summary, stale_lock_hint
 
 min_version("9.14")
 
@@ -13,6 +14,11 @@ configfile: "config.yaml"
 
 
 validate_config(config, "config.yaml")
+# A job cancelled by anyone (sacct: `CANCELLED by <uid>`) ends for the SLURM plugin too: fvc.slurm.plugin_status.
+recognise_cancelled_jobs()
+# A killed run's lock: say what to do before Snakemake refuses with LockException.
+if workflow.is_main_process and (hint := stale_lock_hint()):
+    print(hint, file=sys.stderr)
 
 
 report: "report/workflow.rst"
@@ -42,3 +48,8 @@ onstart:
 onsuccess:
     # Each model's test scores, where the audit and report are, the biggest memory recommendations.
     print(run_summary(config), file=sys.stderr)
+
+
+onerror:
+    # Each failed job with its cause (out of memory, the exception's last line, sbatch's refusal, ...).
+    print(failure_summary(log), file=sys.stderr)

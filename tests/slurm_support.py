@@ -179,3 +179,91 @@ def mb(value: str) -> float:
         return 0.0
     factor = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2}[value[-1]]
     return float(value[:-1]) * factor
+
+
+# A small workflow whose jobs fail the ways a real run does, with fvc's own pieces: the plugin status patch
+# and the failure summary (as the Snakefile applies them) and fvc's job log. Job `sleep` runs until cancelled,
+# `oom` outgrows its memory, `raise` raises on its first attempt only, `badpartition` asks for no such
+# partition, `ok` succeeds.
+FAILURES_SNAKEFILE = """
+import sys
+
+from fvc.slurm.plugin_status import recognise_cancelled_jobs
+from fvc.slurm.summary import failure_summary, stale_lock_hint
+
+recognise_cancelled_jobs()
+if workflow.is_main_process and (hint := stale_lock_hint()):
+    print(hint, file=sys.stderr)
+PARTITION = {"badpartition": "nope"}
+MEM = {"oom": 250}
+
+
+rule all:
+    input:
+        expand("out/{name}.txt", name=config["names"]),
+
+
+rule job:
+    output:
+        "out/{name}.txt",
+    log:
+        "logs/{name}.log",
+    resources:
+        mem_mb=lambda wc: MEM.get(wc.name, 400),
+        runtime=5,
+        slurm_partition=lambda wc: PARTITION.get(wc.name, "debug"),
+    script:
+        "job.py"
+
+
+onerror:
+    print(failure_summary(log), file=sys.stderr)
+"""
+FAILURES_JOB = """
+import logging
+import time
+from pathlib import Path
+
+from fvc.core.joblog import log_to
+
+log_to(snakemake.log[0])
+name = snakemake.wildcards.name
+logging.info("job %s starts", name)
+if name == "sleep":
+    time.sleep(600)
+if name == "oom":
+    hog = []
+    while True:
+        hog.append(bytearray(20 * 2**20))
+        for i in range(0, len(hog[-1]), 4096):
+            hog[-1][i] = 1
+if name == "raise":
+    marker = Path(snakemake.output[0] + ".failed-once")
+    if not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        raise RuntimeError("torch sees no GPU")
+Path(snakemake.output[0]).write_text(name)
+"""
+
+
+def failures_workflow(dest: Path) -> Path:
+    """`dest` holding the failing workflow (Snakefile, job.py); returns `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "Snakefile").write_text(FAILURES_SNAKEFILE)
+    (dest / "job.py").write_text(FAILURES_JOB)
+    return dest
+
+
+def failures_cmd(*names: str, profile: str | None = "profiles/slurm", retries: int = 1) -> list[str]:
+    """snakemake on the failing workflow for jobs `names`, on `profile` of this repository (None: local)."""
+    where = ["--profile", str(ROOT / profile)] if profile else ["--cores", "1"]
+    names_list = f"names=[{','.join(names)}]"
+    return [str(BIN / "snakemake"), *where, "--retries", str(retries), "--keep-going", "--config", names_list]
+
+
+def failures_env() -> dict[str, str]:
+    """slurm_env() with this checkout's fvc first on PYTHONPATH (sbatch passes the environment to the job)."""
+    env = slurm_env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
+    return env

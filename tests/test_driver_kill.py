@@ -76,6 +76,7 @@ def test_killed_driver_leaves_no_orphans_and_the_unlocked_rerun_completes(
     refused = snakemake(workdir, "--profile", "profiles/local", TARGET)
     assert refused.returncode != 0
     assert "--unlock" in refused.stdout + refused.stderr, "Snakemake's stale-lock message names --unlock"
+    assert "squeue --me" in refused.stderr, "fvc's hint says to look for the killed run's jobs first"
     assert snakemake(workdir, "--unlock").returncode == 0
     rerun = snakemake(workdir, "--profile", "profiles/local", TARGET)
     assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-4000:]

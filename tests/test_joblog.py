@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import psutil
+from slurm_support import failures_cmd, failures_env, failures_workflow
 
-from fvc.core.joblog import SNAKEMAKE_PID_ENV
+from fvc.core.joblog import ATTEMPT_HEADER, SNAKEMAKE_PID_ENV
 
 # Stands in for snakemake: names itself in the environment as the workflow does (rules/common.smk), starts a
 # job through a shell (as a conda or container wrapper would), prints the job's pid, and waits.
@@ -84,3 +85,24 @@ def test_job_whose_snakemake_ended_before_it_started_watching_ends_at_once(tmp_p
     job = subprocess.run([sys.executable, "-c", JOB, str(log)], env=env, timeout=60)
     assert job.returncode == -signal.SIGTERM
     assert f"the snakemake process {gone.pid} that started this job has ended" in log.read_text()
+
+
+def test_a_retried_jobs_history_log_keeps_every_attempt(tmp_path: Path) -> None:
+    """Snakemake deletes a job's `log:` files before each attempt; the history log beside it keeps both."""
+    workdir = failures_workflow(tmp_path)
+    result = subprocess.run(
+        failures_cmd("raise", profile=None, retries=1),
+        cwd=workdir,
+        env=failures_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = (workdir / "logs" / "raise.attempts.log").read_text()
+    headers = list(ATTEMPT_HEADER.finditer(history))
+    assert [(h["attempt"], h["job"]) for h in headers] == [("1", None), ("2", None)], history
+    first_attempt = history[headers[0].start() : headers[1].start()]
+    assert "RuntimeError: torch sees no GPU" in first_attempt and "job raise starts" in first_attempt
+    log = (workdir / "logs" / "raise.log").read_text()
+    assert log.startswith(headers[1][0]) and "torch sees no GPU" not in log

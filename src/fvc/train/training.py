@@ -47,6 +47,7 @@ from fvc.core.seeding import stable_seed
 from fvc.models import ClipClassifier, build_model, check_trainable, export_config, scale_clips
 from fvc.models.freezing import frozen_parameters
 from fvc.train import checkpoint
+from fvc.train.fold_lock import holding_fold_lock
 from fvc.train.headroom import check_headroom
 from fvc.train.loader import Batches, EpochShuffle, make_loaders
 from fvc.weights.export import export_fp16
@@ -205,6 +206,7 @@ def choose_precision(
     return {"chosen": result.chosen, "requested": requested, "probe": result.as_dict()}
 
 
+@holding_fold_lock
 def train_fold(
     clips_csv: str | os.PathLike[str],
     folds_csv: str | os.PathLike[str],
