@@ -4,6 +4,7 @@ fold's compact export holds the unfrozen layers while the shared file holds the 
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -13,8 +14,8 @@ from train_fixtures import tiny_params, tiny_spec, write_dataset
 from fvc.models import FreezingError, build_model, check_trainable
 from fvc.models.freezing import UnfreezeError, frozen_parameters
 from fvc.train.training import train_fold
-from fvc.weights.export import SHARED_DIR
-from fvc.weights.lean_load import tensor_infos, weight_files
+from fvc.weights.export import SHARED_DIR, config_path
+from fvc.weights.lean_load import lean_load, tensor_infos, weight_files
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -128,3 +129,10 @@ def test_trained_fold_exports_the_unfrozen_block_in_its_own_part(tmp_path, caplo
     model = frozen_vit("vit_gru", 1)
     assert own == {n for n in model.state_dict() if n.startswith(unfrozen)}
     assert set(tensor_infos(shared)) == {n for n in model.state_dict() if not n.startswith(unfrozen)}
+    exported = json.loads(config_path(weights).read_text())
+    assert exported["params"]["unfreeze_last_blocks"] == 1
+    loaded = lean_load(
+        lambda: build_model(exported["model"], exported["params"], exported["num_frames"], exported["size"]),
+        weights,
+    )
+    assert loaded.trainable["backbone"] == ("layers.1", "layernorm")

@@ -73,7 +73,7 @@ def _partly_trainable(component: str, child: nn.Module, blocks: tuple[str, ...])
     problems = []
     modules = dict(child.named_modules())
     for block in blocks:
-        if block not in modules or not any(True for _ in modules[block].parameters()):
+        if block not in modules or next(modules[block].parameters(), None) is None:
             problems.append(f"declared trainable block {component}.{block} has no parameters")
     wrong = [name for name, p in child.named_parameters() if p.requires_grad != _inside(name, blocks)]
     if wrong:
