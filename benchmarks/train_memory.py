@@ -64,39 +64,34 @@ def case(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def gpu_case(args: dict[str, Any]) -> dict[str, float]:
-    """MB of a training step on a GPU, estimated: fp32 weights of the whole model, gradients and AdamW's two
-    moments of its trainable part, and the tensors autograd saves for the backward pass of one batch
-    (activations, the input batch included; weights excluded). A case of its own: its tensors must not
-    raise the training case's peak."""
+    """MB of a training step on a GPU, estimated from one step on the CPU: fp32 weights of the whole model,
+    AdamW's two moments of its trainable part, and the step's own peak (forward and backward of one batch:
+    activations, transients and gradients), measured as the rise of this process's peak RSS above its RSS
+    with the model built (freed buffers unmapped at once, the peak reset first). A case of its own: its
+    tensors must not raise the training case's peak."""
+    import psutil
     import torch
 
     from fvc.core.config import ModelSpec
+    from fvc.core.memory import fix_mmap_threshold, peak_rss_bytes
     from fvc.models import build_model
 
+    fix_mmap_threshold()
     spec = ModelSpec(**args["spec"])
     torch.manual_seed(0)
     model = build_model(spec.name, spec.params, spec.num_frames, spec.size).train()
     model.set_gradient_checkpointing(spec.gradient_checkpointing)
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in weights:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
     clips = torch.rand(spec.batch_size, spec.num_frames, 3, spec.size, spec.size)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = model.loss_fn(model(clips), torch.zeros(spec.batch_size))
-    del loss
+    labels = torch.zeros(spec.batch_size)
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = psutil.Process().memory_info().rss
+    model.loss_fn(model(clips), labels).backward()
+    step = peak_rss_bytes() - before
     params = list(model.parameters())
-    total = sum(p.numel() for p in params)
-    trainable = sum(p.numel() for p in params if p.requires_grad)
     return {
-        "weights_mb": 4 * total / MB,
-        "optimizer_mb": 12 * trainable / MB,
-        "activations_mb": (sum(saved.values()) + clips.nbytes) / MB,
+        "weights_mb": 4 * sum(p.numel() for p in params) / MB,
+        "optimizer_mb": 8 * sum(p.numel() for p in params if p.requires_grad) / MB,
+        "step_mb": (step + clips.nbytes) / MB,
     }
 
 
@@ -106,9 +101,9 @@ def suggest_mem_mb(peak_mb: float, overhead_mb: int) -> int:
 
 
 def vram_estimate_mb(case: dict[str, float]) -> int:
-    """A GPU row's vram_mb estimate: (weights + optimizer + activations) x MEM_MARGIN + the CUDA context,
+    """A GPU row's vram_mb estimate: (weights + AdamW moments + step peak) x MEM_MARGIN + the CUDA context,
     rounded up to 100 MB."""
-    tensors = case["weights_mb"] + case["optimizer_mb"] + case["activations_mb"]
+    tensors = case["weights_mb"] + case["optimizer_mb"] + case["step_mb"]
     return math.ceil((tensors * MEM_MARGIN + CUDA_CONTEXT_MB) / 100) * 100
 
 
@@ -140,7 +135,7 @@ def measure_preset(preset: str, models: list[str] | None, tmp: Path) -> bool:
     print(
         f"{'model':<19} {'demo mem_mb':>11} {'demo peak':>9} | {'shape':>16} {'gc':>3} {'mem_mb':>7} "
         f"{'peak':>6} {f'+{overhead_mb}':>6} {'ratio':>5} {'suggest':>7} | {'vram_mb':>7} {'estimate':>8} "
-        f"{'w+opt+act MB':>16}  verdict",
+        f"{'w+adam+step MB':>16}  verdict",
         flush=True,
     )
     ok = True
@@ -176,7 +171,7 @@ def measure_preset(preset: str, models: list[str] | None, tmp: Path) -> bool:
         ratio, row_verdict = verdict(full["mem_mb"], needed)
         ok &= row_verdict == "OK"
         shape = f"{full['num_frames']}x{full['size']} b{full['batch_size']}x{full['grad_accum_steps']}"
-        terms = f"{gpu['weights_mb']:.0f}+{gpu['optimizer_mb']:.0f}+{gpu['activations_mb']:.0f}"
+        terms = f"{gpu['weights_mb']:.0f}+{gpu['optimizer_mb']:.0f}+{gpu['step_mb']:.0f}"
         vram = str(full["vram_mb"]) if full["gpus"] else "-"
         print(
             f"{name:<19} {demo['mem_mb']:>11} {demo_case['peak_mb']:>9.0f} | {shape:>16} "
@@ -189,8 +184,8 @@ def measure_preset(preset: str, models: list[str] | None, tmp: Path) -> bool:
         )
     print(
         f"\nmem_mb: 1.00 <= mem_mb / (CPU peak RSS + {overhead_mb} MB) <= {MAX_SLACK}; suggest = (peak + "
-        f"{overhead_mb}) x {MEM_MARGIN} rounded up to 100 MB. vram estimate = (fp32 weights + AdamW state "
-        f"and gradients of the trainable part + autograd's saved tensors of one batch) x {MEM_MARGIN} + "
+        f"{overhead_mb}) x {MEM_MARGIN} rounded up to 100 MB. vram estimate = (fp32 weights + AdamW moments "
+        f"of the trainable part + one step's peak on the CPU, gradients included) x {MEM_MARGIN} + "
         f"{CUDA_CONTEXT_MB} MB CUDA context (1 epoch, fp32, one thread)"
     )
     return ok
