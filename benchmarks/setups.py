@@ -91,23 +91,41 @@ def run_augment(spec: dict[str, Any]) -> dict[str, Any]:
     return {"baseline_mb": baseline, "seconds": seconds, "clips": report.clips, "made": report.made}
 
 
+def merged_config(config_path: str, overlay: str | None = None) -> dict[str, Any]:
+    """The config at `config_path` with `overlay` merged over it as Snakemake merges `--configfile`,
+    validated (defaults filled in)."""
+    import yaml
+    from snakemake.utils import update_config
+
+    from fvc.core.config import validate_config
+
+    config = yaml.safe_load(Path(config_path).read_text())
+    if overlay:
+        update_config(config, yaml.safe_load(Path(overlay).read_text()))
+    return validate_config(config, f"{config_path} + {overlay}" if overlay else config_path)
+
+
 def training_set(
-    config_path: str, root: Path, videos: int
+    config_path: str,
+    root: Path,
+    videos: int,
+    overlay: str | None = None,
+    augmentations: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
-    """The config at `config_path`, its model rows (name -> ModelSpec), and demo-like clips for them under
-    `root` (`videos` videos x the config's augment settings, tests/train_fixtures.py): the cases' `root`,
-    `clips` and `folds` paths."""
+    """The config at `config_path` (with `overlay` merged over it), its model rows (name -> ModelSpec), and
+    demo-like clips for them under `root` (`videos` videos x the config's augment settings, or `augmentations`
+    when given, tests/train_fixtures.py): the cases' `root`, `clips` and `folds` paths."""
     sys.path.insert(0, str(ROOT / "tests"))
     from train_fixtures import write_dataset
 
-    from fvc.core.config import load_config, model_specs
+    from fvc.core.config import model_specs
 
-    config = load_config(config_path)
+    config = merged_config(config_path, overlay)
     augment = config["augment"]
     clips, folds = write_dataset(
         root,
         videos=videos,
-        augmentations=augment["num_augmentations"],
+        augmentations=augment["num_augmentations"] if augmentations is None else augmentations,
         num_frames=augment["num_frames"],
         size=augment["size"],
     )

@@ -7,8 +7,12 @@ Contract for all models:
 - output: one logit per clip, `[B]`, 1 = fake. `sigmoid(logit)` is the fake score for metrics and inference;
 - `loss` names the training loss ("bce": binary cross-entropy on the logit; "hinge": the linear SVM's hinge
   loss on the margin with targets -1/+1);
-- `trainable` declares, per top-level component (child module), whether its parameters must be trainable;
+- `trainable` declares, per top-level component (child module), whether its parameters must be trainable:
+  True, False, or the names (inside the component) of the only submodules that train, e.g.
+  `("layers.11", "layernorm")` for a frozen backbone with its last block unfrozen;
   `fvc.models.freezing.check_trainable` enforces it against `requires_grad`;
+- a model with a pretrained (frozen) component lists that component's blocks in `backbone_blocks` and what
+  follows them in `backbone_tail`, so `fvc.models.freezing.unfreeze_last_blocks` can train its last N blocks;
 - only persistent buffers, so a module built on the meta device is complete once its state dict is loaded.
 """
 
@@ -41,7 +45,7 @@ class ClipClassifier(nn.Module):
         self.num_frames = num_frames
         self.size = size
         self.gradient_checkpointing = False
-        self.trainable: dict[str, bool] = {}
+        self.trainable: dict[str, bool | tuple[str, ...]] = {}
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute activations of the heavy blocks in the backward pass instead of keeping them."""
@@ -55,6 +59,16 @@ class ClipClassifier(nn.Module):
             else:
                 x = block(x)
         return x
+
+    def backbone_blocks(self) -> list[str]:
+        """Qualified names of the frozen component's blocks in forward order (the last is nearest the head);
+        empty for a model without a pretrained backbone."""
+        return []
+
+    def backbone_tail(self) -> list[str]:
+        """Qualified names of the frozen component's modules after its last block (e.g. a final norm): they
+        train whenever any block does."""
+        return []
 
     def export_params(self) -> dict[str, Any]:
         """The params that rebuild this module with `build_model` (no external files needed)."""

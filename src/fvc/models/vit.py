@@ -9,6 +9,9 @@ params (both):
   small random ViT is built from `vit` (ViTConfig overrides).
 - `freeze_backbone`: default true with a pretrained `backbone`, false for a random one. A frozen backbone
   trains only the new parts (vit_gru: the GRU head; vit_transformer: the tubelet embedding and the head).
+- `unfreeze_last_blocks` (default 0): with a frozen backbone, its last N encoder layers and its final
+  layernorm train too (`fvc.models.freezing.unfreeze_last_blocks`); the frozen layers before them run without
+  grad in vit_gru. A fold's export holds the unfrozen layers, the shared backbone file the rest.
 vit_gru: `gru_hidden` (default 64). vit_transformer: `tubelet` (frames per tubelet, default 2),
 `temporal_layers` (default 1), `temporal_heads` (default 4).
 
@@ -27,6 +30,7 @@ from torch import nn
 
 from fvc.core.errors import FvcError
 from fvc.models.base import ClipClassifier
+from fvc.models.freezing import unfreeze_last_blocks
 
 if TYPE_CHECKING:
     from transformers import ViTModel
@@ -115,16 +119,48 @@ class _ViTBase(ClipClassifier):
         backbone: str | None,
         freeze_backbone: bool | None,
         vit: dict[str, Any] | None,
+        unfreeze: int,
     ) -> None:
         freeze = bool(backbone) if freeze_backbone is None else freeze_backbone
         vit = dict(vit or {})
-        super().__init__(
-            {"backbone": backbone, "freeze_backbone": freeze, "vit": vit, **head}, num_frames, size
-        )
+        params = {
+            "backbone": backbone,
+            "freeze_backbone": freeze,
+            "vit": vit,
+            "unfreeze_last_blocks": unfreeze,
+        }
+        super().__init__({**params, **head}, num_frames, size)
         self.freeze_backbone = freeze
+        self.unfrozen = int(unfreeze)
         self.backbone = load_backbone(backbone, vit, size)
         self.backbone.requires_grad_(not self.freeze_backbone)
         self.hidden = self.backbone.config.hidden_size
+
+    def backbone_blocks(self) -> list[str]:
+        return [f"backbone.layers.{i}" for i in range(len(self.backbone.layers))]
+
+    def backbone_tail(self) -> list[str]:
+        return ["backbone.layernorm"]
+
+    def declare_trainable(self, model_name: str, **new_parts: bool) -> None:
+        """`trainable`: the backbone as frozen or not, the `new_parts` trainable, then the unfrozen blocks."""
+        self.trainable = {"backbone": not self.freeze_backbone, **new_parts}
+        unfreeze_last_blocks(self, self.unfrozen, f"models.{model_name}.params.unfreeze_last_blocks")
+
+    def encode(self, tokens: torch.Tensor, grad_before: bool) -> torch.Tensor:
+        """The backbone's layers and final layernorm over embedded `tokens`. With a frozen backbone, the
+        layers before the unfrozen ones keep grad only when `grad_before` (a trainable module feeds them)."""
+        layers = list(self.backbone.layers)
+        split = len(layers) - self.unfrozen if self.freeze_backbone else 0
+        grad = torch.is_grad_enabled()
+        h = tokens
+        with torch.set_grad_enabled(grad and grad_before):
+            for layer in layers[:split]:
+                h = layer(h, None)
+        with torch.set_grad_enabled(grad and (grad_before or split < len(layers))):
+            for layer in layers[split:]:
+                h = layer(h, None)
+            return self.backbone.layernorm(h)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         super().set_gradient_checkpointing(enabled)
@@ -160,18 +196,22 @@ class ViTGRU(_ViTBase):
         backbone: str | None = None,
         freeze_backbone: bool | None = None,
         vit: dict[str, Any] | None = None,
+        unfreeze_last_blocks: int = 0,
         gru_hidden: int = 64,
     ) -> None:
-        super().__init__(num_frames, size, {"gru_hidden": gru_hidden}, backbone, freeze_backbone, vit)
+        head = {"gru_hidden": gru_hidden}
+        super().__init__(num_frames, size, head, backbone, freeze_backbone, vit, unfreeze_last_blocks)
         self.head = _GRUHead(self.hidden, int(gru_hidden))
-        self.trainable = {"backbone": not self.freeze_backbone, "head": True}
+        self.declare_trainable("vit_gru", head=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         b, t = x.shape[:2]
         pixels = x.flatten(0, 1) * 2.0 - 1.0
+        pixels = pixels.to(self.backbone.embeddings.patch_embeddings.projection.weight.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-            out = self.backbone(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
+            tokens = self.backbone.embeddings(pixels, interpolate_pos_encoding=True)
+        out = self.encode(tokens, grad_before=not self.freeze_backbone)
         return self.head(out[:, 0].reshape(b, t, -1))
 
 
@@ -218,12 +258,13 @@ class ViTTransformer(_ViTBase):
         backbone: str | None = None,
         freeze_backbone: bool | None = None,
         vit: dict[str, Any] | None = None,
+        unfreeze_last_blocks: int = 0,
         tubelet: int = 2,
         temporal_layers: int = 1,
         temporal_heads: int = 4,
     ) -> None:
         head = {"tubelet": tubelet, "temporal_layers": temporal_layers, "temporal_heads": temporal_heads}
-        super().__init__(num_frames, size, head, backbone, freeze_backbone, vit)
+        super().__init__(num_frames, size, head, backbone, freeze_backbone, vit, unfreeze_last_blocks)
         if num_frames % tubelet:
             raise ValueError(
                 f"vit_transformer: num_frames {num_frames} is not a multiple of tubelet {tubelet}"
@@ -236,7 +277,7 @@ class ViTTransformer(_ViTBase):
             int(temporal_layers),
             int(temporal_heads),
         )
-        self.trainable = {"backbone": not self.freeze_backbone, "embedding": True, "head": True}
+        self.declare_trainable("vit_transformer", embedding=True, head=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -246,9 +287,7 @@ class ViTTransformer(_ViTBase):
         emb = self.backbone.embeddings
         h = torch.cat([emb.cls_token.expand(b * slots, -1, -1).to(tokens.dtype), tokens], dim=1)
         h = emb.dropout(h + emb.interpolate_pos_encoding(h, self.size, self.size))
-        for layer in self.backbone.layers:
-            h = layer(h, None)
-        cls = self.backbone.layernorm(h)[:, 0].reshape(b, slots, d)
+        cls = self.encode(h, grad_before=True)[:, 0].reshape(b, slots, d)
         return self.head(cls)
 
 
