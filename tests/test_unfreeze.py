@@ -136,3 +136,38 @@ def test_trained_fold_exports_the_unfrozen_block_in_its_own_part(tmp_path, caplo
         weights,
     )
     assert loaded.trainable["backbone"] == ("layers.1", "layernorm")
+
+
+KINETICS_MODELS = {"x3d": (4, 32), "slowfast": (8, 32)}
+
+
+@pytest.mark.parametrize("name", KINETICS_MODELS)
+@pytest.mark.parametrize("unfreeze", [0, 1, 2])
+def test_kinetics_models_train_exactly_their_last_blocks_and_keep_the_rest_in_eval(name, unfreeze):
+    frames, size = KINETICS_MODELS[name]
+    params = {**tiny_params(name), "freeze_backbone": True, "unfreeze_last_blocks": unfreeze}
+    model = build_model(name, params, frames, size)
+    check_trainable(model)
+    unfrozen = model.backbone_blocks()[len(model.backbone_blocks()) - unfreeze :]
+    unfrozen += model.backbone_tail() if unfreeze else []
+    prefixes = ("head.", *(f"{block}." for block in unfrozen))
+    expected = {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
+    model.train()
+    training = {n for n, m in model.named_modules() if m.training and n.startswith("blocks.")}
+    assert training == {n for n in training if n.startswith(tuple(unfrozen))}
+    assert all(model.get_submodule(block).training for block in unfrozen)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    clips = torch.rand(2, frames, 3, size, size, generator=torch.Generator().manual_seed(0))
+    model.loss_fn(model(clips), torch.tensor([0.0, 1.0])).backward()
+    optimizer.step()
+    assert {n for n, p in model.named_parameters() if not torch.equal(p, before[n])} == expected
+
+
+@pytest.mark.parametrize("name", KINETICS_MODELS)
+def test_kinetics_models_refuse_more_blocks_than_they_have(name):
+    frames, size = KINETICS_MODELS[name]
+    params = {**tiny_params(name), "freeze_backbone": True, "unfreeze_last_blocks": 99}
+    with pytest.raises(UnfreezeError, match=rf"^models\.{name}\.params\.unfreeze_last_blocks is 99, but "):
+        build_model(name, params, frames, size)

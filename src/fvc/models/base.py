@@ -70,6 +70,17 @@ class ClipClassifier(nn.Module):
         train whenever any block does."""
         return []
 
+    def keep_frozen_in_eval(self, component: str, mode: bool) -> None:
+        """After `train(mode)`: a frozen `component` stays in eval mode (its BatchNorm statistics are the
+        pretrained ones); its unfrozen blocks (a tuple declaration in `trainable`) follow `mode`."""
+        declared = self.trainable.get(component)
+        if declared is True:
+            return
+        module = self.get_submodule(component)
+        module.eval()
+        for name in declared or ():
+            module.get_submodule(name).train(mode)
+
     def export_params(self) -> dict[str, Any]:
         """The params that rebuild this module with `build_model` (no external files needed)."""
         return dict(self.params)

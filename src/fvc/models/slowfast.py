@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from fvc.models.base import ClipClassifier
+from fvc.models.freezing import unfreeze_last_blocks as unfreeze
 
 PRESETS: dict[str, dict[str, object]] = {
     "slowfast_r50": {"alpha": 4, "beta_inv": 8, "width": 64, "depths": [3, 4, 6, 3], "fusion_kernel": 7},
@@ -171,6 +172,7 @@ class SlowFast(ClipClassifier):
         dropout: float = 0.5,
         backbone: str | None = None,
         freeze_backbone: bool | None = None,
+        unfreeze_last_blocks: int = 0,
     ) -> None:
         depths = [int(d) for d in depths]
         freeze = bool(backbone) if freeze_backbone is None else freeze_backbone
@@ -184,6 +186,7 @@ class SlowFast(ClipClassifier):
                 "dropout": dropout,
                 "backbone": backbone,
                 "freeze_backbone": freeze,
+                "unfreeze_last_blocks": unfreeze_last_blocks,
             },
             num_frames,
             size,
@@ -213,25 +216,33 @@ class SlowFast(ClipClassifier):
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Sequential(nn.Dropout(float(dropout)), nn.Linear(slow_in + fast_in, 1))
         self.freeze_backbone = freeze
+        self.blocks.requires_grad_(not freeze)
         self.trainable = {"blocks": not freeze, "head": True}
         if backbone:
             from fvc.weights.kinetics import load_backbone
 
             load_backbone(self, "slowfast", backbone, ARCHITECTURE)
+        unfreeze(self, int(unfreeze_last_blocks), "models.slowfast.params.unfreeze_last_blocks")
 
     def train(self, mode: bool = True) -> SlowFast:
-        """A frozen backbone stays in eval mode: its BatchNorm statistics are the pretrained ones."""
+        """A frozen backbone stays in eval mode (its BatchNorm statistics are the pretrained ones), but for
+        its unfrozen blocks."""
         super().train(mode)
-        if self.freeze_backbone:
-            self.blocks.eval()
+        self.keep_frozen_in_eval("blocks", mode)
         return self
+
+    def backbone_blocks(self) -> list[str]:
+        return [f"blocks.{i}" for i in range(1, len(self.blocks))]
+
+    def backbone_tail(self) -> list[str]:
+        return []
 
     def export_params(self) -> dict[str, object]:
         return {k: v for k, v in self.params.items() if k != "backbone"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable["blocks"] is not False):
             fast = ((x - KINETICS_MEAN) / KINETICS_STD).transpose(1, 2).contiguous()  # [B, 3, T, H, W]
             slow = fast[:, :, :: self.alpha].contiguous()
             for step in self.blocks:

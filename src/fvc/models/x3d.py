@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from fvc.models.base import ClipClassifier
+from fvc.models.freezing import unfreeze_last_blocks as unfreeze
 from fvc.models.slowfast import KINETICS_MEAN, KINETICS_STD, ResBlock, ResStage, conv3d
 
 _X3D_SM = {"width": 24, "depths": [3, 5, 11, 7], "expansion": 2.25, "se_ratio": 0.0625, "head_dim": 2048}
@@ -158,6 +159,7 @@ class X3D(ClipClassifier):
         dropout: float = 0.5,
         backbone: str | None = None,
         freeze_backbone: bool | None = None,
+        unfreeze_last_blocks: int = 0,
     ) -> None:
         depths = [int(d) for d in depths]
         freeze = bool(backbone) if freeze_backbone is None else freeze_backbone
@@ -171,6 +173,7 @@ class X3D(ClipClassifier):
                 "dropout": dropout,
                 "backbone": backbone,
                 "freeze_backbone": freeze,
+                "unfreeze_last_blocks": unfreeze_last_blocks,
             },
             num_frames,
             size,
@@ -199,25 +202,38 @@ class X3D(ClipClassifier):
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Sequential(nn.Dropout(float(dropout)), nn.Linear(head_dim, 1))
         self.freeze_backbone = freeze
+        self.blocks.requires_grad_(not freeze)
         self.trainable = {"blocks": not freeze, "head": True}
         if backbone:
             from fvc.weights.kinetics import load_backbone
 
             load_backbone(self, "x3d", backbone, ARCHITECTURE)
+        unfreeze(self, int(unfreeze_last_blocks), "models.x3d.params.unfreeze_last_blocks")
 
     def train(self, mode: bool = True) -> X3D:
-        """A frozen backbone stays in eval mode: its BatchNorm statistics are the pretrained ones."""
+        """A frozen backbone stays in eval mode (its BatchNorm statistics are the pretrained ones), but for
+        its unfrozen blocks."""
         super().train(mode)
-        if self.freeze_backbone:
-            self.blocks.eval()
+        self.keep_frozen_in_eval("blocks", mode)
         return self
+
+    def backbone_blocks(self) -> list[str]:
+        return [
+            f"blocks.{i}.res_blocks.{j}"
+            for i, stage in enumerate(self.blocks)
+            if isinstance(stage, ResStage)
+            for j in range(len(stage.res_blocks))
+        ]
+
+    def backbone_tail(self) -> list[str]:
+        return [f"blocks.{len(self.blocks) - 1}"]
 
     def export_params(self) -> dict[str, object]:
         return {k: v for k, v in self.params.items() if k != "backbone"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable["blocks"] is not False):
             h = ((x - KINETICS_MEAN) / KINETICS_STD).transpose(1, 2).contiguous()  # [B, 3, T, H, W]
             h = self.blocks[0](h)
             for stage in self.blocks[1:-1]:
