@@ -186,6 +186,11 @@ def audit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--apply", action="store_true", help="write the recommendations into the config")
 
 
+def plan_options(parser: argparse.ArgumentParser) -> None:
+    path(parser, "--workdir", Path("."), "workflow directory; --config and RESULTS are relative to it")
+    results_dir(parser)
+
+
 def profile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["install"], help="install: copy the SLURM profile")
     path(
@@ -233,6 +238,9 @@ COMMANDS = {
     ),
     "audit": Command(
         "requested vs used memory per job, and right-sized mem_mb", "fvc audit --apply", audit_options
+    ),
+    "plan": Command(
+        "every job's mem_mb next to its predicted need; exit 1 when one is below", "fvc plan", plan_options
     ),
     "profile": Command(
         "install the SLURM profile so that `snakemake --profile slurm` finds it",

@@ -1,0 +1,340 @@
+"""`fvc plan`: every job's configured memory next to a prediction, before the first run.
+
+Prediction of each job (MB; every `mem_mb` includes Snakemake's overhead, `resources.snakemake_overhead_mb`):
+
+- train (per model and fold): the probe's peak after one training step of one sample
+  (`fvc.train.memory_probe`: a train job's imports, weights, gradients and AdamW state of the trainable part,
+  the first step's workspace) + (batch_size - 1) x the measured activations per sample + the clips the loader
+  holds (all of them as float32 when they fit `PRELOAD_SHARE` of mem_mb, as `fvc.train.loader` does, else its
+  batch buffers) + the checkpoint's serialised copy (trainable weights, best weights, two AdamW moments).
+  GPU rows also get a `vram_mb` prediction: the step's growth over the baseline plus the other samples.
+- infer (per model): the inference imports' baseline + the pre-flight's estimate (`fvc.infer.preflight`)
+  from the probe's parameter bytes instead of the exports' headers, which do not exist yet.
+- data stages, folds, audit: the stage's imports (a fresh interpreter's peak) + its buffers: decoder frames
+  of the largest video in the index (index, augment), download chunks in flight.
+
+`fvc plan` takes the missing measurements (a few seconds to half a minute per model row, in fresh
+interpreters) and caches them under `<results_dir>/plan/` by the content hash of what they depend on (the
+row less its resources, infer.batch_size, the fvc, torch and Python versions). The Snakefile runs
+`check_cached` at every start of the main process: it reads that cache only, so it costs milliseconds, and a
+row without a cached probe is reported as not yet predicted rather than probed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from fvc import __version__
+from fvc.core.config import ModelSpec, model_specs
+from fvc.core.errors import FvcError
+from fvc.core.paths import Layout
+from fvc.slurm.memory_keys import snakemake_overhead_mb
+
+MB = 1024 * 1024
+#: Fields of a model row that size its jobs but change nothing the probe measures.
+UNPROBED_FIELDS = ("mem_mb", "infer_mem_mb", "runtime", "gpus", "gpu_model", "vram_mb", "epochs")
+#: What each job's script imports (its baseline is a fresh interpreter's peak after these imports).
+STAGE_IMPORTS = {
+    "demo_data": ("fvc.data.demo",),
+    "download": ("fvc.data.download",),
+    "index": ("fvc.data.index",),
+    "augment": ("fvc.clips.augment",),
+    "folds": ("fvc.clips.folds", "sklearn.model_selection"),
+    "infer": ("fvc.infer.inference", "sklearn.metrics"),
+    "audit": ("fvc.slurm.audit",),
+}
+#: Share of mem_mb below which the training clips are held in memory (`fvc.train.loader.PRELOAD_SHARE`).
+PRELOAD_SHARE = 0.1
+#: Decoded frames a decoder holds per thread and besides its threads (reference frames), in yuv420.
+DECODER_FRAMES_PER_THREAD, DECODER_REFERENCE_FRAMES = 2, 6
+#: Index stage's decoder threads (`fvc.data.video.DECODE_THREADS`).
+INDEX_DECODE_THREADS = 2
+
+
+class PlanError(FvcError):
+    """A row's memory is below its prediction; the message names each key."""
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One job of the workflow: what it asks for and what it is predicted to need (None: not measured)."""
+
+    job: str
+    key: str
+    mem_mb: int
+    predicted_mb: float | None
+    terms: str
+    vram_key: str | None = None
+    vram_mb: int | None = None
+    predicted_vram_mb: float | None = None
+
+    def problems(self) -> list[str]:
+        """One message per request below its prediction."""
+        found = []
+        if self.predicted_mb is not None and self.mem_mb < self.predicted_mb:
+            found.append(
+                f"{self.key} = {self.mem_mb} is below the predicted {math.ceil(self.predicted_mb)} MB"
+            )
+        if (
+            self.vram_key
+            and self.predicted_vram_mb is not None
+            and (self.vram_mb or 0) < self.predicted_vram_mb
+        ):
+            found.append(
+                f"{self.vram_key} = {self.vram_mb} is below the predicted "
+                f"{math.ceil(self.predicted_vram_mb)} MB"
+            )
+        return found
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    return {"fvc": __version__, "torch": version("torch"), "python": sys.version.split()[0]}
+
+
+def probe_key(spec: ModelSpec, infer_batch: int) -> str:
+    """Content hash of what a model row's probe depends on."""
+    row = {k: v for k, v in asdict(spec).items() if k not in UNPROBED_FIELDS}
+    return _digest({"row": row, "infer_batch": infer_batch, **_versions()})
+
+
+def cache_dir(config: dict, workdir: Path = Path(".")) -> Path:
+    """Where the plan's measurements are cached."""
+    return workdir / config["results_dir"] / "plan"
+
+
+def probe_path(config: dict, spec: ModelSpec, workdir: Path = Path(".")) -> Path:
+    return (
+        cache_dir(config, workdir)
+        / f"model-{spec.name}-{probe_key(spec, config['infer']['batch_size'])}.json"
+    )
+
+
+def baseline_path(config: dict, stage: str, workdir: Path = Path(".")) -> Path:
+    key = _digest({"imports": STAGE_IMPORTS[stage], **_versions()})
+    return cache_dir(config, workdir) / f"baseline-{stage}-{key}.json"
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def train_prediction(spec: ModelSpec, probe: dict[str, Any], clips: int | None) -> tuple[float, str, float]:
+    """(host MB without Snakemake's overhead, its terms, device MB) of one training job; `clips` in the fold's
+    table (None: unknown, the preload share is assumed full)."""
+    clip_mb = spec.num_frames * 3 * spec.size * spec.size / MB
+    step = probe["first_step_mb"]
+    activations = (spec.batch_size - 1) * probe["activations_per_sample_mb"]
+    preload = PRELOAD_SHARE * spec.mem_mb if clips is None else clips * clip_mb * 4
+    if preload <= PRELOAD_SHARE * spec.mem_mb:
+        data, data_term = preload, "clips held"
+    else:  # read per batch: uint8 + float copies of each batch a worker prepares, two prefetched per worker
+        buffers = 2 * max(spec.num_workers if spec.num_workers is not None else spec.cpus - 1, 0) + 1
+        data, data_term = buffers * spec.batch_size * clip_mb * 5, "batch buffers"
+    ckpt = 4 * probe["trainable_mb"]
+    device = step - probe["baseline_mb"] + activations
+    terms = (
+        f"probe step {step:.0f} (imports {probe['baseline_mb']:.0f}) + {spec.batch_size - 1} x "
+        f"{probe['activations_per_sample_mb']:.1f} activations + {data:.0f} {data_term} + "
+        f"{ckpt:.0f} checkpoint"
+    )
+    return step + activations + data + ckpt, terms, device
+
+
+def _clip_count(config: dict, root: Path) -> int | None:
+    layout = Layout(root / config["results_dir"])
+    per_video = config["augment"]["num_augmentations"] + 1
+    if layout.augment.clips_csv.exists():
+        with layout.augment.clips_csv.open() as fh:
+            return max(sum(1 for _ in fh) - 1, 0)
+    if layout.index.parquet.exists():
+        import polars as pl
+
+        return pl.scan_parquet(layout.index.parquet).select(pl.len()).collect().item() * per_video
+    if config["dataset"]["demo"]["enabled"]:
+        return config["dataset"]["demo"]["videos"] * per_video
+    return None
+
+
+def _largest_frame(config: dict, root: Path) -> tuple[int, int] | None:
+    """(width, height) of the largest video in the index; None before the index exists."""
+    index = Layout(root / config["results_dir"]).index.parquet
+    if not index.exists():
+        return None
+    import polars as pl
+
+    table = pl.read_parquet(index, columns=["width", "height"])
+    if table.is_empty():
+        return None
+    row = table.with_columns(area=pl.col("width") * pl.col("height")).sort("area").row(-1, named=True)
+    return int(row["width"]), int(row["height"])
+
+
+def decoder_mb(frame: tuple[int, int] | None, threads: int) -> float:
+    """Decoder buffers for frames of `frame` (width, height): yuv420 frames per thread and for reference, and
+    two RGB conversions."""
+    if frame is None:
+        return 0.0
+    pixels = frame[0] * frame[1]
+    yuv = (DECODER_FRAMES_PER_THREAD * threads + DECODER_REFERENCE_FRAMES) * pixels * 1.5
+    return (yuv + 2 * pixels * 3) / MB
+
+
+def _stage_rows(config: dict, root: Path, baselines: dict[str, float | None]) -> list[PlanRow]:
+    frame = _largest_frame(config, root)
+    video = "no index yet" if frame is None else f"largest video {frame[0]}x{frame[1]}"
+    augment, download = config["augment"], config["download"]
+    extra = {
+        "demo_data": (0.0, ""),
+        "download": (download["workers"] * download["chunk_bytes"] / MB, "chunks in flight"),
+        "index": (decoder_mb(frame, INDEX_DECODE_THREADS), f"decoder ({video})"),
+        "augment": (
+            decoder_mb(frame, augment["decode_threads"])
+            + (augment["num_augmentations"] + 1) * augment["num_frames"] * 3 * augment["size"] ** 2 / MB,
+            f"decoder ({video}) + one video's clips",
+        ),
+        "folds": (0.0, ""),
+        "audit": (0.0, ""),
+    }
+    rows = []
+    overhead = snakemake_overhead_mb(config)
+    stages = [s for s in extra if s != "demo_data" or config["dataset"]["demo"]["enabled"]]
+    for stage in stages:
+        if stage == "audit" and not config["audit"]["enabled"]:
+            continue
+        base = baselines.get(stage)
+        mb, term = extra[stage]
+        predicted = None if base is None else base + mb + overhead
+        terms = (
+            "not measured: run `fvc plan`"
+            if base is None
+            else f"imports {base:.0f} + {mb:.0f} {term}".rstrip()
+        )
+        rows.append(
+            PlanRow(
+                stage, f"resources.{stage}.mem_mb", config["resources"][stage]["mem_mb"], predicted, terms
+            )
+        )
+    return rows
+
+
+def plan_rows(config: dict, workdir: Path = Path("."), measure: bool = False) -> list[PlanRow]:
+    """Every job the workflow's default target runs, with its prediction; `measure` takes the missing
+    measurements (fresh interpreters), else only cached ones are used."""
+    if measure:
+        from fvc.train.memory_probe import probe_model, stage_baseline
+
+    def baseline(stage: str) -> float | None:
+        path = baseline_path(config, stage, workdir)
+        if measure:
+            return stage_baseline(",".join(STAGE_IMPORTS[stage]), path)
+        cached = _read(path)
+        return None if cached is None else float(cached["baseline_mb"])
+
+    specs = model_specs(config)
+    overhead = snakemake_overhead_mb(config)
+    rows = _stage_rows(config, workdir, {s: baseline(s) for s in STAGE_IMPORTS if s != "infer"})
+    infer_base = baseline("infer")
+    clips = _clip_count(config, workdir)
+    for name in config["train"]["models"]:
+        spec = specs[name]
+        path = probe_path(config, spec, workdir)
+        probe = probe_model(spec, config["infer"]["batch_size"], path) if measure else _read(path)
+        gpu = spec.gpus > 0
+        vram_key = f"models.{name}.vram_mb" if gpu else None
+        for fold in range(config["folds"]["k"]):
+            if probe is None:
+                rows.append(
+                    PlanRow(
+                        f"train {name} fold {fold}",
+                        f"models.{name}.mem_mb",
+                        spec.mem_mb,
+                        None,
+                        "not measured: run `fvc plan`",
+                        vram_key,
+                        spec.vram_mb,
+                    )
+                )
+                continue
+            host, terms, device = train_prediction(spec, probe, clips)
+            rows.append(
+                PlanRow(
+                    f"train {name} fold {fold}",
+                    f"models.{name}.mem_mb",
+                    spec.mem_mb,
+                    host + overhead,
+                    terms,
+                    vram_key,
+                    spec.vram_mb,
+                    device if gpu else None,
+                )
+            )
+        infer = None if probe is None or infer_base is None else infer_base + probe["infer_mb"] + overhead
+        terms = (
+            "not measured: run `fvc plan`"
+            if infer is None
+            else f"imports {infer_base:.0f} + pre-flight {probe['infer_terms']}"
+        )
+        rows.append(
+            PlanRow(
+                f"infer {name}",
+                f"models.{name}.infer_mem_mb",
+                spec.infer_mem_mb,
+                infer,
+                terms,
+                vram_key,
+                spec.vram_mb,
+                probe["infer_mb"] if gpu and probe else None,
+            )
+        )
+    return rows
+
+
+def predicted_mb(
+    config: dict, rule: str, model: str | None = None, workdir: Path = Path(".")
+) -> float | None:
+    """The cached prediction (MB, Snakemake's overhead included) of one rule's jobs (and model's): for a
+    column of the audit. None when `fvc plan` has not measured it."""
+    job = rule if model is None else f"{rule} {model}"
+    for row in plan_rows(config, workdir):
+        if row.job == job or row.job.startswith(f"{job} fold "):
+            return row.predicted_mb
+    return None
+
+
+def render(rows: list[PlanRow]) -> str:
+    """The plan as a text table: job, config key, request, prediction, verdict and terms."""
+    lines = [f"{'job':<30} {'key':<34} {'mem_mb':>7} {'predicted':>9}  {'verdict':<8} terms (MB)"]
+    for row in rows:
+        predicted = "-" if row.predicted_mb is None else f"{row.predicted_mb:.0f}"
+        verdict = "?" if row.predicted_mb is None else ("TOO LOW" if row.problems() else "ok")
+        lines.append(f"{row.job:<30} {row.key:<34} {row.mem_mb:>7} {predicted:>9}  {verdict:<8} {row.terms}")
+        if row.vram_key:
+            vram = "-" if row.predicted_vram_mb is None else f"{row.predicted_vram_mb:.0f}"
+            lines.append(f"{'':<30} {row.vram_key:<34} {row.vram_mb or 0:>7} {vram:>9}")
+    return "\n".join(lines)
+
+
+def problems(rows: list[PlanRow]) -> list[str]:
+    """Every request below its prediction, each key once."""
+    return list(dict.fromkeys(message for row in rows for message in row.problems()))
+
+
+def check_cached(config: dict, workdir: Path = Path(".")) -> None:
+    """The Snakefile's check before anything is submitted: PlanError naming every request below its cached
+    prediction."""
+    found = problems(plan_rows(config, workdir))
+    if found:
+        raise PlanError(
+            "memory below the prediction of `fvc plan` (raise these in the config):\n  " + "\n  ".join(found)
+        )
