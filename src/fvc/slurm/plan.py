@@ -58,6 +58,9 @@ DECODER_FRAMES_PER_THREAD, DECODER_REFERENCE_FRAMES = 2, 6
 INDEX_DECODE_THREADS = 2
 
 
+NOT_MEASURED = "not measured: run `fvc plan`"
+
+
 class PlanError(FvcError):
     """A row's memory is below its prediction; the message names each key."""
 
@@ -208,17 +211,13 @@ def _stage_rows(config: dict, root: Path, baselines: dict[str, float | None]) ->
     }
     rows = []
     overhead = snakemake_overhead_mb(config)
-    stages = [s for s in extra if s != "demo_data" or config["dataset"]["demo"]["enabled"]]
-    for stage in stages:
-        if stage == "audit" and not config["audit"]["enabled"]:
-            continue
+    skipped = {"demo_data": not config["dataset"]["demo"]["enabled"], "audit": not config["audit"]["enabled"]}
+    for stage in [s for s in extra if not skipped.get(s)]:
         base = baselines.get(stage)
         mb, term = extra[stage]
         predicted = None if base is None else base + mb + overhead
         terms = (
-            "not measured: run `fvc plan`"
-            if base is None
-            else f"imports {base:.0f} + {mb:.0f} {term}".rstrip()
+            NOT_MEASURED if base is None else f"imports {base:.0f}" + (f" + {mb:.0f} {term}" if term else "")
         )
         rows.append(
             PlanRow(
@@ -252,38 +251,26 @@ def plan_rows(config: dict, workdir: Path = Path("."), measure: bool = False) ->
         probe = probe_model(spec, config["infer"]["batch_size"], path) if measure else _read(path)
         gpu = spec.gpus > 0
         vram_key = f"models.{name}.vram_mb" if gpu else None
-        for fold in range(config["folds"]["k"]):
-            if probe is None:
-                rows.append(
-                    PlanRow(
-                        f"train {name} fold {fold}",
-                        f"models.{name}.mem_mb",
-                        spec.mem_mb,
-                        None,
-                        "not measured: run `fvc plan`",
-                        vram_key,
-                        spec.vram_mb,
-                    )
-                )
-                continue
+        train: tuple[float | None, str, float | None] = (None, NOT_MEASURED, None)
+        if probe is not None:
             host, terms, device = train_prediction(spec, probe, clips)
-            rows.append(
-                PlanRow(
-                    f"train {name} fold {fold}",
-                    f"models.{name}.mem_mb",
-                    spec.mem_mb,
-                    host + overhead,
-                    terms,
-                    vram_key,
-                    spec.vram_mb,
-                    device if gpu else None,
-                )
+            train = (host + overhead, terms, device if gpu else None)
+        rows += [
+            PlanRow(
+                f"train {name} fold {fold}",
+                f"models.{name}.mem_mb",
+                spec.mem_mb,
+                train[0],
+                train[1],
+                vram_key,
+                spec.vram_mb,
+                train[2],
             )
+            for fold in range(config["folds"]["k"])
+        ]
         infer = None if probe is None or infer_base is None else infer_base + probe["infer_mb"] + overhead
         terms = (
-            "not measured: run `fvc plan`"
-            if infer is None
-            else f"imports {infer_base:.0f} + pre-flight {probe['infer_terms']}"
+            NOT_MEASURED if infer is None else f"imports {infer_base:.0f} + pre-flight {probe['infer_terms']}"
         )
         rows.append(
             PlanRow(
@@ -314,15 +301,25 @@ def predicted_mb(
 
 def render(rows: list[PlanRow]) -> str:
     """The plan as a text table: job, config key, request, prediction, verdict and terms."""
-    lines = [f"{'job':<30} {'key':<34} {'mem_mb':>7} {'predicted':>9}  {'verdict':<8} terms (MB)"]
+    lines = [f"{'job':<32} {'key':<40} {'mem_mb':>7} {'predicted':>9}  {'verdict':<8} terms (MB)"]
     for row in rows:
         predicted = "-" if row.predicted_mb is None else f"{row.predicted_mb:.0f}"
         verdict = "?" if row.predicted_mb is None else ("TOO LOW" if row.problems() else "ok")
-        lines.append(f"{row.job:<30} {row.key:<34} {row.mem_mb:>7} {predicted:>9}  {verdict:<8} {row.terms}")
+        lines.append(f"{row.job:<32} {row.key:<40} {row.mem_mb:>7} {predicted:>9}  {verdict:<8} {row.terms}")
         if row.vram_key:
             vram = "-" if row.predicted_vram_mb is None else f"{row.predicted_vram_mb:.0f}"
-            lines.append(f"{'':<30} {row.vram_key:<34} {row.vram_mb or 0:>7} {vram:>9}")
+            lines.append(f"{'':<32} {row.vram_key:<40} {row.vram_mb or 0:>7} {vram:>9}")
     return "\n".join(lines)
+
+
+def plan_table(config: dict, workdir: Path = Path(".")) -> str:
+    """The table of cached predictions for a workflow's start (empty when `fvc plan` has cached none)."""
+    if not cache_dir(config, workdir).is_dir():
+        return ""
+    rows = plan_rows(config, workdir)
+    if all(row.predicted_mb is None for row in rows):
+        return ""
+    return "memory plan (`fvc plan`):\n" + render(rows)
 
 
 def problems(rows: list[PlanRow]) -> list[str]:
@@ -332,7 +329,9 @@ def problems(rows: list[PlanRow]) -> list[str]:
 
 def check_cached(config: dict, workdir: Path = Path(".")) -> None:
     """The Snakefile's check before anything is submitted: PlanError naming every request below its cached
-    prediction."""
+    prediction (nothing to read, and nothing done, before `fvc plan` has cached any)."""
+    if not cache_dir(config, workdir).is_dir():
+        return
     found = problems(plan_rows(config, workdir))
     if found:
         raise PlanError(
