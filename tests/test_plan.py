@@ -14,6 +14,7 @@ from train_fixtures import write_dataset
 from workflow_runner import copy_workflow, snakemake
 
 from fvc.core.config import load_config
+from fvc.slurm.plan import cached_predictions
 
 #: A prediction's distance from the measured peak (+ Snakemake's overhead) this test accepts; the benchmark
 #: (benchmarks/plan_accuracy.py) targets +-25 % for every model at two sizes.
@@ -59,6 +60,12 @@ def test_plan_prints_every_job_with_both_numbers(planned: tuple[Path, subprocess
         numbers = [word for word in line.split() if word.isdigit()]
         assert len(numbers) >= 2 and " ok " in line, line
     assert len(list((work / "results" / "plan").glob("model-*.json"))) == len(config["train"]["models"])
+    # The audit's column: the same predictions, read from the cache alone.
+    cached = cached_predictions(config, work)
+    for model in config["train"]["models"]:
+        line = next(line for line in lines if line.startswith(f"train {model} fold 0 "))
+        assert round(cached[("train", model)]) == int(line.split()[6])
+    assert ("augment", None) in cached
 
 
 def test_a_row_below_its_prediction_is_flagged(planned: tuple[Path, subprocess.CompletedProcess]) -> None:

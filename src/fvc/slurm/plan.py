@@ -287,16 +287,18 @@ def plan_rows(config: dict, workdir: Path = Path("."), measure: bool = False) ->
     return rows
 
 
-def predicted_mb(
-    config: dict, rule: str, model: str | None = None, workdir: Path = Path(".")
-) -> float | None:
-    """The cached prediction (MB, Snakemake's overhead included) of one rule's jobs (and model's): for a
-    column of the audit. None when `fvc plan` has not measured it."""
-    job = rule if model is None else f"{rule} {model}"
+def cached_predictions(config: dict, workdir: Path = Path(".")) -> dict[tuple[str, str | None], float]:
+    """(rule, model or None) -> the prediction `fvc plan` cached (MB, Snakemake's overhead included), for the
+    audit's predicted-vs-measured column; jobs without a cached prediction are left out. One call per audit:
+    it reads every cached file."""
+    if not cache_dir(config, workdir).is_dir():
+        return {}
+    found = {}
     for row in plan_rows(config, workdir):
-        if row.job == job or row.job.startswith(f"{job} fold "):
-            return row.predicted_mb
-    return None
+        rule, *rest = row.job.split()
+        if row.predicted_mb is not None:
+            found[(rule, rest[0] if rest else None)] = row.predicted_mb
+    return found
 
 
 def render(rows: list[PlanRow]) -> str:

@@ -10,8 +10,10 @@
   activations (`benchmarks/plan_accuracy.py` checks the result against real training peaks). The probe runs
   on the CPU at the row's own shape (attention grows faster than linearly with size, so a probe at a smaller
   shape would not scale): a batch of 3 of one row costs a few seconds and at most its per-sample activations.
-  The meta device runs no kernel and allocates nothing, so it has no peak to read: it gives parameter
-  bytes only.
+  The meta device allocates nothing, so it has no peak to read; the bytes autograd saves in a meta forward
+  (`saved_tensors_hooks`) miss the backward's transients and views: at the demo rows they were 0.47x the
+  measured growth per sample for x3d (7.7 vs 16.2 MB) and 1.1x for vit_gru (7.2 vs 6.5 MB), so no single
+  factor fits; the CPU step is what the benchmark checks.
   Inference's need comes from the pre-flight's `Estimate` (`fvc.infer.preflight`) built from these bytes.
 - `stage_baseline(modules)`: the peak RSS of a fresh interpreter that imports `modules` (comma-separated: a
   stage's imports).
