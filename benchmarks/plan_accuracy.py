@@ -32,6 +32,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from train_fixtures import write_dataset
 
+    from fvc.clips.folds import fold_clips
     from fvc.core.config import load_config, model_specs
     from fvc.slurm.plan import train_prediction
     from fvc.train.memory_probe import probe_model
@@ -48,7 +49,7 @@ def main() -> int:
             clips, folds = write_dataset(
                 root, args.videos, augment["num_augmentations"], 3, num_frames=frames, size=size
             )
-            count = args.videos * (augment["num_augmentations"] + 1)
+            count = sum(table.height for table in fold_clips(clips, folds, 0))
             for name in args.models or list(specs):
                 spec = replace(
                     specs[name],

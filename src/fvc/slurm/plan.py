@@ -5,8 +5,8 @@ Prediction of each job (MB; every `mem_mb` includes Snakemake's overhead, `resou
 - train (per model and fold): the probe's peak after one training step of one sample
   (`fvc.train.memory_probe`: a train job's imports, weights, gradients and AdamW state of the trainable part,
   the first step's workspace) + (batch_size - 1) x the measured activations per sample + the clips the loader
-  holds (all of them as float32 when they fit `PRELOAD_SHARE` of mem_mb, as `fvc.train.loader` does, else its
-  batch buffers) + the checkpoint's serialised copy (trainable weights, best weights, two AdamW moments).
+  holds (the fold's training and validation clips as float32, 1.5x while their uint8 copies load, when they
+  fit `PRELOAD_SHARE` of mem_mb, as `fvc.train.loader` does; else its batch buffers) + the checkpoint's serialised copy (trainable weights, best weights, two AdamW moments).
   GPU rows also get a `vram_mb` prediction: the step's growth over the baseline plus the other samples.
 - infer (per model): the inference imports' baseline + the pre-flight's estimate (`fvc.infer.preflight`)
   from the probe's parameter bytes instead of the exports' headers, which do not exist yet.
@@ -132,15 +132,15 @@ def _read(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def train_prediction(spec: ModelSpec, probe: dict[str, Any], clips: int | None) -> tuple[float, str, float]:
+def train_prediction(spec: ModelSpec, probe: dict[str, Any], clips: float | None) -> tuple[float, str, float]:
     """(host MB without Snakemake's overhead, its terms, device MB) of one training job; `clips` in the fold's
     table (None: unknown, the preload share is assumed full)."""
     clip_mb = spec.num_frames * 3 * spec.size * spec.size / MB
     step = probe["first_step_mb"]
     activations = (spec.batch_size - 1) * probe["activations_per_sample_mb"]
     preload = PRELOAD_SHARE * spec.mem_mb if clips is None else clips * clip_mb * 4
-    if preload <= PRELOAD_SHARE * spec.mem_mb:
-        data, data_term = preload, "clips held"
+    if preload <= PRELOAD_SHARE * spec.mem_mb:  # float32, and while loading their uint8 list and stack
+        data, data_term = 1.5 * preload, "clips held"
     else:  # read per batch: uint8 + float copies of each batch a worker prepares, two prefetched per worker
         buffers = 2 * max(spec.num_workers if spec.num_workers is not None else spec.cpus - 1, 0) + 1
         data, data_term = buffers * spec.batch_size * clip_mb * 5, "batch buffers"
@@ -154,19 +154,26 @@ def train_prediction(spec: ModelSpec, probe: dict[str, Any], clips: int | None) 
     return step + activations + data + ckpt, terms, device
 
 
-def _clip_count(config: dict, root: Path) -> int | None:
+def _fold_clips(config: dict, root: Path) -> float | None:
+    """Training + validation clips of one fold (what the loader holds): every clip of the other folds' cv
+    videos and the originals of its own (`fvc.clips.folds.fold_clips`), from the videos in clips.csv, else
+    the index, else the demo's count; None when none is known."""
     layout = Layout(root / config["results_dir"])
     per_video = config["augment"]["num_augmentations"] + 1
     if layout.augment.clips_csv.exists():
         with layout.augment.clips_csv.open() as fh:
-            return max(sum(1 for _ in fh) - 1, 0)
-    if layout.index.parquet.exists():
+            videos = max(sum(1 for _ in fh) - 1, 0) / per_video
+    elif layout.index.parquet.exists():
         import polars as pl
 
-        return pl.scan_parquet(layout.index.parquet).select(pl.len()).collect().item() * per_video
-    if config["dataset"]["demo"]["enabled"]:
-        return config["dataset"]["demo"]["videos"] * per_video
-    return None
+        videos = pl.scan_parquet(layout.index.parquet).select(pl.len()).collect().item()
+    elif config["dataset"]["demo"]["enabled"]:
+        videos = config["dataset"]["demo"]["videos"]
+    else:
+        return None
+    k = config["folds"]["k"]
+    cv = videos * (1 - config["folds"]["test_fraction"])
+    return cv * ((k - 1) / k * per_video + 1 / k)
 
 
 def _largest_frame(config: dict, root: Path) -> tuple[int, int] | None:
@@ -244,7 +251,7 @@ def plan_rows(config: dict, workdir: Path = Path("."), measure: bool = False) ->
     overhead = snakemake_overhead_mb(config)
     rows = _stage_rows(config, workdir, {s: baseline(s) for s in STAGE_IMPORTS if s != "infer"})
     infer_base = baseline("infer")
-    clips = _clip_count(config, workdir)
+    clips = _fold_clips(config, workdir)
     for name in config["train"]["models"]:
         spec = specs[name]
         path = probe_path(config, spec, workdir)
