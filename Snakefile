@@ -3,6 +3,7 @@ from snakemake.utils import min_version
 import sys
 
 from fvc.core.config import validate_config
+from fvc.slurm.plan import check_cached, plan_table
 from fvc.slurm.plugin_status import recognise_cancelled_jobs
 from fvc.slurm.runs import record_run
 from fvc.slurm.summary import failure_summary, run_summary, stale_lock_hint
@@ -33,6 +34,15 @@ include: "rules/train.smk"
 include: "rules/infer.smk"
 include: "rules/predict.smk"
 include: "rules/audit.smk"
+
+
+# Memory before the first run (`fvc plan`): the main process (not a job's) prints every job's mem_mb beside
+# the predictions `fvc plan` cached under results_dir/plan/ (read only: no probe, milliseconds; nothing when
+# none is cached) and stops before anything is submitted, dry run included, when a request is below one.
+if workflow.is_main_process:
+    if table := plan_table(config):
+        print(table, file=sys.stderr)
+    check_cached(config)
 
 
 rule all:

@@ -191,6 +191,11 @@ def audit_options(parser: argparse.ArgumentParser) -> None:
     runs.add_argument("--all-runs", action="store_true", help="audit the jobs of every run (default: latest)")
 
 
+def plan_options(parser: argparse.ArgumentParser) -> None:
+    path(parser, "--workdir", Path("."), "workflow directory; --config and RESULTS are relative to it")
+    results_dir(parser)
+
+
 def profile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["install"], help="install: copy the SLURM profile")
     path(
@@ -261,6 +266,9 @@ COMMANDS = {
         "check a Kinetics checkpoint against x3d/slowfast and write its backbone as safetensors",
         "fvc import-weights x3d X3D_S.pyth weights/x3d_s.safetensors",
         import_weights_options,
+    ),
+    "plan": Command(
+        "every job's mem_mb next to its predicted need; exit 1 when one is below", "fvc plan", plan_options
     ),
     "profile": Command(
         "install the SLURM profile so that `snakemake --profile slurm` finds it",

@@ -331,6 +331,21 @@ def audit(args: argparse.Namespace, overrides: Overrides) -> int:
     return 0
 
 
+def plan(args: argparse.Namespace, overrides: Overrides) -> int:
+    workdir = args.workdir or Path(".")
+    config, source = settings(args, overrides, workdir)
+    from fvc.slurm.plan import plan_rows, problems, render
+
+    rows = plan_rows(config, workdir, measure=True)
+    print(render(rows))
+    found = problems(rows)
+    for message in found:
+        print(f"fvc plan: {message}", file=sys.stderr)
+    if found:
+        print(f"fvc plan: raise these in {source} before running the workflow", file=sys.stderr)
+    return 1 if found else 0
+
+
 def profile(args: argparse.Namespace, overrides: Overrides) -> int:
     from fvc.slurm.profile import install_profile
 
