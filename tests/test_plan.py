@@ -14,6 +14,7 @@ from train_fixtures import write_dataset
 from workflow_runner import copy_workflow, snakemake
 
 from fvc.core.config import load_config
+from fvc.slurm.audit import add_predictions
 from fvc.slurm.plan import cached_predictions
 
 #: A prediction's distance from the measured peak (+ Snakemake's overhead) this test accepts; the benchmark
@@ -66,6 +67,9 @@ def test_plan_prints_every_job_with_both_numbers(planned: tuple[Path, subprocess
         line = next(line for line in lines if line.startswith(f"train {model} fold 0 "))
         assert round(cached[("train", model)]) == int(line.split()[6])
     assert ("augment", None) in cached
+    jobs = [{"rule": "train", "model": "naive_cnn"}, {"rule": "augment", "model": None}]
+    expected = [cached[("train", "naive_cnn")], cached[("augment", None)]]
+    assert [row["predicted_mb"] for row in add_predictions(jobs, cached)] == expected
 
 
 def test_a_row_below_its_prediction_is_flagged(planned: tuple[Path, subprocess.CompletedProcess]) -> None:

@@ -20,6 +20,7 @@ from fvc.core.config import load_config, validate_config
 from fvc.core.memory import MemoryLog
 from fvc.slurm.jobs import discover_jobs
 from fvc.slurm.memory_keys import snakemake_overhead_mb
+from fvc.slurm.plan import cached_predictions
 from fvc.slurm.recommend import Recommendation, recommend, snippet
 from fvc.slurm.rows import add_memory_logs, benchmark_rows, run_order, sacct_rows, select_run, write_table
 from fvc.slurm.runs import run_record
@@ -94,7 +95,7 @@ def audit_workflow(
         message += f" (max_rss + {snakemake_overhead_mb(config)} MB Snakemake overhead)"
     if message:
         log.warning(message)
-    rows = add_memory_logs(rows, workdir)
+    rows = add_predictions(add_memory_logs(rows, workdir), cached_predictions(config, workdir))
     mem.mark("rows", jobs=len(rows), source=source)
     recs = recommend(rows, config, safety_factor)
     write_table(rows, out_csv, out_parquet)
@@ -124,6 +125,13 @@ def audit_workflow(
         write_text(snippet_path, snippet(recs))
     mem.mark("end")
     return AuditResult(rows, recs, source, message, runs, config_source)
+
+
+def add_predictions(rows: list[dict], predicted: Mapping[tuple[str, str | None], float]) -> list[dict]:
+    """Each row's memory as `fvc plan` predicted it (MB, Snakemake's overhead included), where cached."""
+    for row in rows:
+        row["predicted_mb"] = predicted.get((row["rule"], row["model"]))
+    return rows
 
 
 def _run_config(

@@ -6,7 +6,8 @@ Prediction of each job (MB; every `mem_mb` includes Snakemake's overhead, `resou
   (`fvc.train.memory_probe`: a train job's imports, weights, gradients and AdamW state of the trainable part,
   the first step's workspace) + (batch_size - 1) x the measured activations per sample + the clips the loader
   holds (the fold's training and validation clips as float32, 1.5x while their uint8 copies load, when they
-  fit `PRELOAD_SHARE` of mem_mb, as `fvc.train.loader` does; else its batch buffers) + the checkpoint's serialised copy (trainable weights, best weights, two AdamW moments).
+  fit `PRELOAD_SHARE` of mem_mb, as `fvc.train.loader` does; else its batch buffers) + the checkpoint's
+  serialised copy (trainable weights, best weights, two AdamW moments).
   GPU rows also get a `vram_mb` prediction: the step's growth over the baseline plus the other samples.
 - infer (per model): the inference imports' baseline + the pre-flight's estimate (`fvc.infer.preflight`)
   from the probe's parameter bytes instead of the exports' headers, which do not exist yet.

@@ -7,10 +7,10 @@ import html
 from fvc.slurm.recommend import Recommendation
 
 HEAD = (
-    "job", "rule", "wildcards", "att", "state", "req MB", "peak MB", "measure", "MaxRSS", "mem %", "elapsed",
-    "limit", "time %", "CPUs", "cpu %", "GPUs", "GPU MB", "GPU %", "flag",
+    "job", "rule", "wildcards", "att", "state", "req MB", "pred MB", "peak MB", "measure", "MaxRSS", "mem %",
+    "elapsed", "limit", "time %", "CPUs", "cpu %", "GPUs", "GPU MB", "GPU %", "flag",
 )  # fmt: skip
-NUMERIC = {3, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}  # right-aligned columns
+NUMERIC = {3, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18}  # right-aligned columns
 #: The unit of each recommended key, for the recommendation lines.
 UNITS = {"runtime": "min", "cpus": "CPUs", "decode_threads": "CPUs", "gpus": "GPUs"}
 
@@ -35,6 +35,7 @@ def _cells(r: dict) -> tuple[str, ...]:
         str(r["attempt"]),
         r["state"],
         _fmt(r["req_mem_mb"]),
+        _fmt(r.get("predicted_mb")),
         _fmt(r["peak_mem_mb"]),
         r.get("peak_source") or "-",
         _fmt(r.get("max_rss_mb")),

@@ -40,7 +40,8 @@ CLOCK_SLACK_S = 2.0
 SCHEMA = {
     "job_id": pl.String, "run": pl.String, "rule": pl.String, "wildcards": pl.String, "model": pl.String,
     "fold": pl.Int64, "attempt": pl.Int64, "state": pl.String, "req_mem_mb": pl.Float64,
-    "peak_mem_mb": pl.Float64, "peak_source": pl.String, "max_rss_mb": pl.Float64, "mem_eff": pl.Float64,
+    "predicted_mb": pl.Float64, "peak_mem_mb": pl.Float64, "peak_source": pl.String, "max_rss_mb": pl.Float64,
+    "mem_eff": pl.Float64,
     "elapsed_s": pl.Float64, "time_limit_s": pl.Float64, "time_eff": pl.Float64, "cpus": pl.Int64,
     "cpu_eff": pl.Float64, "gpus": pl.Int64, "gpu_peak_mb": pl.Float64, "gpu_util": pl.Float64,
     "source": pl.String, "flag": pl.String,
