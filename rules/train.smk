@@ -1,3 +1,8 @@
+def stop_signal_option(seconds):
+    """sbatch's warning signal before the time limit, none for 0."""
+    return f"--signal=USR1@{seconds}" if seconds else ""
+
+
 rule train:
     input:
         clips=str(LAYOUT.augment.clips_csv),
@@ -21,6 +26,9 @@ rule train:
         gpu=model_gpus,
         gpu_model=model_gpu_model,
         slurm_partition=model_partition,
+        # SIGUSR1 to the job's steps (not `B:`, the batch shell only) before the time limit: training writes a
+        # step checkpoint and exits; the retry resumes from it (docs/slurm.md "Time limits and preemption").
+        slurm_extra=stop_signal_option(config["train"]["signal_before_limit_s"]),
     params:
         # Epoch checkpoints are not declared outputs: a killed or requeued job resumes from them.
         checkpoint_dir=beside("metrics", "checkpoints"),

@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from train_fixtures import ROOT, tiny_spec, write_config, write_dataset
 
 from fvc.train import checkpoint
-from fvc.train.stopping import TrainingStopped, stop_signals
+from fvc.train.stopping import TrainingStopped, hold_stop_signals, stop_signals
 from fvc.train.training import train_fold
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -127,3 +128,16 @@ def test_stop_signals_record_the_first_signal_and_restore_the_handlers():
         os.kill(os.getpid(), signal.SIGTERM)
         assert stops.requested and stops.name == "SIGUSR1"
     assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_a_signal_held_during_start_up_reaches_training_s_handlers():
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    try:
+        hold_stop_signals()
+        # To this thread (the process's other threads, started before, do not block it): it would end the
+        # process if it were not held.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+        with stop_signals() as stops:
+            assert stops.name == "SIGUSR1"
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)

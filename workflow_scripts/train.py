@@ -1,5 +1,9 @@
 """Snakemake adapter for rule `train`."""
 
+from fvc.train.stopping import hold_stop_signals
+
+hold_stop_signals()  # a stop signal during start-up waits for training's handlers
+
 from fvc.core.joblog import exit_with_snakemake, log_to
 
 log_to(snakemake.log.main)

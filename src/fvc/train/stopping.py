@@ -45,17 +45,26 @@ class StopSignals:
         return self.received.name if self.received is not None else "request"
 
 
+def hold_stop_signals() -> None:
+    """Block SIGUSR1/SIGTERM until `stop_signals` handles them: one that arrives while a job starts (before
+    training has its handlers) waits instead of killing the job with nothing saved."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
 @contextmanager
 def stop_signals() -> Iterator[StopSignals]:
-    """`StopSignals` recording SIGUSR1/SIGTERM for the duration (the previous handlers restored afterwards);
-    outside the main thread, where Python cannot install handlers, one that never fires."""
+    """`StopSignals` recording SIGUSR1/SIGTERM for the duration (signals held by `hold_stop_signals` are
+    delivered now; the previous handlers and mask are restored afterwards); outside the main thread, where
+    Python cannot install handlers, one that never fires."""
     stops = StopSignals()
     if threading.current_thread() is not threading.main_thread():
         yield stops
         return
     previous = {sig: signal.signal(sig, stops._handle) for sig in STOP_SIGNALS}
+    held = signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS) & set(STOP_SIGNALS)
     try:
         yield stops
     finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
