@@ -1,6 +1,26 @@
+import contextlib
+import signal
+
+import psutil
+
+
 def stop_signal_option(seconds):
     """sbatch's warning signal before the time limit, none for 0."""
     return f"--signal=USR1@{seconds}" if seconds else ""
+
+
+def forward_to_jobs(signum, frame):
+    """Pass a signal on to the Python processes this snakemake started (the job's training)."""
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "python" in child.name():
+                child.send_signal(signum)
+
+
+# SLURM sends the warning to the job step's task only: on a node that is the snakemake running the job
+# (measured: USR1's default action ended it, and the step with it, and never reached the training process
+# it started). This snakemake passes it on to its jobs; training handles it (fvc.train.stopping).
+signal.signal(signal.SIGUSR1, forward_to_jobs)
 
 
 rule train:
