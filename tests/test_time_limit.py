@@ -4,15 +4,13 @@ step, and the export is the same as an uninterrupted run's."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from slurm_support import TINY_CONFIG, Background, by_job, sacct, submitted
+from slurm_support import TINY_CONFIG, by_job, run_snakemake, sacct, submitted
 from workflow_runner import copy_workflow, snakemake
 
 from fvc.core.config import model_specs
@@ -78,25 +76,17 @@ def test_a_job_past_its_time_limit_resumes_from_its_step_checkpoint(slurm_cluste
     assert prefix.returncode == 0, prefix.stderr[-4000:]
 
     target = f"results/train/{MODEL}/fold0/metrics.json"
-    run = Background.start(workdir, tmp_path / "snakemake.log", target, configfiles=configfiles)
-    job_log = workdir / "logs" / "train" / MODEL / "fold0.log"
-    lines: set[str] = set()  # each attempt starts the job's log anew: read it while the run goes on
-    while run.proc.poll() is None or not lines:
-        with contextlib.suppress(OSError):
-            lines |= {m.group(0) for m in STOP.finditer(job_log.read_text())}
-            lines |= {m.group(0) for m in RESUMED.finditer(job_log.read_text())}
-        if run.proc.poll() is not None:
-            break
-        time.sleep(0.5)
-    assert run.wait(timeout=900) == 0, run.text()[-6000:]
-    print("\n".join(sorted(lines, key=lambda line: line.startswith("resumed"))))
-    stops = [m.groups() for line in lines if (m := STOP.search(line))]
-    resumes = [m.groups() for line in lines if (m := RESUMED.search(line))]
-    assert [kind for *_, kind in stops] == ["step"] and stops[0][2] == "SIGUSR1", lines
-    assert resumes == [stops[0][:2]], lines
+    result = run_snakemake(workdir, target, configfiles=configfiles, timeout=900)
+    assert result.returncode == 0, result.stdout[-6000:]
+    # The job's log(s): every attempt's lines (appended to, or one file per attempt).
+    log = "".join(p.read_text() for p in sorted((workdir / "logs" / "train" / MODEL).glob("fold0*.log")))
+    print("\n".join(m.group(0) for pattern in (STOP, RESUMED) for m in pattern.finditer(log)))
+    stops, resumes = STOP.findall(log), RESUMED.findall(log)
+    assert [kind for *_, kind in stops] == ["step"] and stops[0][2] == "SIGUSR1", log
+    assert resumes == [stops[0][:2]], log
     metrics = json.loads((workdir / target).read_text())
     assert (metrics["resumed_from_epoch"], metrics["resumed_from_step"]) == tuple(map(int, stops[0][:2]))
-    jobs = by_job(sacct(submitted(run.text())))
+    jobs = by_job(sacct(submitted(result.stdout)))
     states = [rows[0]["State"] for _, rows in sorted(jobs.items(), key=lambda item: int(item[0]))]
     print("attempts:", states)
     assert len(states) >= 2 and states[-1] == "COMPLETED", states
