@@ -1,26 +1,8 @@
-import contextlib
-import signal
+from fvc.train.stopping import forward_warning_to_jobs, warning_signal_option
 
-import psutil
-
-
-def stop_signal_option(seconds):
-    """sbatch's warning signal before the time limit, none for 0."""
-    return f"--signal=USR1@{seconds}" if seconds else ""
-
-
-def forward_to_jobs(signum, frame):
-    """Pass a signal on to the Python processes this snakemake started (the job's training)."""
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if "python" in child.name():
-                child.send_signal(signum)
-
-
-# SLURM sends the warning to the job step's task only: on a node that is the snakemake running the job
-# (measured: USR1's default action ended it, and the step with it, and never reached the training process
-# it started). This snakemake passes it on to its jobs; training handles it (fvc.train.stopping).
-signal.signal(signal.SIGUSR1, forward_to_jobs)
+# SLURM signals a job step's task only: on a node, the snakemake running the job. It passes SIGUSR1 on to the
+# job (docs/slurm.md "Time limits and preemption").
+forward_warning_to_jobs()
 
 
 rule train:
@@ -48,7 +30,7 @@ rule train:
         slurm_partition=model_partition,
         # SIGUSR1 to the job's steps (not `B:`, the batch shell only) before the time limit: training writes a
         # step checkpoint and exits; the retry resumes from it (docs/slurm.md "Time limits and preemption").
-        slurm_extra=stop_signal_option(config["train"]["signal_before_limit_s"]),
+        slurm_extra=warning_signal_option(config["train"]["signal_before_limit_s"]),
     params:
         # Epoch checkpoints are not declared outputs: a killed or requeued job resumes from them.
         checkpoint_dir=beside("metrics", "checkpoints"),

@@ -141,3 +141,33 @@ def test_a_signal_held_during_start_up_reaches_training_s_handlers():
             assert stops.name == "SIGUSR1"
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+CHILD = """
+import sys, time
+from fvc.train.stopping import stop_signals
+with stop_signals() as stops:
+    print("ready", file=sys.stderr, flush=True)
+    while not stops.requested:
+        time.sleep(0.01)
+print(stops.name, flush=True)
+"""
+PARENT = f"""
+import subprocess, sys
+from fvc.train.stopping import forward_warning_to_jobs
+forward_warning_to_jobs()
+child = subprocess.run([sys.executable, "-c", {CHILD!r}], stdout=subprocess.PIPE, text=True)
+print(child.stdout.split()[-1], "parent alive", flush=True)
+"""
+
+
+def test_a_snakemake_passes_the_warning_on_to_its_jobs():
+    """As SLURM does, USR1 goes to the parent only (the step's snakemake): its job gets it, it lives on."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert parent.stderr is not None and parent.stderr.readline() == "ready\n"  # the job's handlers are set
+    parent.send_signal(signal.SIGUSR1)
+    out, _ = parent.communicate(timeout=60)
+    assert parent.returncode == 0 and out.split() == ["SIGUSR1", "parent", "alive"], out

@@ -3,15 +3,22 @@ and SIGTERM (preemption, `scancel`, the time limit itself, the end of the job's 
 
 A handler only records the signal; training acts on it at the next step boundary (`StopSignals.requested`),
 writes a step checkpoint and raises `TrainingStopped`, so no step is ever left half done.
+
+SLURM signals a job step's task only, which on a node is the snakemake running the job, not the job's own
+process (docs/slurm.md "Time limits and preemption"): the workflow makes every snakemake pass SIGUSR1 on
+(`forward_warning_to_jobs`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+
+import psutil
 
 from fvc.core.errors import FvcError
 
@@ -68,3 +75,22 @@ def stop_signals() -> Iterator[StopSignals]:
         signal.pthread_sigmask(signal.SIG_BLOCK, held)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def warning_signal_option(seconds: int) -> str:
+    """sbatch's option asking for SIGUSR1 `seconds` before the time limit, sent to the job steps (not `B:`,
+    which signals the batch shell only); empty for 0."""
+    return f"--signal=USR1@{seconds}" if seconds else ""
+
+
+def _forward(signum: int, frame: FrameType | None) -> None:
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "python" in child.name():
+                child.send_signal(signum)
+
+
+def forward_warning_to_jobs() -> None:
+    """Make this process (a snakemake) pass SIGUSR1 on to the Python processes it started (its jobs) instead
+    of ending, which is USR1's default action."""
+    signal.signal(signal.SIGUSR1, _forward)
