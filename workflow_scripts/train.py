@@ -2,7 +2,7 @@
 
 from fvc.train.stopping import hold_stop_signals
 
-hold_stop_signals()  # a stop signal during start-up waits for training's handlers
+hold_stop_signals()  # a time-limit warning during start-up waits for training's handlers
 
 from fvc.core.joblog import exit_with_snakemake, log_to
 

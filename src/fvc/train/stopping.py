@@ -53,9 +53,10 @@ class StopSignals:
 
 
 def hold_stop_signals() -> None:
-    """Block SIGUSR1/SIGTERM until `stop_signals` handles them: one that arrives while a job starts (before
-    training has its handlers) waits instead of killing the job with nothing saved."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    """Block SIGUSR1 until `stop_signals` handles it: a time-limit warning that arrives while a job starts
+    (before training has its handlers) stops the job at its first step instead of being its end. SIGTERM is
+    not held: during start-up there is nothing to save, and the job ends at once."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 
 
 @contextmanager
