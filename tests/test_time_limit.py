@@ -4,8 +4,11 @@ step, and the export is the same as an uninterrupted run's."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +51,35 @@ STOP = re.compile(r"stopping at epoch (\d+) step (\d+) on (SIG\w+): (step|epoch)
 RESUMED = re.compile(r"resumed from epoch (\d+) step (\d+)")
 
 
+class LogLines(set):
+    """The stop and resume lines of the job logs in `folder`, read while the run goes on (an attempt may start
+    its log anew)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder, self.done = folder, threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        while True:
+            finished = self.done.is_set()
+            for path in self.folder.glob("fold0*.log"):
+                with contextlib.suppress(OSError):
+                    text = path.read_text()
+                    self.update(m.group(0) for pattern in (STOP, RESUMED) for m in pattern.finditer(text))
+            if finished:
+                return
+            time.sleep(0.2)
+
+    def __enter__(self) -> LogLines:
+        self.reader.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.reader.join()
+
+
 def merged_config(workdir: Path, *configfiles: str) -> dict:
     """config.yaml with the config files merged in, as Snakemake merges --configfile."""
 
@@ -76,11 +108,11 @@ def test_a_job_past_its_time_limit_resumes_from_its_step_checkpoint(slurm_cluste
     assert prefix.returncode == 0, prefix.stderr[-4000:]
 
     target = f"results/train/{MODEL}/fold0/metrics.json"
-    result = run_snakemake(workdir, target, configfiles=configfiles, timeout=900)
+    with LogLines(workdir / "logs" / "train" / MODEL) as lines:
+        result = run_snakemake(workdir, target, configfiles=configfiles, timeout=900)
     assert result.returncode == 0, result.stdout[-6000:]
-    # The job's log(s): every attempt's lines (appended to, or one file per attempt).
-    log = "".join(p.read_text() for p in sorted((workdir / "logs" / "train" / MODEL).glob("fold0*.log")))
-    print("\n".join(m.group(0) for pattern in (STOP, RESUMED) for m in pattern.finditer(log)))
+    log = "\n".join(sorted(lines, key=lambda line: line.startswith("resumed")))
+    print(log)
     stops, resumes = STOP.findall(log), RESUMED.findall(log)
     assert [kind for *_, kind in stops] == ["step"] and stops[0][2] == "SIGUSR1", log
     assert resumes == [stops[0][:2]], log
