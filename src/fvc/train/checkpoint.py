@@ -7,9 +7,9 @@ last one completed), files `{group}.epoch{N:04d}.step{S:06d}.safetensors`, and a
 accumulated gradients and the epoch's losses so far) that the next epoch checkpoint drops.
 
 Each file is written atomically (`fvc.core.atomic`); `state.json` is written last and is the only thing a
-reader trusts, so a job killed at any moment leaves either the previous
-complete checkpoint or the new one. Files no longer named by `state.json` (and temporary files of a killed
-job) are removed after it is written. No pickle anywhere: optimizer state is flattened to tensors + JSON.
+reader trusts, so a job killed at any moment leaves either the previous complete checkpoint or the new one.
+Files no longer named by `state.json` (and temporary files of a killed job) are removed after it is written.
+No pickle anywhere: optimizer state is flattened to tensors + JSON.
 """
 
 from __future__ import annotations
