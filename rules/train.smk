@@ -1,3 +1,10 @@
+from fvc.train.stopping import forward_warning_to_jobs, warning_signal_option
+
+# SLURM signals a job step's task only: on a node, the snakemake running the job. It passes SIGUSR1 on to the
+# job (docs/slurm.md "Time limits and preemption").
+forward_warning_to_jobs()
+
+
 rule train:
     input:
         clips=str(LAYOUT.augment.clips_csv),
@@ -21,6 +28,9 @@ rule train:
         gpu=model_gpus,
         gpu_model=model_gpu_model,
         slurm_partition=model_partition,
+        # SIGUSR1 to the job's steps (not `B:`, the batch shell only) before the time limit: training writes a
+        # step checkpoint and exits; the retry resumes from it (docs/slurm.md "Time limits and preemption").
+        slurm_extra=warning_signal_option(config["train"]["signal_before_limit_s"]),
     params:
         # Epoch checkpoints are not declared outputs: a killed or requeued job resumes from them.
         checkpoint_dir=beside("metrics", "checkpoints"),

@@ -4,7 +4,8 @@ Parsing imports nothing heavy; a command's library code is imported after parsin
 stage command reads `--config` (default `./config.yaml` when it exists, else the schema's defaults alone); an
 option backed by a config key overrides it; paths default to the workflow's layout (`fvc.core.paths`).
 A user error (`FvcError`, a missing or unreadable input) prints one line `fvc CMD: message` and exits 1
-(`--debug` shows the traceback instead); a usage error exits 2.
+(`--debug` shows the traceback instead; an error with an `exit_code` exits with it, e.g. 75 for training
+stopped on a signal); a usage error exits 2.
 """
 
 from __future__ import annotations
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         if message is None:
             raise
         print(f"fvc {args.command}: {message}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
 
 
 if __name__ == "__main__":

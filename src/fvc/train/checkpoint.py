@@ -1,10 +1,15 @@
-"""Atomic epoch checkpoints: safetensors tensor files + one JSON state that names them.
+"""Atomic epoch and step checkpoints: safetensors tensor files + one JSON state that names them.
 
 Layout of a checkpoint folder: `{group}.epoch{N:04d}.safetensors` per tensor group (e.g. `model`,
-`optimizer`, `best`) and `state.json`. Each file is written atomically (`fvc.core.atomic`); `state.json` is
-written last and is the only thing a reader trusts, so a job killed at any moment leaves either the previous
-complete checkpoint or the new one. Files no longer named by `state.json` (and temporary files of a killed
-job) are removed after it is written. No pickle anywhere: optimizer state is flattened to tensors + JSON.
+`optimizer`, `best`) and `state.json`. A step checkpoint (written when a job is told to stop within an
+epoch) has `step` S in its state (batches of epoch N done; None in an epoch checkpoint, where `epoch` is the
+last one completed), files `{group}.epoch{N:04d}.step{S:06d}.safetensors`, and a `step` group (the
+accumulated gradients and the epoch's losses so far) that the next epoch checkpoint drops.
+
+Each file is written atomically (`fvc.core.atomic`); `state.json` is written last and is the only thing a
+reader trusts, so a job killed at any moment leaves either the previous complete checkpoint or the new one.
+Files no longer named by `state.json` (and temporary files of a killed job) are removed after it is written.
+No pickle anywhere: optimizer state is flattened to tensors + JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from fvc.core.atomic import atomic_path, remove_stale_temps, write_text
 from fvc.weights.safetensors_io import LoadError, read_header
 
 STATE = "state.json"
+#: The group only a step checkpoint has.
+STEP_GROUP = "step"
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -70,18 +77,21 @@ def save_checkpoint(
     epoch: int,
     groups: dict[str, dict[str, torch.Tensor]],
     state: dict[str, Any],
+    step: int | None = None,
 ) -> dict[str, Any]:
-    """Write the tensor `groups` of `epoch`, then `state.json` (with `epoch` and `files`); groups not given
-    keep the file the previous state named. Returns the state written."""
+    """Write the tensor `groups` of `epoch` (at `step` of it for a step checkpoint), then `state.json` (with
+    `epoch`, `step` and `files`); groups not given keep the file the previous state named, but for the step
+    group, which an epoch checkpoint drops. Returns the state written."""
     folder = Path(checkpoint_dir)
     folder.mkdir(parents=True, exist_ok=True)
     previous = load_state(folder) or {}
-    files = dict(previous.get("files", {}))
+    files = {k: v for k, v in previous.get("files", {}).items() if step is not None or k != STEP_GROUP}
+    suffix = f".epoch{epoch:04d}" + ("" if step is None else f".step{step:06d}")
     for group, tensors in groups.items():
-        name = f"{group}.epoch{epoch:04d}.safetensors"
+        name = f"{group}{suffix}.safetensors"
         write_tensors(folder / name, tensors)
         files[group] = name
-    state = {**state, "epoch": epoch, "files": files}
+    state = {**state, "epoch": epoch, "step": step, "files": files}
     write_json(folder / STATE, state)
     for path in folder.glob("*.safetensors"):
         if path.name not in files.values():

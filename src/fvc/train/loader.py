@@ -19,6 +19,7 @@ was 0.27x).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
@@ -90,6 +91,20 @@ class ClipBatches(Dataset):
         return torch.stack([self._read(i) for i in index.tolist()]), self.labels.index_select(0, index)
 
 
+class FromBatch(Sampler[list[int]]):
+    """The batches of `batches` from number `start` on (set before each iteration): where a resumed epoch
+    continues."""
+
+    def __init__(self, batches: BatchSampler) -> None:
+        self.batches, self.start = batches, 0
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return itertools.islice(iter(self.batches), self.start, None)
+
+
 class Batches:
     """An epoch's batches in the order of `sampler`: gathered straight from preloaded clips, else through a
     DataLoader (workers read ahead). Built once per job."""
@@ -106,14 +121,19 @@ class Batches:
         return [min(size, samples - i) for i in range(0, samples, size)]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.from_batch(0)
+
+    def from_batch(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches from number `start` on (the same order as a full pass)."""
         if self.loader is not None:
+            cast(FromBatch, self.loader.sampler).start = start
             return iter(self.loader)
         if self.data.clips is None:
-            return (self.data[indices] for indices in self.sampler)
+            return (self.data[indices] for indices in itertools.islice(self.sampler, start, None))
         # Preloaded: the epoch's order made a tensor once, each batch gathered by a slice of it.
         order = torch.tensor(list(cast(Iterable[int], self.sampler.sampler)), dtype=torch.long)
         size = self.sampler.batch_size
-        return (self.data[order[start : start + size]] for start in range(0, len(order), size))
+        return (self.data[order[first : first + size]] for first in range(start * size, len(order), size))
 
 
 def preload_dtype(spec: ModelSpec, clips: int, device: torch.device) -> torch.dtype | None:
@@ -151,7 +171,7 @@ def make_loaders(
         count = workers(spec)
         loader = DataLoader(
             data,
-            sampler=by_batch,
+            sampler=FromBatch(by_batch),
             batch_size=None,
             num_workers=count,
             pin_memory=device.type == "cuda",

@@ -1,6 +1,14 @@
 """Training of one (model, fold): precision chosen by measurement (`fvc.core.precision`), gradient
-accumulation, per-model gradient checkpointing, epoch checkpoints a killed job resumes from, per-epoch
-metrics, and the best weights exported as fp16.
+accumulation, per-model gradient checkpointing, epoch checkpoints a killed job resumes from, step
+checkpoints on a stop signal, per-epoch metrics, and the best weights exported as fp16.
+
+Stop signals (`fvc.train.stopping`: SIGUSR1 from SLURM before the time limit, SIGTERM on preemption or
+cancellation): the batch in progress (and its optimizer step when it ends an accumulation group) is finished,
+then a step checkpoint holds the model, optimizer, GradScaler, RNG states, the epoch and the batches done in
+it, the gradients accumulated since the last optimizer step and the epoch's losses so far; the job raises
+`TrainingStopped`. A signal during validation stops it with all of the epoch's batches done (the rerun
+validates again). The rerun continues from that batch of the same epoch order, so its weights and metrics
+are bit-identical to an uninterrupted run's.
 
 Precision: `train.precision` forces fp32, bf16 or fp16 (fp16 with a GradScaler), or `auto` probes the
 device's candidates on the job's own model and first batch before training, within `PROBE_SHARE` of the
@@ -30,6 +38,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,6 +59,7 @@ from fvc.train import checkpoint
 from fvc.train.fold_lock import holding_fold_lock
 from fvc.train.headroom import check_headroom
 from fvc.train.loader import Batches, EpochShuffle, make_loaders
+from fvc.train.stopping import StopSignals, TrainingStopped, stop_signals
 from fvc.weights.export import export_fp16
 
 log = logging.getLogger(__name__)
@@ -110,12 +120,14 @@ def _forward(
         return model(clips if clips.is_floating_point() else scale_clips(clips))
 
 
-def _progress(batches: Iterable[T], total: int, desc: str, delay: float = PROGRESS_DELAY_S) -> Iterator[T]:
-    """`batches` (`total` of them) in order, with a progress bar (`fvc.core.progress`) from the first batch
-    that ends after `delay` seconds on."""
+def _progress(
+    batches: Iterable[T], total: int, desc: str, delay: float = PROGRESS_DELAY_S, initial: int = 0
+) -> Iterator[T]:
+    """`batches` (the last `total - initial` of `total`) in order, with a progress bar (`fvc.core.progress`)
+    from the first batch that ends after `delay` seconds on."""
     start = time.perf_counter()
     items = iter(batches)
-    for done, item in enumerate(items, 1):
+    for done, item in enumerate(items, initial + 1):
         yield item
         if time.perf_counter() - start >= delay:
             with progress(total=total, initial=done, desc=desc, leave=False) as bar:
@@ -123,6 +135,15 @@ def _progress(batches: Iterable[T], total: int, desc: str, delay: float = PROGRE
                     yield item
                     bar.update()
             return
+
+
+@dataclass
+class EpochProgress:
+    """Where an epoch stands: batches done and their losses (the gradients accumulated since the last
+    optimizer step sit in the parameters' `.grad`)."""
+
+    step: int = 0
+    losses: list[torch.Tensor] = field(default_factory=list)  # summed once at the end: no extra op per step
 
 
 def _train_epoch(
@@ -134,14 +155,22 @@ def _train_epoch(
     accum: int,
     desc: str,
     precision: prec.Precision = "fp32",
-) -> float:
-    """One pass; each optimizer step averages the loss over the samples of its (possibly partial) group."""
+    done: EpochProgress | None = None,
+    stops: StopSignals | None = None,
+) -> float | None:
+    """One pass from `done` on (default: the start); each optimizer step averages the loss over the samples
+    of its (possibly partial) group. Returns the epoch's mean loss, or None when `stops` asked to stop before
+    the last batch: `done` then says where the epoch stands (the batch in progress, and its optimizer step
+    when it ends a group, are finished first)."""
     model.train()
+    done = EpochProgress() if done is None else done
     sizes = loader.sizes()
     groups = [sum(sizes[start : start + accum]) for start in range(0, len(sizes), accum)]
-    losses: list[torch.Tensor] = []  # summed once at the end: no extra op per step
-    optimizer.zero_grad(set_to_none=True)
-    for i, (clips, labels) in enumerate(_progress(loader, len(sizes), desc)):
+    losses = done.losses
+    if done.step == 0:
+        optimizer.zero_grad(set_to_none=True)
+    batches = _progress(loader.from_batch(done.step), len(sizes), desc, initial=done.step)
+    for i, (clips, labels) in enumerate(batches, done.step):
         clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         loss = model.loss_fn(_forward(model, clips, precision, device), labels)
         scaler.scale(loss * (len(labels) / groups[i // accum])).backward()
@@ -150,6 +179,9 @@ def _train_epoch(
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
+        done.step = i + 1
+        if stops is not None and stops.requested and done.step < len(sizes):
+            return None
     if not losses:
         return 0.0
     weights = torch.tensor(sizes, dtype=torch.float32)
@@ -161,12 +193,18 @@ def _train_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: ClipClassifier, loader: Batches, device: torch.device, precision: prec.Precision = "fp32"
-) -> dict[str, float | None]:
-    """Validation metrics of `model` on `loader`."""
+    model: ClipClassifier,
+    loader: Batches,
+    device: torch.device,
+    precision: prec.Precision = "fp32",
+    stops: StopSignals | None = None,
+) -> dict[str, float | None] | None:
+    """Validation metrics of `model` on `loader`; None when `stops` asks to stop before the end."""
     model.eval()
     logits, labels = [], []
     for clips, y in loader:
+        if stops is not None and stops.requested:
+            return None
         logits.append(_forward(model, clips.to(device), precision, device).float().cpu())
         labels.append(y)
     all_logits, all_labels = torch.cat(logits), torch.cat(labels)
@@ -241,7 +279,7 @@ def train_fold(
     dev = resolve_device(device, "train.device", f"models.{spec.name}.gpus")
     prec.resolve(precision, dev, "train.precision")
     devices = [dev.index or 0] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), stop_signals() as stops:
         torch.manual_seed(stable_seed(seed, spec.name, fold, "init"))
         model = build_model(spec.name, spec.params, spec.num_frames, spec.size)
         model.set_gradient_checkpointing(spec.gradient_checkpointing)
@@ -250,7 +288,7 @@ def train_fold(
         mem.mark("model_built", parameters={r["component"]: r for r in report})
         loaders = make_loaders(train_rows, val_rows, spec, root, dev, seed, spec.name, fold, "shuffle")
         ckpt = Path(checkpoint_dir)
-        metrics = _fit(model, spec, fold, seed, loaders, dev, ckpt, mem, precision, probe_share)
+        metrics = _fit(model, spec, fold, seed, loaders, dev, ckpt, mem, precision, probe_share, stops)
     state = checkpoint.load_state(checkpoint_dir)
     assert state is not None, "training wrote a checkpoint"
     _load_trainable(model, checkpoint.load_tensors(checkpoint_dir, state, "best"), str(checkpoint_dir))
@@ -273,6 +311,23 @@ def _resume_precision(state: dict[str, Any], requested: str, ckpt: Path) -> dict
     return {**saved, "requested": requested, "resumed": True}
 
 
+def _progress_tensors(model: ClipClassifier, done: EpochProgress) -> dict[str, torch.Tensor]:
+    """A step checkpoint's `step` group: the epoch's losses so far and the gradients accumulated since the
+    last optimizer step."""
+    grads = {f"grad.{name}": p.grad for name, p in model.named_parameters() if p.grad is not None}
+    return {"losses": torch.stack(done.losses), **grads}
+
+
+def _load_progress(model: ClipClassifier, tensors: dict[str, torch.Tensor]) -> EpochProgress:
+    """Inverse of `_progress_tensors`: the losses, and the gradients put back into the parameters."""
+    params = dict(model.named_parameters())
+    for name, grad in tensors.items():
+        if name.startswith("grad."):
+            param = params[name.removeprefix("grad.")]
+            param.grad = grad.to(param.device, param.dtype)
+    return EpochProgress(losses=list(tensors["losses"].unbind()))
+
+
 def _fit(
     model: ClipClassifier,
     spec: ModelSpec,
@@ -284,8 +339,11 @@ def _fit(
     mem: MemoryLog,
     requested: str,
     probe_share: float,
+    stops: StopSignals | None = None,
 ) -> dict[str, Any]:
-    """The epoch loop from the last checkpoint on; returns the metrics summary."""
+    """The epoch loop from the last checkpoint on (an epoch's or a step's); returns the metrics summary.
+    When `stops` asks to stop, writes a step checkpoint at the next batch boundary and raises
+    `TrainingStopped`."""
     train, shuffle, val = loaders
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=spec.lr, weight_decay=0.01
@@ -307,6 +365,7 @@ def _fit(
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": None, "val_loss": None}
     resumed_from = None
+    start, done = 0, EpochProgress()
     if state is not None:
         _load_trainable(model, checkpoint.load_tensors(ckpt, state, "model"), str(ckpt))
         opt = checkpoint.load_tensors(ckpt, state, "optimizer")
@@ -321,42 +380,69 @@ def _fit(
         if "rng.cuda" in opt and dev.type == "cuda":
             torch.cuda.set_rng_state(opt["rng.cuda"], dev)
         history, best, resumed_from = state["history"], state["best"], state["epoch"]
-        log.info("resuming %s fold %d after epoch %d from %s", spec.name, fold, state["epoch"], ckpt)
-    start = 0 if state is None else state["epoch"] + 1
+        if state.get("step") is None:
+            start = state["epoch"] + 1
+            log.info("resuming %s fold %d after epoch %d from %s", spec.name, fold, state["epoch"], ckpt)
+        else:
+            start, done = state["epoch"], _load_progress(model, checkpoint.load_tensors(ckpt, state, "step"))
+            done.step = state["step"]
+            log.info(
+                "%s fold %d resumed from epoch %d step %d of %s", spec.name, fold, start, done.step, ckpt
+            )
+    stored = (start, done.step)  # the position the checkpoint on disk holds
+
+    def save(epoch: int, step: int | None, groups: dict[str, dict[str, torch.Tensor]]) -> None:
+        opt_tensors, opt_meta = checkpoint.flatten_optimizer(optimizer.state_dict())
+        groups = {
+            "model": _trainable_state(model),
+            **groups,
+            "optimizer": {**opt_tensors, **_rng_tensors(dev)},
+        }
+        extra = {"key": key, "precision": precision, "history": history, "best": best, "optimizer": opt_meta}
+        scaler_state = scaler.state_dict() if scaler.is_enabled() else None
+        checkpoint.save_checkpoint(ckpt, epoch, groups, {**extra, "scaler": scaler_state}, step)
+
+    def stop(epoch: int, step: int) -> TrainingStopped:
+        assert stops is not None
+        if (epoch, step) == stored:
+            what = "nothing new since the last checkpoint"
+        elif step == 0:
+            what = "epoch checkpoint written"
+        else:
+            save(epoch, step, {checkpoint.STEP_GROUP: _progress_tensors(model, done)})
+            what = "step checkpoint written"
+        message = f"stopping at epoch {epoch} step {step} on {stops.name}: {what}"
+        log.info("%s fold %d %s", spec.name, fold, message)
+        mem.mark("stopped", epoch=epoch, step=step, signal=stops.name)
+        return TrainingStopped(f"{spec.name} fold {fold}: {message}; rerun to resume")
+
     for epoch in range(start, spec.epochs):
+        if stops is not None and stops.requested:
+            raise stop(epoch, done.step)
         t0 = time.perf_counter()
         shuffle.set_epoch(epoch)
         desc = f"{spec.name} fold{fold} epoch {epoch + 1}/{spec.epochs}"
-        train_loss = _train_epoch(model, train, optimizer, scaler, dev, spec.grad_accum_steps, desc, chosen)
+        args = (model, train, optimizer, scaler, dev, spec.grad_accum_steps, desc, chosen, done, stops)
+        train_loss = _train_epoch(*args)
         t1 = time.perf_counter()
+        val_metrics = evaluate(model, val, dev, chosen, stops) if train_loss is not None else None
+        if train_loss is None or val_metrics is None:
+            raise stop(epoch, done.step)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
-            **{f"val_{k}": v for k, v in evaluate(model, val, dev, chosen).items()},
+            **{f"val_{k}": v for k, v in val_metrics.items()},
             "seconds": time.perf_counter() - t0,
             "train_seconds": t1 - t0,
             "clips_per_s": len(shuffle) / (t1 - t0),
         }
         history.append(row)
-        groups = {"model": _trainable_state(model)}
-        opt_tensors, opt_meta = checkpoint.flatten_optimizer(optimizer.state_dict())
-        groups["optimizer"] = {**opt_tensors, **_rng_tensors(dev)}
+        groups = {}
         if best["val_loss"] is None or row["val_loss"] < best["val_loss"]:
             best = {"epoch": epoch, "val_loss": row["val_loss"]}
-            groups["best"] = groups["model"]
-        checkpoint.save_checkpoint(
-            ckpt,
-            epoch,
-            groups,
-            {
-                "key": key,
-                "precision": precision,
-                "history": history,
-                "best": best,
-                "optimizer": opt_meta,
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            },
-        )
+            groups["best"] = _trainable_state(model)
+        save(epoch, None, groups)
+        done = EpochProgress()
         log.info("%s fold %d epoch %d: %s", spec.name, fold, epoch, json.dumps(row))
         mem.mark("epoch", epoch=epoch, train_loss=train_loss, val_loss=row["val_loss"])
     best_row = history[best["epoch"]]
@@ -370,6 +456,7 @@ def _fit(
         "train_clips": len(shuffle),
         "val_clips": len(val.data),
         "resumed_from_epoch": resumed_from,
+        "resumed_from_step": None if state is None else state.get("step"),
         "best_epoch": best["epoch"],
         "best": best_row,
         "final": history[-1],
