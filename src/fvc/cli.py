@@ -187,7 +187,9 @@ def audit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--apply", action="store_true", help="write the recommendations into the config")
     runs = parser.add_mutually_exclusive_group()
     runs.add_argument(
-        "--run", metavar="ID", help="audit this run (its SLURM run id or a prefix; default: latest)"
+        "--run",
+        metavar="ID",
+        help="audit this run, by its SLURM run id or a prefix (default: the latest run)",
     )
     runs.add_argument("--all-runs", action="store_true", help="audit the jobs of every run (default: latest)")
 

@@ -219,7 +219,7 @@ class SlowFast(ClipClassifier):
         self.blocks.requires_grad_(not freeze)
         self.trainable = {"blocks": not freeze, "head": True}
         if backbone:
-            from fvc.weights.kinetics import load_backbone
+            from fvc.models.kinetics_backbone import load_backbone
 
             load_backbone(self, "slowfast", backbone, ARCHITECTURE)
         unfreeze(self, int(unfreeze_last_blocks), "models.slowfast.params.unfreeze_last_blocks")

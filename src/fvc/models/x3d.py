@@ -205,7 +205,7 @@ class X3D(ClipClassifier):
         self.blocks.requires_grad_(not freeze)
         self.trainable = {"blocks": not freeze, "head": True}
         if backbone:
-            from fvc.weights.kinetics import load_backbone
+            from fvc.models.kinetics_backbone import load_backbone
 
             load_backbone(self, "x3d", backbone, ARCHITECTURE)
         unfreeze(self, int(unfreeze_last_blocks), "models.x3d.params.unfreeze_last_blocks")

@@ -278,7 +278,9 @@ def plan_rows(config: dict, workdir: Path = Path("."), measure: bool = False) ->
         ]
         infer = None if probe is None or infer_base is None else infer_base + probe["infer_mb"] + overhead
         terms = (
-            NOT_MEASURED if infer is None else f"imports {infer_base:.0f} + pre-flight {probe['infer_terms']}"
+            NOT_MEASURED
+            if infer is None or probe is None
+            else f"imports {infer_base:.0f} + pre-flight {probe['infer_terms']}"
         )
         rows.append(
             PlanRow(
