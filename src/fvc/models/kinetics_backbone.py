@@ -1,5 +1,6 @@
-"""A Kinetics backbone file (written by `fvc import-weights`, `fvc.weights.kinetics`) loaded into x3d or
-slowfast: checked against the model's params, then frozen as declared."""
+"""The backbone of x3d and slowfast: `blocks` in pytorchvideo's layout, filled from a Kinetics backbone file
+(written by `fvc import-weights`, `fvc.weights.kinetics`) checked against the model's params, frozen as
+declared, its last blocks unfrozen on request; fvc's new `head` always trains."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Self
 
 import torch
 
 from fvc.core.errors import FvcError
+from fvc.models.base import ClipClassifier
+from fvc.models.freezing import unfreeze_last_blocks
 from fvc.weights.safetensors_io import read_header
-
-if TYPE_CHECKING:
-    from fvc.models.base import ClipClassifier
 
 #: The `format` metadata of a backbone file written by `fvc import-weights`.
 FORMAT = "fvc-kinetics-backbone"
@@ -61,3 +61,31 @@ def load_backbone(
                 f"{len(result.unexpected_keys)} unexpected tensors)"
             )
     blocks.requires_grad_(not model.params["freeze_backbone"])
+
+
+class KineticsBackbone(ClipClassifier):
+    """A model whose `blocks` are a Kinetics backbone and whose `head` is fvc's; subclasses build both, then
+    call `attach_backbone`. Params `backbone`, `freeze_backbone`, `unfreeze_last_blocks`."""
+
+    def attach_backbone(self, name: str, architecture: Iterable[str]) -> None:
+        """Declare and freeze `blocks` as `freeze_backbone` says, fill them from the `backbone` file (if
+        any; `architecture`: the params that fix its tensors), then unfreeze the last
+        `unfreeze_last_blocks`."""
+        self.freeze_backbone = bool(self.params["freeze_backbone"])
+        self.get_submodule("blocks").requires_grad_(not self.freeze_backbone)
+        self.trainable = {"blocks": not self.freeze_backbone, "head": True}
+        if self.params["backbone"]:
+            load_backbone(self, name, self.params["backbone"], architecture)
+        count = int(self.params["unfreeze_last_blocks"])
+        unfreeze_last_blocks(self, count, f"models.{name}.params.unfreeze_last_blocks")
+
+    def train(self, mode: bool = True) -> Self:
+        """A frozen backbone stays in eval mode (its BatchNorm statistics are the pretrained ones), but for
+        its unfrozen blocks."""
+        super().train(mode)
+        self.keep_frozen_in_eval("blocks", mode)
+        return self
+
+    def export_params(self) -> dict[str, object]:
+        """The params without the backbone file: the export holds the backbone's tensors."""
+        return {k: v for k, v in self.params.items() if k != "backbone"}

@@ -10,8 +10,10 @@ not fvc's.
 
 params: `alpha` (Slow frame stride, default 4), `beta_inv` (Fast channel divisor, 8), `width` (Slow stem
 channels, 16), `depths` (bottlenecks per stage, [1, 1, 1, 1]), `fusion_kernel` (temporal kernel of the
-lateral convolutions, 7), `dropout` (0.5), `backbone` (a .safetensors file written by `fvc import-weights`)
-and `freeze_backbone` (default true with a backbone). Temporal kernels are the published ones: Slow stem 1,
+lateral convolutions, 7), `dropout` (0.5), `backbone` (a .safetensors file written by `fvc import-weights`),
+`freeze_backbone` (default true with a backbone) and `unfreeze_last_blocks` (with a frozen backbone, its
+last N of 4 stages, both pathways and their fusion, train too; default 0; the freezing is
+`fvc.models.kinetics_backbone`'s). Temporal kernels are the published ones: Slow stem 1,
 Fast stem 5; Slow res2/res3 1 and res4/res5 3, Fast 3 everywhere (none clamped to the clip length: that
 would change the published shapes). `PRESETS["slowfast_r50"]` is SlowFast-R50 8x8 (32 frames, alpha 4).
 """
@@ -23,8 +25,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from fvc.models.base import ClipClassifier
-from fvc.models.freezing import unfreeze_last_blocks as unfreeze
+from fvc.models.kinetics_backbone import KineticsBackbone
 
 PRESETS: dict[str, dict[str, object]] = {
     "slowfast_r50": {"alpha": 4, "beta_inv": 8, "width": 64, "depths": [3, 4, 6, 3], "fusion_kernel": 7},
@@ -156,7 +157,7 @@ class Pathways(nn.Module):
         self.multipathway_fusion = fusion
 
 
-class SlowFast(ClipClassifier):
+class SlowFast(KineticsBackbone):
     """Two pathways with lateral connections; see the module docstring."""
 
     def __init__(
@@ -215,30 +216,13 @@ class SlowFast(ClipClassifier):
             slow_in, fast_in = slow_out + (0 if last else 2 * fast_out), fast_out
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Sequential(nn.Dropout(float(dropout)), nn.Linear(slow_in + fast_in, 1))
-        self.freeze_backbone = freeze
-        self.blocks.requires_grad_(not freeze)
-        self.trainable = {"blocks": not freeze, "head": True}
-        if backbone:
-            from fvc.models.kinetics_backbone import load_backbone
-
-            load_backbone(self, "slowfast", backbone, ARCHITECTURE)
-        unfreeze(self, int(unfreeze_last_blocks), "models.slowfast.params.unfreeze_last_blocks")
-
-    def train(self, mode: bool = True) -> SlowFast:
-        """A frozen backbone stays in eval mode (its BatchNorm statistics are the pretrained ones), but for
-        its unfrozen blocks."""
-        super().train(mode)
-        self.keep_frozen_in_eval("blocks", mode)
-        return self
+        self.attach_backbone("slowfast", ARCHITECTURE)
 
     def backbone_blocks(self) -> list[str]:
         return [f"blocks.{i}" for i in range(1, len(self.blocks))]
 
     def backbone_tail(self) -> list[str]:
         return []
-
-    def export_params(self) -> dict[str, object]:
-        return {k: v for k, v in self.params.items() if k != "backbone"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

@@ -12,8 +12,9 @@ and crop size only: `PRESET_CLIPS`).
 params: `width` (stem and first-stage channels; stage i has width * 2**i, default 12), `depths` (blocks per
 stage, [1, 1, 2, 1]), `expansion` (bottleneck inner channels / stage channels, 2.25), `se_ratio` (0.0625),
 `head_dim` (channels of the head's last 1x1x1 conv, 128), `dropout` (0.5), `backbone` (a .safetensors file
-written by `fvc import-weights`) and `freeze_backbone` (default true with a backbone). Temporal kernels are
-the published ones (stem 5, stages 3), not clamped to the clip length: that would change published shapes.
+written by `fvc import-weights`), `freeze_backbone` (default true with a backbone) and `unfreeze_last_blocks`
+(with a frozen backbone, its last N residual blocks and the head's convs train too; default 0; the freezing
+is `fvc.models.kinetics_backbone`'s). Temporal kernels are the published ones (stem 5, stages 3), not clamped to the clip length: that would change published shapes.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fvc.models.base import ClipClassifier
-from fvc.models.freezing import unfreeze_last_blocks as unfreeze
+from fvc.models.kinetics_backbone import KineticsBackbone
 from fvc.models.slowfast import KINETICS_MEAN, KINETICS_STD, ResBlock, ResStage, conv3d
 
 _X3D_SM = {"width": 24, "depths": [3, 5, 11, 7], "expansion": 2.25, "se_ratio": 0.0625, "head_dim": 2048}
@@ -143,7 +143,7 @@ class HeadFeatures(nn.Module):
         return self.pool(x)
 
 
-class X3D(ClipClassifier):
+class X3D(KineticsBackbone):
     """See the module docstring."""
 
     def __init__(
@@ -201,21 +201,7 @@ class X3D(ClipClassifier):
         blocks.append(HeadFeatures(cin, int(expansion * cin), head_dim))
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Sequential(nn.Dropout(float(dropout)), nn.Linear(head_dim, 1))
-        self.freeze_backbone = freeze
-        self.blocks.requires_grad_(not freeze)
-        self.trainable = {"blocks": not freeze, "head": True}
-        if backbone:
-            from fvc.models.kinetics_backbone import load_backbone
-
-            load_backbone(self, "x3d", backbone, ARCHITECTURE)
-        unfreeze(self, int(unfreeze_last_blocks), "models.x3d.params.unfreeze_last_blocks")
-
-    def train(self, mode: bool = True) -> X3D:
-        """A frozen backbone stays in eval mode (its BatchNorm statistics are the pretrained ones), but for
-        its unfrozen blocks."""
-        super().train(mode)
-        self.keep_frozen_in_eval("blocks", mode)
-        return self
+        self.attach_backbone("x3d", ARCHITECTURE)
 
     def backbone_blocks(self) -> list[str]:
         return [
@@ -227,9 +213,6 @@ class X3D(ClipClassifier):
 
     def backbone_tail(self) -> list[str]:
         return [f"blocks.{len(self.blocks) - 1}"]
-
-    def export_params(self) -> dict[str, object]:
-        return {k: v for k, v in self.params.items() if k != "backbone"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
