@@ -11,6 +11,7 @@ from fvc.core.paths import DEMO, Layout
 from fvc.core.joblog import SNAKEMAKE_PID_ENV
 from fvc.slurm.partitions import partition
 from fvc.slurm.retry import Policy, Request, RetrySizer
+from fvc.train.stopping import warning_signal_option
 
 # Every stage's files, shared with the `fvc` command.
 LAYOUT = Layout(config["results_dir"])
@@ -107,7 +108,11 @@ def train_request(wildcards, attempt):
     """Training memory and wall time from the model's table row, resized on retries."""
     spec = MODEL_SPECS[wildcards.model]
     return RETRY.request(
-        "train", wildcards, attempt, Request(spec.mem_mb, spec.runtime)
+        "train",
+        wildcards,
+        attempt,
+        Request(spec.mem_mb, spec.runtime),
+        log=f"logs/train/{wildcards.model}/fold{wildcards.fold}.log",
     )
 
 
@@ -117,6 +122,13 @@ def train_mem_mb(wildcards, attempt):
 
 def train_runtime(wildcards, attempt):
     return train_request(wildcards, attempt).runtime
+
+
+def train_warning(wildcards, attempt):
+    """sbatch's SIGUSR1 warning `train.signal_before_limit_s` before the time limit, at most half the limit
+    (a 1-minute job warned 120 s ahead would stop before its first step)."""
+    lead = config["train"]["signal_before_limit_s"]
+    return warning_signal_option(min(lead, train_runtime(wildcards, attempt) * 30))
 
 
 def infer_request(wildcards, attempt):

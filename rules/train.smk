@@ -1,4 +1,4 @@
-from fvc.train.stopping import forward_warning_to_jobs, warning_signal_option
+from fvc.train.stopping import forward_warning_to_jobs
 
 # SLURM signals a job step's task only: on a node, the snakemake running the job. It passes SIGUSR1 on to the
 # job (docs/slurm.md "Time limits and preemption").
@@ -30,7 +30,7 @@ rule train:
         slurm_partition=model_partition,
         # SIGUSR1 to the job's steps (not `B:`, the batch shell only) before the time limit: training writes a
         # step checkpoint and exits; the retry resumes from it (docs/slurm.md "Time limits and preemption").
-        slurm_extra=warning_signal_option(config["train"]["signal_before_limit_s"]),
+        slurm_extra=train_warning,
     params:
         # Epoch checkpoints are not declared outputs: a killed or requeued job resumes from them.
         checkpoint_dir=beside("metrics", "checkpoints"),

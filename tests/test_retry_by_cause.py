@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import textwrap
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -64,6 +65,32 @@ def test_timeout_grows_runtime_up_to_max_runtime_and_keeps_memory() -> None:
 def test_failures_that_are_not_the_request_keep_the_same_resources(state: str) -> None:
     decision = decide(attempt(state, "1:0" if state == "FAILED" else "0:15"), POLICY)
     assert decision is not None and decision.request == Request(1000, 30)
+
+
+def test_a_training_stopped_on_the_time_limit_warning_gets_more_time(tmp_path: Path) -> None:
+    """FAILED after the SIGUSR1 warning (a step checkpoint, exit 75) is a TIMEOUT in effect: the sizer reads
+    fvc's log of that attempt (its part of the history log, found by the SLURM job id)."""
+    warned = decide(replace(attempt("FAILED", "1:0", limit="00:01:00"), warned=True), POLICY)
+    assert warned is not None and warned.request == Request(1000, 2) and "time-limit warning" in warned.reason
+    plugin_log(tmp_path, "12")
+    log = tmp_path / "logs" / "train" / "naive_cnn" / "fold0.log"
+    log.parent.mkdir(parents=True)
+    header = "=== fvc attempt {}: SLURM job {} on vm, pid 1, snakemake pid 2, 2026-11-29T20:00:00Z ===\n"
+    stop = "naive_cnn fold 0 stopping at epoch 0 step 5 on SIGUSR1: step checkpoint written\n"
+    fake = FakeSacct(sacct_text("12", "FAILED", "1:0", "1000M", "300M", "00:01:00"))
+    since = datetime.fromisoformat(SUBMIT).timestamp()
+    for text, runtime in (
+        (header.format(1, 12) + stop, 2),
+        (header.format(1, 11) + stop + header.format(2, 12), 1),
+    ):
+        (tmp_path / "logs" / "train" / "naive_cnn" / "fold0.attempts.log").write_text(text)
+        sizer = RetrySizer(
+            tmp_path, POLICY, since, tmp_path / f"retries{runtime}.csv", sacct=fake, announce=print
+        )
+        request = sizer.request(
+            "train", ["naive_cnn", "0"], 2, Request(1000, 1), log="logs/train/naive_cnn/fold0.log"
+        )
+        assert request == Request(1000, runtime)
 
 
 def test_a_failure_by_signal_names_no_cause() -> None:
@@ -149,11 +176,13 @@ TARGET = "results/train/naive_cnn/fold0/metrics.json"
 # under SLURM sleeps past a 1-minute time limit, not past a 2-minute one.
 SLOW = textwrap.dedent(
     """
-    import os, subprocess, sys, time
+    import os, signal, subprocess, sys, time
 
     if os.environ.get("FVC_TEST_SLOW") and "SLURM_JOB_ID" in os.environ and sys.argv[0].endswith("train.py"):
         squeue = ["squeue", "-h", "-j", os.environ["SLURM_JOB_ID"], "-o", "%l"]
         if subprocess.run(squeue, capture_output=True, text=True).stdout.strip() == "1:00":
+            # Stuck before training starts, deaf to SLURM's time-limit warning: the limit itself ends it.
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             time.sleep(900)
     """
 )

@@ -5,7 +5,8 @@ and wildcards is found as the audit finds jobs (`fvc.slurm.jobs.discover_jobs`: 
 Snakemake's), limited to jobs submitted since this run started, and sacct says how it ended:
 
 - OUT_OF_MEMORY: memory = max(previous request x memory_growth, its measured peak x memory_safety);
-- TIMEOUT: runtime = previous time limit x runtime_growth, at most max_runtime; memory unchanged;
+- TIMEOUT, or FAILED after training stopped on SLURM's time-limit warning (SIGUSR1: fvc's log of that
+  attempt says so): runtime = previous time limit x runtime_growth, at most max_runtime; memory unchanged;
 - NODE_FAIL, PREEMPTED, CANCELLED (by anyone), BOOT_FAIL, DEADLINE, FAILED with an exit code (the code's
   own failure), COMPLETED (outputs missing): the same resources;
 - FAILED by a signal, or no previous job / no sacct (local runs): the first request x memory_growth per retry,
@@ -18,11 +19,13 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from fvc.slurm.causes import fvc_log_text
 from fvc.slurm.jobs import discover_jobs, id_order
 from fvc.slurm.sacct import FIELDS, MB, Job, SacctUnavailable, read_sacct
 
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 SAME_RESOURCES = {"NODE_FAIL", "PREEMPTED", "CANCELLED", "BOOT_FAIL", "DEADLINE", "COMPLETED"}
 #: Seconds of clock difference allowed between this machine and slurmctld's Submit times.
 CLOCK_SLACK_S = 2.0
+#: fvc's log line of a training stopped by SLURM's time-limit warning (`fvc.train.training`).
+WARNED = re.compile(r"stopping at epoch \d+ step \d+ on SIGUSR1")
 LOG_COLUMNS = (
     "time",
     "rule",
@@ -92,6 +97,7 @@ class Attempt:
     exit_code: str
     request: Request
     peak_mb: float | None
+    warned: bool = False  # training stopped on the time-limit warning (a step checkpoint, then exit 75)
 
     @classmethod
     def from_job(cls, job: Job) -> Attempt | None:
@@ -127,11 +133,12 @@ def decide(previous: Attempt, policy: Policy) -> Decision | None:
             mem, why = math.ceil(previous.peak_mb * policy.memory_safety), f"peak {previous.peak_mb:.0f} MB"
             return Decision(Request(mem, old.runtime), f"{why} x memory_safety {policy.memory_safety}")
         return Decision(Request(grown, old.runtime), f"request x memory_growth {policy.memory_growth}")
-    if state == "TIMEOUT":
+    if state == "TIMEOUT" or (state == "FAILED" and previous.warned):
         runtime = max(min(math.ceil(old.runtime * policy.runtime_growth), policy.max_runtime), old.runtime)
         cap = " (max_runtime)" if runtime == policy.max_runtime else ""
+        warned = ", stopped on the time-limit warning" if previous.warned else ""
         return Decision(
-            Request(old.mem_mb, runtime), f"time limit x runtime_growth {policy.runtime_growth}{cap}"
+            Request(old.mem_mb, runtime), f"time limit x runtime_growth {policy.runtime_growth}{cap}{warned}"
         )
     if state == "FAILED" and previous.signal == 0:
         return Decision(old, f"the job's own failure (exit {previous.exit_code}): same resources")
@@ -192,23 +199,28 @@ class RetrySizer:
         self.enabled, self.sacct, self.announce = enabled, sacct, announce
         self._decided: dict[tuple[str, str, int], Request] = {}
 
-    def request(self, rule: str, wildcards: Sequence[str], attempt: int, first: Request) -> Request:
-        """The request of `attempt` of a job whose first attempt asks for `first`. Attempt 1, and every
-        attempt when disabled (a job's own Snakemake process, where the driver already sized it), cost
-        nothing."""
+    def request(
+        self, rule: str, wildcards: Sequence[str], attempt: int, first: Request, log: str | None = None
+    ) -> Request:
+        """The request of `attempt` of a job whose first attempt asks for `first` (`log`: the job's fvc log,
+        which tells a training stopped on the time-limit warning). Attempt 1, and every attempt when disabled
+        (a job's own Snakemake process, where the driver already sized it), cost nothing."""
         if attempt == 1 or not self.enabled:
             return self.policy.blind(first, attempt)
         key = (rule, wildcard_string(wildcards), attempt)
         if key not in self._decided:
-            self._decided[key] = self._resize(*key, first)
+            self._decided[key] = self._resize(*key, first, log)
         return self._decided[key]
 
-    def _resize(self, rule: str, wildcards: str, attempt: int, first: Request) -> Request:
+    def _resize(self, rule: str, wildcards: str, attempt: int, first: Request, log: str | None) -> Request:
         try:
             previous = previous_attempt(self.workdir, rule, wildcards, self.since, self.sacct)
         except SacctUnavailable as exc:
             self.announce(f"fvc retry: {rule} {wildcards} attempt {attempt}: {exc}; memory x memory_growth")
             return self.policy.blind(first, attempt)
+        if previous is not None and previous.state == "FAILED" and log:
+            text = fvc_log_text(self.workdir / log, previous.job_id)
+            previous = replace(previous, warned=bool(WARNED.search(text)))
         decision = decide(previous, self.policy) if previous is not None else None
         if previous is None or decision is None:
             request = self.policy.blind(first, attempt)

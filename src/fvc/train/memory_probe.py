@@ -32,6 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fvc.core.atomic import write_text
 from fvc.core.config import ModelSpec
 from fvc.core.memory import MB, peak_rss_bytes
 
@@ -117,9 +118,7 @@ def _cached(path: Path, args: list[str]) -> dict[str, Any]:
         return json.loads(path.read_text())
     result = _run_child(args)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(result, indent=1) + "\n")
     return result
 
 
