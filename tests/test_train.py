@@ -314,8 +314,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 @pytest.mark.skipif(GLIBC is None, reason="glibc's allocator only")
 def test_training_steps_reuse_freed_buffers_instead_of_faulting_pages_in():
     """naive_cnn's row at batch 4: glibc's default rules fault its step buffers' pages in again at every
-    step (thousands of faults over five steps here); with `reuse_freed_memory` (set by `train_fold`) the
-    steps reuse them."""
+    step (thousands of faults over five steps here, unless huge pages back the heap); with
+    `reuse_freed_memory` (set by `train_fold`) the steps reuse them."""
 
     def faults(mode: str) -> int:
         out = subprocess.run(
@@ -324,4 +324,6 @@ def test_training_steps_reuse_freed_buffers_instead_of_faulting_pages_in():
         return int(out.stdout)
 
     default, reused = faults("default"), faults("reuse")
-    assert default > 1000 and reused < default / 4, (default, reused)
+    # Where the kernel backs the heap with transparent huge pages, glibc's default faults little too (one CI
+    # run: 1 and 1); elsewhere thousands (5,125 here) against about 1,000 reused.
+    assert reused < max(default / 4, 100), (default, reused)
