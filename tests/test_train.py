@@ -325,5 +325,6 @@ def test_training_steps_reuse_freed_buffers_instead_of_faulting_pages_in():
 
     default, reused = faults("default"), faults("reuse")
     # Where the kernel backs the heap with transparent huge pages, glibc's default faults little too (one CI
-    # run: 1 and 1); elsewhere thousands (5,125 here) against about 1,000 reused.
-    assert reused < max(default / 4, 100), (default, reused)
+    # run: 1 and 1); elsewhere thousands against far fewer reused (5,125 vs 1,025 on a quiet machine, 7,690 vs
+    # 2,816 under CI's load). Without `reuse_freed_memory` both would be equal.
+    assert reused < max(default * 0.6, 100), (default, reused)

@@ -14,7 +14,8 @@ stage, [1, 1, 2, 1]), `expansion` (bottleneck inner channels / stage channels, 2
 `head_dim` (channels of the head's last 1x1x1 conv, 128), `dropout` (0.5), `backbone` (a .safetensors file
 written by `fvc import-weights`), `freeze_backbone` (default true with a backbone) and `unfreeze_last_blocks`
 (with a frozen backbone, its last N residual blocks and the head's convs train too; default 0; the freezing
-is `fvc.models.kinetics_backbone`'s). Temporal kernels are the published ones (stem 5, stages 3), not clamped to the clip length: that would change published shapes.
+is `fvc.models.kinetics_backbone`'s). Temporal kernels are the published ones (stem 5, stages 3), not
+clamped to the clip length: that would change published shapes.
 """
 
 from __future__ import annotations
