@@ -269,9 +269,10 @@ def test_an_oom_retry_asks_at_least_the_measured_peak_times_safety(prepared: Pat
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_timeout_retry_asks_more_time_and_the_same_memory(prepared: Path, tmp_path: Path) -> None:
-    (first, second), out = attempts(
-        prepared, tmp_path / "timeout", {"models": {"naive_cnn": {"runtime": 1}}}, slow=True
-    )
+    # SLURM's own TIMEOUT, without the time-limit warning (tests/test_time_limit.py covers that path): under
+    # load the second attempt's training outlived the warning at half its 2-minute limit and stopped there.
+    case = {"models": {"naive_cnn": {"runtime": 1}}, "train": {"signal_before_limit_s": 0}}
+    (first, second), out = attempts(prepared, tmp_path / "timeout", case, slow=True)
     assert (first["State"], second["State"]) == ("TIMEOUT", "COMPLETED")
     assert (first["Timelimit"], second["Timelimit"]) == ("00:01:00", "00:02:00")
     assert first["ReqMem"] == second["ReqMem"]
