@@ -83,7 +83,26 @@ class ResStage(nn.Module):
         return x
 
 
-class Bottleneck(nn.Module):
+class ThreeConvs(nn.Module):
+    """pytorchvideo's bottleneck branch: conv_a/norm_a/act_a -> conv_b/norm_b/act_b -> conv_c/norm_c (the
+    subclass builds the layers; the names are the published checkpoints')."""
+
+    conv_a: nn.Module
+    norm_a: nn.Module
+    act_a: nn.Module
+    conv_b: nn.Module
+    norm_b: nn.Module
+    act_b: nn.Module
+    conv_c: nn.Module
+    norm_c: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act_a(self.norm_a(self.conv_a(x)))
+        x = self.act_b(self.norm_b(self.conv_b(x)))
+        return self.norm_c(self.conv_c(x))
+
+
+class Bottleneck(ThreeConvs):
     """3-D ResNet bottleneck: (kt x 1 x 1) -> (1 x 3 x 3, spatial stride) -> (1 x 1 x 1)."""
 
     def __init__(self, cin: int, inner: int, cout: int, kt: int, stride: int) -> None:
@@ -96,11 +115,6 @@ class Bottleneck(nn.Module):
         self.act_b = nn.ReLU(inplace=True)
         self.conv_c = conv3d(inner, cout, (1, 1, 1))
         self.norm_c = nn.BatchNorm3d(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act_a(self.norm_a(self.conv_a(x)))
-        x = self.act_b(self.norm_b(self.conv_b(x)))
-        return self.norm_c(self.conv_c(x))
 
 
 def resnet_stage(cin: int, inner: int, cout: int, depth: int, kt: int, stride: int) -> ResStage:

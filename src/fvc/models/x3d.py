@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from fvc.models.kinetics_backbone import KineticsBackbone
-from fvc.models.slowfast import KINETICS_MEAN, KINETICS_STD, ResBlock, ResStage, conv3d
+from fvc.models.slowfast import KINETICS_MEAN, KINETICS_STD, ResBlock, ResStage, ThreeConvs, conv3d
 
 _X3D_SM = {"width": 24, "depths": [3, 5, 11, 7], "expansion": 2.25, "se_ratio": 0.0625, "head_dim": 2048}
 PRESETS: dict[str, dict[str, object]] = {"x3d_s": dict(_X3D_SM), "x3d_m": dict(_X3D_SM)}
@@ -83,7 +83,7 @@ class SqueezeExcitation(nn.Module):
         return x * self.block(x.mean(dim=(2, 3, 4), keepdim=True))
 
 
-class X3DBottleneck(nn.Module):
+class X3DBottleneck(ThreeConvs):
     """1x1x1 expand -> depthwise 3x3x3 (spatial stride) -> BN (+ SE) -> swish -> 1x1x1 project."""
 
     def __init__(self, cin: int, inner: int, cout: int, stride: int, se_ratio: float) -> None:
@@ -97,11 +97,6 @@ class X3DBottleneck(nn.Module):
         self.act_b = nn.SiLU(inplace=True)
         self.conv_c = conv3d(inner, cout, (1, 1, 1))
         self.norm_c = nn.BatchNorm3d(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act_a(self.norm_a(self.conv_a(x)))
-        x = self.act_b(self.norm_b(self.conv_b(x)))
-        return self.norm_c(self.conv_c(x))
 
 
 class X3DBlock(ResBlock):
