@@ -1,8 +1,8 @@
-from fvc.train.stopping import forward_warning_to_jobs
+from fvc.train.stopping import forward_stop_signals_to_jobs
 
-# SLURM signals a job step's task only: on a node, the snakemake running the job. It passes SIGUSR1 on to the
-# job (docs/slurm.md "Time limits and preemption").
-forward_warning_to_jobs()
+# SLURM signals a job step's task only: on a node, the snakemake running the job. It passes SIGUSR1 and SIGTERM
+# on to the job (docs/slurm.md "Time limits and preemption").
+forward_stop_signals_to_jobs()
 
 
 rule train:

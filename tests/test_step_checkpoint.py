@@ -154,8 +154,8 @@ print(stops.name, flush=True)
 """
 PARENT = f"""
 import subprocess, sys
-from fvc.train.stopping import forward_warning_to_jobs
-forward_warning_to_jobs()
+from fvc.train.stopping import forward_stop_signals_to_jobs
+forward_stop_signals_to_jobs()
 child = subprocess.run([sys.executable, "-c", {CHILD!r}], stdout=subprocess.PIPE, text=True)
 print(child.stdout.split()[-1], "parent alive", flush=True)
 """

@@ -5,13 +5,14 @@ A handler only records the signal; training acts on it at the next step boundary
 writes a step checkpoint and raises `TrainingStopped`, so no step is ever left half done.
 
 SLURM signals a job step's task only, which on a node is the snakemake running the job, not the job's own
-process (docs/slurm.md "Time limits and preemption"): the workflow makes every snakemake pass SIGUSR1 on
-(`forward_warning_to_jobs`).
+process (docs/slurm.md "Time limits and preemption"): the workflow makes every snakemake pass SIGUSR1 and
+SIGTERM on to its jobs (`forward_stop_signals_to_jobs`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -84,14 +85,56 @@ def warning_signal_option(seconds: int) -> str:
     return f"--signal=USR1@{seconds}" if seconds else ""
 
 
-def _forward(signum: int, frame: FrameType | None) -> None:
-    for child in psutil.Process().children(recursive=True):
+def _jobs(process: psutil.Process) -> list[psutil.Process]:
+    """The Python processes `process` started, directly or through shells, but not those they started in
+    turn (a training's DataLoader workers, which a signal would kill before training could save its step)."""
+    found, pending = [], process.children()
+    while pending:
+        child = pending.pop()
         with contextlib.suppress(psutil.Error):
             if "python" in child.name():
-                child.send_signal(signum)
+                found.append(child)
+            else:
+                pending.extend(child.children())
+    return found
 
 
-def forward_warning_to_jobs() -> None:
-    """Make this process (a snakemake) pass SIGUSR1 on to the Python processes it started (its jobs) instead
-    of ending, which is USR1's default action."""
-    signal.signal(signal.SIGUSR1, _forward)
+def forward_to_jobs(signum: int, frame: FrameType | None = None) -> None:
+    """Send `signum` to the Python processes this process started (its jobs); usable as a signal handler."""
+    for job in _jobs(psutil.Process()):
+        with contextlib.suppress(psutil.Error):
+            job.send_signal(signum)
+
+
+def _forward_from(wakeups: int, chained: int) -> None:
+    """Read signal numbers from the `wakeups` pipe (`signal.set_wakeup_fd`) forever: pass SIGTERM on to the
+    jobs, and every byte on to the `chained` wakeup fd that was set before (-1: none)."""
+    while True:
+        try:
+            received = os.read(wakeups, 64)
+        except InterruptedError:
+            continue
+        if signal.SIGTERM in received:
+            forward_to_jobs(signal.SIGTERM)
+        if chained >= 0:
+            with contextlib.suppress(OSError):
+                os.write(chained, received)
+
+
+def forward_stop_signals_to_jobs() -> bool:
+    """Make this process (a snakemake) pass SIGUSR1 and SIGTERM on to the Python processes it started (its
+    jobs). SIGUSR1 gets a handler that forwards it instead of ending the process (USR1's default action).
+    SIGTERM keeps Snakemake's own handler, installed after the workflow is parsed (it waits for the running
+    jobs, which would otherwise train on until SIGKILL): Python writes every handled signal's number to the
+    wakeup fd, whichever handler runs, and a daemon thread reading it passes SIGTERM on. Returns whether
+    SIGTERM is forwarded (not outside the main thread, where Python allows no signal set-up)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.signal(signal.SIGUSR1, forward_to_jobs)
+    wakeups, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    chained = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    threading.Thread(
+        target=_forward_from, args=(wakeups, chained), name="forward-sigterm", daemon=True
+    ).start()
+    return True
