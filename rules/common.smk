@@ -11,7 +11,7 @@ from fvc.core.paths import DEMO, Layout
 from fvc.core.joblog import SNAKEMAKE_PID_ENV
 from fvc.slurm.partitions import partition
 from fvc.slurm.retry import Policy, Request, RetrySizer
-from fvc.train.stopping import warning_signal_option
+from fvc.train.stopping import warning_lead_s, warning_signal_option
 
 # Every stage's files, shared with the `fvc` command.
 LAYOUT = Layout(config["results_dir"])
@@ -125,10 +125,12 @@ def train_runtime(wildcards, attempt):
 
 
 def train_warning(wildcards, attempt):
-    """sbatch's SIGUSR1 warning `train.signal_before_limit_s` before the time limit, at most half the limit
-    (a 1-minute job warned 120 s ahead would stop before its first step)."""
+    """sbatch's SIGUSR1 warning `train.signal_before_limit_s` before the time limit, none when that is more
+    than a quarter of the limit (`fvc.train.stopping.warning_lead_s`)."""
     lead = config["train"]["signal_before_limit_s"]
-    return warning_signal_option(min(lead, train_runtime(wildcards, attempt) * 30))
+    return warning_signal_option(
+        warning_lead_s(lead, train_runtime(wildcards, attempt))
+    )
 
 
 def infer_request(wildcards, attempt):

@@ -18,19 +18,19 @@ from workflow_runner import copy_workflow, snakemake
 
 from fvc.core.config import model_specs
 from fvc.core.paths import Layout
+from fvc.train.stopping import warning_lead_s, warning_signal_option
 from fvc.train.training import train_fold
-
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 MODEL = "logistic_regression"
 STEP_SLEEP_S = 6.0
 # One clip per batch, 6 clips per video (~24 batches in fold 0's epoch), each slowed by STEP_SLEEP_S in the
 # first attempt (the one without a checkpoint): an epoch of 140 s and more, past the 2-minute limit. On this
-# busy machine the job trains from ~40 s on; SIGUSR1 comes 40 s before the limit (SLURM sends it up to ~15 s
-# early). The retry, resumed from the step checkpoint, runs at full speed.
+# busy machine the job trains from ~40 s on; SIGUSR1 comes 30 s before the limit (a quarter of it, the most a
+# warning may take: `warning_lead_s`; SLURM sends it up to ~15 s early).
+# The retry, resumed from the step checkpoint, runs at full speed.
 LIMITED = {
     "augment": {"num_augmentations": 5},
-    "train": {"models": [MODEL], "device": "cpu", "precision": "fp32", "signal_before_limit_s": 40},
+    "train": {"models": [MODEL], "device": "cpu", "precision": "fp32", "signal_before_limit_s": 30},
     "models": {MODEL: {"epochs": 1, "runtime": 2, "batch_size": 1, "grad_accum_steps": 8}},
 }
 # Injected into the workflow copy's job script (after its set-up lines): in a first attempt every training
@@ -94,6 +94,25 @@ def merged_config(workdir: Path, *configfiles: str) -> dict:
     return config
 
 
+@pytest.mark.parametrize(
+    ("lead_s", "limit_min", "option"),
+    [
+        (120, 1, ""),  # the old rule warned at half the limit: 30 s into a 1-minute job
+        (120, 7, ""),
+        (120, 8, "--signal=USR1@120"),
+        (120, 600, "--signal=USR1@120"),
+        (30, 2, "--signal=USR1@30"),
+        (40, 2, ""),
+        (0, 600, ""),
+    ],
+)
+def test_the_warning_takes_at_most_a_quarter_of_the_time_limit(lead_s: int, limit_min: int, option: str):
+    assert warning_signal_option(warning_lead_s(lead_s, limit_min)) == option
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_a_job_past_its_time_limit_resumes_from_its_step_checkpoint(slurm_cluster: str, tmp_path: Path):
     workdir = copy_workflow(tmp_path / "limit", TINY_CONFIG)
     (workdir / "limit.yaml").write_text(yaml.safe_dump(LIMITED))

@@ -79,6 +79,19 @@ def stop_signals() -> Iterator[StopSignals]:
             signal.signal(sig, handler)
 
 
+#: The largest share of a job's time limit that the time-limit warning may take.
+MAX_WARNING_SHARE = 0.25
+
+
+def warning_lead_s(lead_s: int, limit_min: int) -> int:
+    """Seconds before the time limit to warn: `lead_s` when it is at most MAX_WARNING_SHARE of the limit, else
+    0 (no warning). A shorter lead would not leave training time to finish its step; a longer share would
+    stop jobs that would have finished (the warning comes up to a minute early, SLURM's event resolution)
+    and spend their retries. A job without a warning still saves its step on SLURM's SIGTERM at the limit
+    when the step ends within KillWait."""
+    return lead_s if lead_s <= limit_min * 60 * MAX_WARNING_SHARE else 0
+
+
 def warning_signal_option(seconds: int) -> str:
     """sbatch's option asking for SIGUSR1 `seconds` before the time limit, sent to the job steps (not `B:`,
     which signals the batch shell only); empty for 0."""
