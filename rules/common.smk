@@ -113,6 +113,7 @@ def train_request(wildcards, attempt):
         attempt,
         Request(spec.mem_mb, spec.runtime),
         log=f"logs/train/{wildcards.model}/fold{wildcards.fold}.log",
+        memory_log=f"logs/train/{wildcards.model}/fold{wildcards.fold}.memory.jsonl",
     )
 
 
@@ -137,7 +138,11 @@ def infer_request(wildcards, attempt):
     """Inference memory from the model's table row and INFER_RUNTIME, resized on retries."""
     spec = MODEL_SPECS[wildcards.model]
     return RETRY.request(
-        "infer", wildcards, attempt, Request(spec.infer_mem_mb, INFER_RUNTIME)
+        "infer",
+        wildcards,
+        attempt,
+        Request(spec.infer_mem_mb, INFER_RUNTIME),
+        memory_log=f"logs/infer/{wildcards.model}.memory.jsonl",
     )
 
 

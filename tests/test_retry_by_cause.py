@@ -19,11 +19,13 @@ import yaml
 from slurm_support import BIN, TINY_CONFIG, by_job, mb, sacct, slurm_env, snakemake_cmd, submitted
 from workflow_runner import copy_workflow
 
+from fvc.core.memory import MemoryLog
 from fvc.slurm.retry import Attempt, Policy, Request, RetrySizer, decide
 from fvc.slurm.sacct import FIELDS, SacctUnavailable, parse_sacct
 
 POLICY = Policy(memory_growth=1.5, runtime_growth=2, max_runtime=5, memory_safety=1.2)
 SUBMIT = "2026-11-29T20:00:00"
+END = "2026-11-29T20:01:10"
 
 
 def sacct_text(
@@ -31,7 +33,7 @@ def sacct_text(
 ) -> str:
     """sacct --parsable2 lines (allocation, batch) of one job in FIELDS order."""
     common = {"State": state, "ExitCode": exit_code, "Elapsed": "00:01:10", "TotalCPU": "00:00:50"}
-    common |= {"AllocCPUS": "1", "NNodes": "1", "Submit": submit}
+    common |= {"AllocCPUS": "1", "NNodes": "1", "Submit": submit, "Start": submit, "End": END}
     alloc = {"JobID": job_id, "JobIDRaw": job_id, "JobName": "x", "ReqMem": req, "Timelimit": limit}
     alloc["Comment"] = "rule_train_wildcards_naive_cnn_0"
     batch = {"JobID": f"{job_id}.batch", "JobIDRaw": f"{job_id}.batch", "JobName": "batch", "MaxRSS": rss}
@@ -152,6 +154,47 @@ def test_the_sizer_reads_the_latest_job_of_this_run_once_and_logs_the_decision(t
         "2",
         "1500",
     )
+
+
+def test_an_oom_retry_rests_on_the_cgroup_peak_the_failed_attempt_recorded(tmp_path: Path) -> None:
+    """sacct's MaxRSS of the OOM-killed attempt (1400 MB of 1000 asked: shared pages counted) would ask
+    1400 x 1.2; the cgroup peak that attempt's memory log recorded while it ran (990 MB; an earlier
+    attempt's larger record and a larger-than-request one not its own cgroup are left out) asks the
+    growth's 1500 instead. Without a memory log: MaxRSS as before."""
+    plugin_log(tmp_path, "21")
+    fake = FakeSacct(sacct_text("21", "OUT_OF_MEMORY", "0:125", "1000M", "1400M", "00:30:00"))
+    start, end = (datetime.fromisoformat(t).timestamp() for t in (SUBMIT, END))
+    memory_log = "logs/train/naive_cnn/fold0.memory.jsonl"
+    log = MemoryLog(tmp_path / memory_log, "train")
+    log.mark("epoch", time=start - 600, cgroup_peak_mb=1300.0)  # an earlier attempt
+    log.mark("start", time=start + 5, cgroup_peak_mb=400.0)
+    log.mark("epoch", time=start + 60, cgroup_peak_mb=990.0)
+    log.mark("epoch", time=start + 61, cgroup_peak_mb=None)
+    first = Request(1000, 30)
+
+    def retry(memory_log: str | None, csv_name: str) -> tuple[Request, list[str]]:
+        lines: list[str] = []
+        sizer = RetrySizer(tmp_path, POLICY, start, tmp_path / csv_name, sacct=fake, announce=lines.append)
+        return sizer.request("train", ["naive_cnn", "0"], 2, first, memory_log=memory_log), lines
+
+    request, lines = retry(memory_log, "with.csv")
+    assert request == Request(1500, 30), lines
+    assert retry(None, "without.csv") == (
+        Request(1680, 30),
+        [
+            "fvc retry: train naive_cnn_0 attempt 2: job 21 OUT_OF_MEMORY: mem_mb 1000 -> 1680, "
+            "runtime 30 -> 30 min (peak 1400 MB (MaxRSS) x memory_safety 1.2)"
+        ],
+    )
+    # A peak above the request is not the job's own cgroup (a container's): MaxRSS, as the audit does.
+    log.mark("epoch", time=start + 62, cgroup_peak_mb=1250.0)
+    assert retry(memory_log, "other.csv")[0] == Request(1680, 30)
+    (tmp_path / memory_log).write_text("\n".join((tmp_path / memory_log).read_text().splitlines()[:-1]))
+    safe = RetrySizer(tmp_path, replace(POLICY, memory_safety=1.6), start, tmp_path / "s.csv", sacct=fake)
+    assert safe.request("train", ["naive_cnn", "0"], 2, first, memory_log=memory_log) == Request(1584, 30)
+    with (tmp_path / "s.csv").open() as rows:
+        (row,) = csv.DictReader(rows)
+    assert (row["peak_mb"], row["reason"]) == ("990.0", "peak 990 MB (cgroup) x memory_safety 1.6")
 
 
 def test_without_a_previous_job_or_sacct_each_retry_grows_memory_as_before(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ When Snakemake computes a job's `mem_mb` and `runtime` for attempt > 1, the prev
 and wildcards is found as the audit finds jobs (`fvc.slurm.jobs.discover_jobs`: the plugin's logs and
 Snakemake's), limited to jobs submitted since this run started, and sacct says how it ended:
 
-- OUT_OF_MEMORY: memory = max(previous request x memory_growth, its measured peak x memory_safety);
+- OUT_OF_MEMORY: memory = max(previous request x memory_growth, its measured peak x memory_safety), the peak
+  being the one SLURM enforces (the cgroup's, from the attempt's memory log: the records written while it
+  ran) where the attempt recorded it, sacct's MaxRSS (which also counts shared pages) otherwise;
 - TIMEOUT, or FAILED after training stopped on SLURM's time-limit warning (SIGUSR1: fvc's log of that
   attempt says so): runtime = previous time limit x runtime_growth, at most max_runtime; memory unchanged;
 - NODE_FAIL, PREEMPTED, CANCELLED (by anyone), BOOT_FAIL, DEADLINE, FAILED with an exit code (the code's
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from fvc.slurm.causes import fvc_log_text
 from fvc.slurm.jobs import discover_jobs, id_order
+from fvc.slurm.rows import _largest, _records
 from fvc.slurm.sacct import FIELDS, MB, Job, SacctUnavailable, read_sacct
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,8 @@ class Attempt:
     request: Request
     peak_mb: float | None
     warned: bool = False  # training stopped on the time-limit warning (a step checkpoint, then exit 75)
+    peak_source: str = "MaxRSS"  # or `cgroup`: the peak SLURM's limit applies to, from the memory log
+    ran: tuple[float | None, float | None] = (None, None)  # its Start and End (Unix times)
 
     @classmethod
     def from_job(cls, job: Job) -> Attempt | None:
@@ -107,7 +112,19 @@ class Attempt:
             return None
         request = Request(round(job.req_mem / MB), math.ceil(alloc.time_limit_s / 60))
         peak = None if job.max_rss is None else job.max_rss / MB
-        return cls(job.job_id, job.state, alloc.exit_code, request, peak)
+        ran = (unix_time(alloc.start), unix_time(alloc.end))
+        return cls(job.job_id, job.state, alloc.exit_code, request, peak, ran=ran)
+
+    def with_enforced_peak(self, memory_log: Path) -> Attempt:
+        """This attempt with the cgroup peak its job's memory log recorded while it ran (within its request,
+        as the audit takes it: a larger one is not the job's own cgroup), unchanged when there is none."""
+        start, end = self.ran
+        if start is None or end is None or not memory_log.is_file():
+            return self
+        peak = _largest(_records(memory_log, start, end), "cgroup_peak_mb")
+        if peak is None or peak > self.request.mem_mb * 1.01:
+            return self
+        return replace(self, peak_mb=peak, peak_source="cgroup")
 
     @property
     def signal(self) -> int:
@@ -130,7 +147,8 @@ def decide(previous: Attempt, policy: Policy) -> Decision | None:
     if state == "OUT_OF_MEMORY":
         grown = math.ceil(old.mem_mb * policy.memory_growth)
         if previous.peak_mb is not None and previous.peak_mb * policy.memory_safety > grown:
-            mem, why = math.ceil(previous.peak_mb * policy.memory_safety), f"peak {previous.peak_mb:.0f} MB"
+            mem = math.ceil(previous.peak_mb * policy.memory_safety)
+            why = f"peak {previous.peak_mb:.0f} MB ({previous.peak_source})"
             return Decision(Request(mem, old.runtime), f"{why} x memory_safety {policy.memory_safety}")
         return Decision(Request(grown, old.runtime), f"request x memory_growth {policy.memory_growth}")
     if state == "TIMEOUT" or (state == "FAILED" and previous.warned):
@@ -147,13 +165,18 @@ def decide(previous: Attempt, policy: Policy) -> Decision | None:
     return None
 
 
-def submitted_at(job: Job) -> float | None:
-    """The job's Submit time (slurmctld's local time) as a Unix time; None if unknown."""
-    alloc = job.allocation
+def unix_time(text: str) -> float | None:
+    """A sacct time (`2026-11-29T20:09:49`, slurmctld's local time) as a Unix time; None if unknown."""
     try:
-        return datetime.fromisoformat(alloc.submit).timestamp() if alloc is not None else None
+        return datetime.fromisoformat(text).timestamp()
     except ValueError:
         return None
+
+
+def submitted_at(job: Job) -> float | None:
+    """The job's Submit time as a Unix time; None if unknown."""
+    alloc = job.allocation
+    return unix_time(alloc.submit) if alloc is not None else None
 
 
 def previous_attempt(
@@ -200,19 +223,34 @@ class RetrySizer:
         self._decided: dict[tuple[str, str, int], Request] = {}
 
     def request(
-        self, rule: str, wildcards: Sequence[str], attempt: int, first: Request, log: str | None = None
+        self,
+        rule: str,
+        wildcards: Sequence[str],
+        attempt: int,
+        first: Request,
+        log: str | None = None,
+        memory_log: str | None = None,
     ) -> Request:
         """The request of `attempt` of a job whose first attempt asks for `first` (`log`: the job's fvc log,
-        which tells a training stopped on the time-limit warning). Attempt 1, and every attempt when disabled
-        (a job's own Snakemake process, where the driver already sized it), cost nothing."""
+        which tells a training stopped on the time-limit warning; `memory_log`: its memory log, which holds
+        the cgroup peak of an attempt). Attempt 1, and every attempt when disabled (a job's own Snakemake
+        process, where the driver already sized it), cost nothing."""
         if attempt == 1 or not self.enabled:
             return self.policy.blind(first, attempt)
         key = (rule, wildcard_string(wildcards), attempt)
         if key not in self._decided:
-            self._decided[key] = self._resize(*key, first, log)
+            self._decided[key] = self._resize(*key, first, log, memory_log)
         return self._decided[key]
 
-    def _resize(self, rule: str, wildcards: str, attempt: int, first: Request, log: str | None) -> Request:
+    def _resize(
+        self,
+        rule: str,
+        wildcards: str,
+        attempt: int,
+        first: Request,
+        log: str | None,
+        memory_log: str | None,
+    ) -> Request:
         try:
             previous = previous_attempt(self.workdir, rule, wildcards, self.since, self.sacct)
         except SacctUnavailable as exc:
@@ -221,6 +259,8 @@ class RetrySizer:
         if previous is not None and previous.state == "FAILED" and log:
             text = fvc_log_text(self.workdir / log, previous.job_id)
             previous = replace(previous, warned=bool(WARNED.search(text)))
+        if previous is not None and memory_log:
+            previous = previous.with_enforced_peak(self.workdir / memory_log)
         decision = decide(previous, self.policy) if previous is not None else None
         if previous is None or decision is None:
             request = self.policy.blind(first, attempt)
