@@ -598,8 +598,8 @@ def download_shard(
     order = {e.video_id: i for i, e in enumerate(entries)}
     report.rows.sort(key=lambda row: order[row["video_id"]])
     report.failed.sort(key=lambda item: order[item[0].video_id])
-    _write_csv(failed_csv, FAILED_COLUMNS, _failed_rows(report.failed))
-    _write_csv(table, VIDEO_COLUMNS, report.rows)
+    _write_csv(Path(failed_csv), FAILED_COLUMNS, _failed_rows(report.failed))
+    _write_csv(Path(table), VIDEO_COLUMNS, report.rows)
     memory.mark("end", fetched=report.fetched, skipped=report.skipped, failed=len(report.failed))
     log.info(
         "download shard %d of %d: %d fetched, %d already present, %d failed (see %s)",
