@@ -1,3 +1,16 @@
+from fvc.core.shards import shard_count
+
+# Download shard jobs (fvc.core.shards): a video's shard comes from its id. They run as local rules, like the
+# merge (compute nodes often have no internet; on one node the shards' per-site politeness always holds).
+DOWNLOAD_SHARDS = shard_count(config)
+# The shards' settings: every download key but the merge's max_failed_fraction.
+FETCH_SETTINGS = {
+    key: value
+    for key, value in config["download"].items()
+    if key != "max_failed_fraction"
+}
+
+
 rule demo_data:
     output:
         manifest=str(DEMO.manifest),
@@ -23,9 +36,46 @@ rule demo_data:
         "../workflow_scripts/demo_data.py"
 
 
+rule download_shard:
+    input:
+        **manifest_inputs(),
+    output:
+        videos=str(LAYOUT.download.shard("{shard}", DOWNLOAD_SHARDS).videos_csv),
+        failed=str(LAYOUT.download.shard("{shard}", DOWNLOAD_SHARDS).failed_csv),
+    log:
+        main="logs/download/shard{shard}.log",
+        memory="logs/download/shard{shard}.memory.jsonl",
+    benchmark:
+        "logs/benchmarks/download_shard/{shard}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+    localrule: True
+    conda:
+        "../envs/fvc.yaml"
+    resources:
+        mem_mb=rule_mem_mb("download"),
+        runtime=rule_runtime("download"),
+        slurm_partition=CPU_PARTITION,
+    params:
+        out_dir=str(LAYOUT.download.videos_dir),
+        sites=str(LAYOUT.download.sites_dir),
+        shards=DOWNLOAD_SHARDS,
+        settings=settings(labels=config["dataset"]["labels"], **FETCH_SETTINGS),
+    script:
+        "../workflow_scripts/download_shard.py"
+
+
 rule download:
     input:
         **manifest_inputs(),
+        videos=expand(
+            str(LAYOUT.download.shard("{shard}", DOWNLOAD_SHARDS).videos_csv),
+            shard=range(DOWNLOAD_SHARDS),
+        ),
+        failed=expand(
+            str(LAYOUT.download.shard("{shard}", DOWNLOAD_SHARDS).failed_csv),
+            shard=range(DOWNLOAD_SHARDS),
+        ),
     output:
         videos=str(LAYOUT.download.videos_csv),
     log:
@@ -43,6 +93,9 @@ rule download:
     params:
         out_dir=beside("videos", "videos"),
         failed=beside("videos", "failed.csv"),  # and failed_summary.json beside it
-        settings=settings(labels=config["dataset"]["labels"], **config["download"]),
+        settings=settings(
+            labels=config["dataset"]["labels"],
+            max_failed_fraction=config["download"]["max_failed_fraction"],
+        ),
     script:
         "../workflow_scripts/download.py"

@@ -29,8 +29,24 @@ DEMO = DemoFiles(Path("resources/demo"))
 
 
 @dataclass(frozen=True)
+class DownloadShardFiles:
+    """One download shard's tables: its stored videos and its failed entries with their reasons."""
+
+    path: Path
+
+    @property
+    def videos_csv(self) -> Path:
+        return self.path / "videos.csv"
+
+    @property
+    def failed_csv(self) -> Path:
+        return self.path / "failed.csv"
+
+
+@dataclass(frozen=True)
 class DownloadFiles:
-    """`download`'s folder: the videos, their table, the entries that failed."""
+    """`download`'s folder: the videos, their table, the entries that failed, the shards' tables and the
+    per-site politeness state the shards share."""
 
     path: Path
 
@@ -45,6 +61,13 @@ class DownloadFiles:
     @property
     def failed_csv(self) -> Path:
         return self.path / "failed.csv"
+
+    @property
+    def sites_dir(self) -> Path:
+        return self.path / "sites"
+
+    def shard(self, shard: int | str, count: int) -> DownloadShardFiles:
+        return DownloadShardFiles(self.path / "shards" / f"{shard}-of-{count}")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ and per cascade."""
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import http.client
 import json
@@ -36,11 +37,13 @@ from tqdm import tqdm
 from fvc.core.atomic import atomic_open, commit, disk_space_errors
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
+from fvc.core.paths import DownloadFiles
 from fvc.core.progress import progress
+from fvc.core.shards import shard_of
 from fvc.data.archive import member_problems, safe_extract
 from fvc.data.manifest import LabelMap, Manifest, ManifestEntry, read_manifests
 from fvc.data.pages import PageError, PageOptions, fetch_page, has_video_suffix, site_extractor
-from fvc.data.polite import SitePacer, retry_after_s
+from fvc.data.polite import SitePacer, flocked, retry_after_s
 from fvc.data.sniff import HEAD_BYTES, check_file, not_a_video
 
 log = logging.getLogger(__name__)
@@ -77,15 +80,15 @@ class DownloadFailed(FvcError, RuntimeError):
 
 @dataclass(frozen=True)
 class FetchOptions:
-    """How to fetch: chunk size, retries with exponential backoff, the per-request timeout, the longest
-    Retry-After honoured and the pause between requests to one site."""
+    """How to fetch: the per-site pacing (shared by every shard), chunk size, retries with exponential
+    backoff, the per-request timeout and the longest Retry-After honoured."""
 
+    pacer: SitePacer
     chunk_bytes: int = 262144
     retries: int = 3
     timeout_s: float = 30.0
     backoff_s: float = 1.0
     retry_after_max_s: float = 120.0
-    pacer: SitePacer = field(default_factory=lambda: SitePacer(0))
 
 
 @dataclass
@@ -197,8 +200,9 @@ def _wait_after(exc: HTTPError, attempt: int, opts: FetchOptions) -> float:
 
 
 def with_retries(url: str, opts: FetchOptions, attempt_once: Any) -> Any:
-    """`attempt_once()` with retries: paced per site, exponential backoff, Retry-After honoured on 429/503.
-    Client errors (404, 403, ...) and NotAVideo are not retried."""
+    """`attempt_once()` with retries: paced per site, exponential backoff, Retry-After honoured on 429/503
+    (a hold on the whole site, for every worker and shard). Client errors (404, 403, ...) and NotAVideo are
+    not retried."""
     last, wait = "no attempt", 0.0
     for attempt in range(opts.retries + 1):
         if attempt:
@@ -210,6 +214,8 @@ def with_retries(url: str, opts: FetchOptions, attempt_once: Any) -> Any:
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
                 raise FetchError(_reason(exc)) from exc
             last, wait = _reason(exc), _wait_after(exc, attempt, opts)
+            if exc.code in RETRY_STATUSES:
+                opts.pacer.hold(url, wait)
         except NotAVideo:
             raise
         except (FetchError, URLError, OSError, http.client.HTTPException) as exc:
@@ -315,23 +321,31 @@ class DownloadArchive:
             self.records[video_id] = stored
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)  # shards append to one archive; close flushes, then unlocks
                 fh.write(line)
 
 
+def archive_copy(out_dir: Path, source: str) -> Path:
+    """Where a remote archive is kept while its members are extracted (shared by the shards)."""
+    digest = hashlib.blake2b(source.encode(), digest_size=4).hexdigest()
+    return out_dir / STAGING / "archives" / f"{digest}_{Path(urlsplit(source).path).name}"
+
+
 class _Run:
-    """State of one download run: where files go, options, progress, the archive and the report being
-    filled (by several worker threads)."""
+    """State of one download shard: where files go (`members_dir`: its own folder for extracted archive
+    members), options, progress, the archive and the report being filled (by several worker threads)."""
 
     def __init__(
-        self, out_dir: Path, opts: FetchOptions, pages: PageOptions, progress: tqdm, memory: MemoryLog
+        self,
+        out_dir: Path,
+        members_dir: Path,
+        opts: FetchOptions,
+        pages: PageOptions,
+        progress: tqdm,
+        memory: MemoryLog,
     ) -> None:
-        self.out_dir, self.opts, self.pages, self.progress, self.memory = (
-            out_dir,
-            opts,
-            pages,
-            progress,
-            memory,
-        )
+        self.out_dir, self.members_dir = out_dir, members_dir
+        self.opts, self.pages, self.progress, self.memory = opts, pages, progress, memory
         self.report = DownloadReport()
         self.archive_log = DownloadArchive(out_dir / ARCHIVE)
         self._lock = threading.Lock()
@@ -425,8 +439,10 @@ class _Run:
         )
 
     def archive(self, source: str, items: list[tuple[ManifestEntry, str]]) -> None:
-        """Fetch the archive once (only if a member is still missing), extract the wanted members safely into
-        a staging folder, verify each against its row and install it."""
+        """Fetch the archive once for every shard (only if a member is still missing; under a lock, so one
+        shard fetches while the others wait), extract the wanted members safely into this shard's staging
+        folder, verify each against its row and install it. The merge removes the archive once every member
+        of it is stored."""
         pending = []
         for entry, member in items:
             if stored := self.installed(entry):
@@ -435,17 +451,14 @@ class _Run:
                 pending.append((entry, member))
         if not pending:
             return
-        failed_before = len(self.report.failed)
-        staging = self.out_dir / STAGING
         remote = source.startswith(("http://", "https://"))
-        local = Path(source)
-        if remote:
-            digest = hashlib.blake2b(source.encode(), digest_size=4).hexdigest()
-            local = staging / "archives" / f"{digest}_{Path(urlsplit(source).path).name}"
+        local = archive_copy(self.out_dir, source) if remote else Path(source)
         try:
-            if remote and not local.exists():
-                with progress(desc=f"archive {local.name}", **BAR) as bar:
-                    fetch(source, local, self.opts, bar)
+            if remote:
+                with flocked(local.with_name(local.name + ".lock")):
+                    if not local.exists():
+                        with progress(desc=f"archive {local.name}", **BAR) as bar:
+                            fetch(source, local, self.opts, bar)
             problems = member_problems(local, [member for _, member in pending])
         except ARCHIVE_ERRORS as exc:
             for entry, _ in pending:
@@ -457,7 +470,7 @@ class _Run:
                 self.fail(entry, f"archive member {member!r} refused: {problems[member]}")
             else:
                 ok.append((entry, member))
-        extract_dir = staging / "members"
+        extract_dir = self.members_dir
         try:
             safe_extract(local, extract_dir, [member for _, member in ok])
         except ARCHIVE_ERRORS as exc:
@@ -478,8 +491,6 @@ class _Run:
             self.progress.update(checked[1])
             self.succeed(entry, Stored(*checked, extractor="archive"), fetched=True)
         shutil.rmtree(extract_dir, ignore_errors=True)
-        if remote and len(self.report.failed) == failed_before:
-            local.unlink(missing_ok=True)
 
 
 def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
@@ -517,6 +528,169 @@ def loss_summary(manifest: Manifest, failed: Sequence[tuple[ManifestEntry, str]]
     }
 
 
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _failed_rows(failed: Iterable[tuple[ManifestEntry, str]]) -> Iterable[dict[str, str]]:
+    for entry, reason in failed:
+        yield {"video_id": entry.video_id, "url": entry.url, "label": entry.label_name, "group": entry.group,
+               "reason": reason}  # fmt: skip
+
+
+def download_shard(
+    manifest: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    table: str | os.PathLike[str],
+    failed_csv: str | os.PathLike[str],
+    sites_dir: str | os.PathLike[str],
+    *,
+    shard: int,
+    count: int,
+    labels: LabelMap | None = None,
+    chunk_bytes: int,
+    retries: int,
+    backoff_s: float,
+    timeout_s: float,
+    workers: int,
+    per_site_interval_s: float,
+    retry_after_max_s: float,
+    format: str,
+    cookies: str | None,
+    rate_limit: int | None,
+    memory_log: str | os.PathLike[str] | None = None,
+) -> DownloadReport:
+    """Fetch the manifest entries of shard `shard` of `count` (fvc.core.shards.shard_of) into
+    `out_dir/<video_id>` with `workers` threads, and write the shard's `table` (its videos.csv rows) and
+    `failed_csv` (its failures with their reasons), both in the manifest's order. The pause between requests
+    to a site and Retry-After holds are shared through `sites_dir` with every other shard (SitePacer)."""
+    out_dir = Path(out_dir)
+    memory = MemoryLog(memory_log, "download")
+    entries = [e for e in read_manifests(manifest, labels).entries if shard_of(e.video_id, count) == shard]
+    memory.mark("start", entries=len(entries), shard=shard, count=count)
+    pacer = SitePacer(per_site_interval_s, sites_dir)
+    opts = FetchOptions(pacer, chunk_bytes, retries, timeout_s, backoff_s, retry_after_max_s)
+    pages = PageOptions(
+        format, timeout_s, retries, backoff_s, retry_after_max_s, per_site_interval_s, cookies, rate_limit
+    )
+    total = sum(e.size for e in entries if e.size is not None) or None
+    with progress(total=total, desc=f"download shard {shard} of {count}", **BAR) as bar:
+        run = _Run(out_dir, out_dir / STAGING / f"members-{shard}-of-{count}", opts, pages, bar, memory)
+        archives: dict[str, list[tuple[ManifestEntry, str]]] = {}
+        singles: list[ManifestEntry] = []
+        for entry in entries:
+            try:
+                source, member = split_source(entry.url, entry.base)
+            except FetchError as exc:
+                run.fail(entry, str(exc))
+                continue
+            if member is None:
+                singles.append(entry)
+            else:
+                archives.setdefault(source, []).append((entry, member))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
+            for done in [pool.submit(run.plain, entry) for entry in singles]:
+                done.result()  # a full disk (DiskFullError) stops the stage
+        for source, items in archives.items():
+            run.archive(source, items)
+    report = run.report
+    order = {e.video_id: i for i, e in enumerate(entries)}
+    report.rows.sort(key=lambda row: order[row["video_id"]])
+    report.failed.sort(key=lambda item: order[item[0].video_id])
+    _write_csv(Path(failed_csv), FAILED_COLUMNS, _failed_rows(report.failed))
+    _write_csv(Path(table), VIDEO_COLUMNS, report.rows)
+    memory.mark("end", fetched=report.fetched, skipped=report.skipped, failed=len(report.failed))
+    log.info(
+        "download shard %d of %d: %d fetched, %d already present, %d failed (see %s)",
+        shard, count, report.fetched, report.skipped, len(report.failed), failed_csv,
+    )  # fmt: skip
+    return report
+
+
+def _remove_staging(out_dir: Path, listed: Manifest, lost: set[str]) -> None:
+    """Remove the staging folder when nothing failed, else each remote archive whose members are all stored
+    (a fetched archive or page part is kept only while something of it still fails)."""
+    if not lost:
+        shutil.rmtree(out_dir / STAGING, ignore_errors=True)
+        return
+    archives: dict[str, bool] = {}
+    for entry in listed.entries:
+        try:
+            source, member = split_source(entry.url, entry.base)
+        except FetchError:
+            continue
+        if member is not None and source.startswith(("http://", "https://")):
+            archives[source] = archives.get(source, True) and entry.video_id not in lost
+    for source, stored in archives.items():
+        if stored:
+            archive_copy(out_dir, source).unlink(missing_ok=True)
+
+
+def merge_shards(
+    manifest: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    shards: Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str]]],
+    table: str | os.PathLike[str],
+    failed_csv: str | os.PathLike[str],
+    *,
+    labels: LabelMap | None = None,
+    max_failed_fraction: float,
+    memory_log: str | os.PathLike[str] | None = None,
+) -> DownloadReport:
+    """Merge the shards' (videos.csv, failed.csv) tables into `table` (videos.csv), `failed_csv` and the
+    loss summary beside it, in the manifest's order, so that they are the same bytes for any shard count.
+    Raises FvcError when the shards do not cover the manifest exactly once, and DownloadFailed (after
+    writing failed.csv and the summary) when the failed share of the whole dataset exceeds
+    max_failed_fraction."""
+    out_dir, table, failed_csv = Path(out_dir), Path(table), Path(failed_csv)
+    summary_json = failed_csv.with_name(SUMMARY)
+    memory = MemoryLog(memory_log, "download")
+    listed = read_manifests(manifest, labels)
+    entries = {e.video_id: e for e in listed.entries}
+    stored: dict[str, dict[str, str]] = {}
+    reasons: dict[str, str] = {}
+    for videos, failed in shards:
+        stored.update((row["video_id"], row) for row in _read_csv(Path(videos)))
+        reasons.update((row["video_id"], row["reason"]) for row in _read_csv(Path(failed)))
+    missing = [v for v in entries if v not in stored and v not in reasons]
+    extra = [v for v in (*stored, *reasons) if v not in entries or (v in stored and v in reasons)]
+    if missing or extra:
+        raise FvcError(
+            f"the download shards' tables do not match the manifest: {len(missing)} entries in no shard "
+            f"({', '.join(missing[:5])}), {len(extra)} unknown or twice ({', '.join(extra[:5])}); rerun the "
+            "download shards"
+        )
+    report = DownloadReport(
+        rows=[stored[v] for v in entries if v in stored],
+        failed=[(entry, reasons[v]) for v, entry in entries.items() if v in reasons],
+    )
+    _remove_staging(out_dir, listed, set(reasons))
+    _write_csv(failed_csv, FAILED_COLUMNS, _failed_rows(report.failed))
+    summary = loss_summary(listed, report.failed)
+    with atomic_open(summary_json, "w") as fh:
+        json.dump(summary, fh, indent=1)
+    memory.mark("merge", shards=len(shards), stored=len(report.rows), failed=len(report.failed))
+    per_label = ", ".join(
+        f"{label} {c['failed']} of {c['entries']}" for label, c in summary["by_label"].items()
+    )
+    log.info(
+        "download: %d stored, %d failed (see %s); lost per label: %s; cascades lost entirely: %d of %d "
+        "(see %s)",
+        len(report.rows), len(report.failed), failed_csv, per_label,
+        len(summary["cascades_lost_entirely"]), len(summary["by_cascade"]), summary_json,
+    )  # fmt: skip
+    if report.failed and len(report.failed) > max_failed_fraction * len(entries):
+        listed_lines = "\n  ".join(f"{e.video_id} ({e.url}): {reason}" for e, reason in report.failed[:50])
+        more = f"\n  ... and {len(report.failed) - 50} more" if len(report.failed) > 50 else ""
+        raise DownloadFailed(
+            f"{len(report.failed)} of {len(entries)} entries failed (max_failed_fraction "
+            f"{max_failed_fraction}); see {failed_csv} and {summary_json}:\n  {listed_lines}{more}"
+        )
+    _write_csv(table, VIDEO_COLUMNS, report.rows)
+    return report
+
+
 def download_all(
     manifest: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -537,74 +711,26 @@ def download_all(
     rate_limit: int | None,
     memory_log: str | os.PathLike[str] | None = None,
 ) -> DownloadReport:
-    """Fetch every entry of the manifest file(s) into `out_dir/<video_id>` with `workers` threads and write
-    `table` (videos.csv, paths relative to the current directory), `failed_csv` (default: next to `table`)
-    and the loss summary (failed_summary.json beside it). `labels` maps manifest labels (default: the
-    schema's dataset.labels). Raises DownloadFailed, after writing failed.csv and the summary and keeping
-    every verified file, when the failed share exceeds max_failed_fraction."""
-    out_dir, table = Path(out_dir), Path(table)
+    """The whole download in this process (`fvc download`): one shard of one, then the merge. Fetches every
+    entry into `out_dir/<video_id>` and writes `table` (videos.csv, paths relative to the current
+    directory), `failed_csv` (default: next to `table`) and the loss summary (failed_summary.json beside
+    it); the shard's tables and the per-site state go under `table`'s folder (`shards/0-of-1`, `sites`).
+    `labels` maps manifest labels (default: the schema's dataset.labels). Raises DownloadFailed, after
+    writing failed.csv and the summary and keeping every verified file, when the failed share exceeds
+    max_failed_fraction."""
+    table = Path(table)
     failed_csv = Path(failed_csv) if failed_csv is not None else table.parent / "failed.csv"
-    summary_json = failed_csv.with_name(SUMMARY)
-    memory = MemoryLog(memory_log, "download")
-    listed = read_manifests(manifest, labels)
-    entries = listed.entries
-    memory.mark("start", entries=len(entries))
-    pacer = SitePacer(per_site_interval_s)
-    opts = FetchOptions(chunk_bytes, retries, timeout_s, backoff_s, retry_after_max_s, pacer)
-    pages = PageOptions(
-        format, timeout_s, retries, backoff_s, retry_after_max_s, per_site_interval_s, cookies, rate_limit
-    )
-    total = sum(e.size for e in entries if e.size is not None) or None
-    with progress(total=total, desc="download", **BAR) as bar:
-        run = _Run(out_dir, opts, pages, bar, memory)
-        archives: dict[str, list[tuple[ManifestEntry, str]]] = {}
-        singles: list[ManifestEntry] = []
-        for entry in entries:
-            try:
-                source, member = split_source(entry.url, entry.base)
-            except FetchError as exc:
-                run.fail(entry, str(exc))
-                continue
-            if member is None:
-                singles.append(entry)
-            else:
-                archives.setdefault(source, []).append((entry, member))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
-            for done in [pool.submit(run.plain, entry) for entry in singles]:
-                done.result()  # a full disk (DiskFullError) stops the stage
-        for source, items in archives.items():
-            run.archive(source, items)
-    report = run.report
-    if not report.failed:  # a fetched archive or page part is kept only while something still fails
-        shutil.rmtree(out_dir / STAGING, ignore_errors=True)
-    order = {e.video_id: i for i, e in enumerate(entries)}
-    report.rows.sort(key=lambda row: order[row["video_id"]])
-    report.failed.sort(key=lambda item: order[item[0].video_id])
-    _write_csv(
-        failed_csv,
-        FAILED_COLUMNS,
-        ({"video_id": e.video_id, "url": e.url, "label": e.label_name, "group": e.group, "reason": reason}
-         for e, reason in report.failed),
+    folder = DownloadFiles(table.parent)
+    shard = folder.shard(0, 1)
+    fetched = download_shard(
+        manifest, out_dir, shard.videos_csv, shard.failed_csv, folder.sites_dir, shard=0, count=1,
+        labels=labels, chunk_bytes=chunk_bytes, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
+        workers=workers, per_site_interval_s=per_site_interval_s, retry_after_max_s=retry_after_max_s,
+        format=format, cookies=cookies, rate_limit=rate_limit, memory_log=memory_log,
     )  # fmt: skip
-    summary = loss_summary(listed, report.failed)
-    with atomic_open(summary_json, "w") as fh:
-        json.dump(summary, fh, indent=1)
-    memory.mark("end", fetched=report.fetched, skipped=report.skipped, failed=len(report.failed))
-    per_label = ", ".join(
-        f"{label} {c['failed']} of {c['entries']}" for label, c in summary["by_label"].items()
-    )
-    log.info(
-        "download: %d fetched, %d already present, %d failed (see %s); lost per label: %s; cascades lost "
-        "entirely: %d of %d (see %s)",
-        report.fetched, report.skipped, len(report.failed), failed_csv, per_label,
-        len(summary["cascades_lost_entirely"]), len(summary["by_cascade"]), summary_json,
+    report = merge_shards(
+        manifest, out_dir, [(shard.videos_csv, shard.failed_csv)], table, failed_csv, labels=labels,
+        max_failed_fraction=max_failed_fraction, memory_log=memory_log,
     )  # fmt: skip
-    if report.failed and len(report.failed) > max_failed_fraction * len(entries):
-        listed_lines = "\n  ".join(f"{e.video_id} ({e.url}): {reason}" for e, reason in report.failed[:50])
-        more = f"\n  ... and {len(report.failed) - 50} more" if len(report.failed) > 50 else ""
-        raise DownloadFailed(
-            f"{len(report.failed)} of {len(entries)} entries failed (max_failed_fraction "
-            f"{max_failed_fraction}); see {failed_csv} and {summary_json}:\n  {listed_lines}{more}"
-        )
-    _write_csv(table, VIDEO_COLUMNS, report.rows)
+    report.fetched, report.skipped = fetched.fetched, fetched.skipped
     return report

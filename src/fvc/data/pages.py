@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,7 +151,8 @@ def _chosen(info: dict[str, Any]) -> dict[str, Any]:
 
 def fetch_page(url: str, stem: Path, opts: PageOptions, pacer: SitePacer) -> PageVideo:
     """Download the page's video to `stem`.<ext> (yt-dlp's .part there continues a killed download),
-    retrying after a 429/503 as Retry-After asks; PageError with yt-dlp's reason otherwise."""
+    retrying after a 429/503 as Retry-After asks (a hold on the site for every shard: `pacer`); PageError
+    with yt-dlp's reason otherwise."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     outtmpl = str(stem).replace("%", "%%") + ".%(ext)s"
     for attempt in range(opts.retries + 1):
@@ -169,7 +169,7 @@ def fetch_page(url: str, stem: Path, opts: PageOptions, pacer: SitePacer) -> Pag
             asked = retry_after_s(http.response.headers.get("Retry-After"))
             wait = opts.backoff_s * 2**attempt if asked is None else min(asked, opts.retry_after_max_s)
             log.warning("%s: %s; retrying in %.1f s", url, reason, wait)
-            time.sleep(wait)
+            pacer.hold(url, wait)  # every worker and shard keeps off the site, not only this one
     if not info:
         raise PageError("yt-dlp found no video on the page")
     info = _chosen(info)
