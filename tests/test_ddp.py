@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from slurm_support import ROOT, by_job, sacct, slurm_env, wait_until
 from train_fixtures import tiny_spec, write_dataset
 
 from fvc.core.config import ConfigError, model_specs
@@ -107,3 +110,68 @@ def test_a_failing_rank_fails_the_job(dataset, tmp_path):
     with pytest.raises(Exception, match="exit code"):
         train(dataset, tmp_path, spec)
     assert os.path.exists(tmp_path / "train.log")
+
+
+DRIVER = """
+import sys
+from pathlib import Path
+from train_fixtures import tiny_spec
+from fvc.train.training import train_fold
+
+root, out, epochs = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+spec = tiny_spec("logistic_regression", epochs=epochs, size=16, batch_size=2, grad_accum_steps=1, tasks=2)
+train_fold(root / "clips.csv", root / "folds.csv", 0, spec, out / "metrics.json", out / "fold0.safetensors",
+           out / "checkpoints", device="cpu", seed=0, precision="fp32", root=root,
+           memory_log=out / "memory.jsonl", log=out / "train.log")
+"""
+
+
+def sbatch_training(dataset, out: Path, epochs: int) -> str:
+    """A job shaped as the SLURM plugin submits a 2-task row (sbatch --ntasks=2, the job's script in a
+    one-task step); returns its id."""
+    root = dataset[0]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "driver.py").write_text(DRIVER)
+    step = (
+        f"srun -n1 --cpu-bind=q --cpus-per-task=1 {sys.executable} {out / 'driver.py'} {root} {out} {epochs}"
+    )
+    env = {**slurm_env(), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    argv = ["sbatch", "--parsable", "-A", "fvc", "-p", "debug", "-J", "fvc-x4-ddp", "--ntasks=2"]
+    argv += ["--cpus-per-task=1", "--mem=3000", "-t", "10", "-o", str(out / "slurm.out"), "--wrap", step]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.slurm
+def test_two_tasks_under_srun_train_checkpoint_and_resume(slurm_cluster, dataset, tmp_path):
+    reference = train(
+        dataset,
+        tmp_path / "one",
+        tiny_spec("logistic_regression", epochs=3, size=16, batch_size=4, grad_accum_steps=1),
+    )
+    killed = tmp_path / "killed"
+    job = sbatch_training(dataset, killed, epochs=3)
+    state = killed / "checkpoints/state.json"
+    wait_until(state.exists, 300, "the 2-task job's first epoch checkpoint")
+    subprocess.run(["scancel", "--signal=KILL", "--full", job], check=True)
+    sacct([job])
+    first = json.loads(state.read_text())["epoch"]
+    assert first < 2 and not (killed / "metrics.json").exists()
+    resumed = sbatch_training(dataset, killed, epochs=3)
+    wait_until((killed / "metrics.json").exists, 300, "the resumed 2-task job's metrics")
+    rows = by_job(sacct([resumed]))[resumed]
+    assert rows[0]["State"] == "COMPLETED", rows
+    metrics = json.loads((killed / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["resumed_from_epoch"] == first
+    for a, b in zip(reference["history"], metrics["history"], strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=TOLERANCE)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=TOLERANCE)
+    log = (killed / "train.log").read_text()
+    assert "rank 0/2" in log and "rank 1/2" in log
+    # the ranks ran as one step of two tasks, beside the script's one-task step
+    steps = subprocess.run(
+        ["sacct", "-P", "-n", "-j", resumed, "--format=JobID,NTasks"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert f"{resumed}.1|2" in steps, steps
