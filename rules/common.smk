@@ -159,6 +159,16 @@ def model_gpus(wildcards):
     return MODEL_SPECS[wildcards.model].gpus
 
 
+def model_tasks(wildcards):
+    """Processes of a model's train job (sbatch --ntasks; DDP ranks: fvc.train.distributed)."""
+    return MODEL_SPECS[wildcards.model].world_size
+
+
+def model_tasks_per_gpu(wildcards):
+    """One task per GPU for a model with GPUs (the plugin's default would be `tasks` per GPU); 0: unset."""
+    return 1 if MODEL_SPECS[wildcards.model].gpus else 0
+
+
 def model_gpu_model(wildcards):
     """The GPU type of a model's jobs (sbatch --gpus=<type>:<n>); empty: any GPU (or none)."""
     spec = MODEL_SPECS[wildcards.model]

@@ -27,6 +27,9 @@ rule train:
         # The model row's GPUs and type (sbatch --gpus), on the GPU partition when it has GPUs.
         gpu=model_gpus,
         gpu_model=model_gpu_model,
+        # Processes of the job (a row's tasks, or one per GPU): srun starts them inside the allocation.
+        tasks=model_tasks,
+        tasks_per_gpu=model_tasks_per_gpu,
         slurm_partition=model_partition,
         # SIGUSR1 to the job's steps (not `B:`, the batch shell only) before the time limit: training writes a
         # step checkpoint and exits; the retry resumes from it (docs/slurm.md "Time limits and preemption").

@@ -28,6 +28,7 @@ try:
         memory_log=snakemake.log.memory,
         # Read here, not a param: a change of it alone retrains nothing (like mem_mb).
         snakemake_overhead_mb=snakemake_overhead_mb(snakemake.config),
+        log=snakemake.log.main,  # the ranks' of a row with several processes
         **snakemake.params.settings,
     )
 except TrainingStopped:  # logged by train_fold; the retry resumes from the checkpoint

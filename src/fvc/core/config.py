@@ -108,11 +108,17 @@ class ModelSpec:
     gpu_model: str | None = None
     cpus: int = 1
     vram_mb: int | None = None
+    tasks: int = 1
+
+    @property
+    def world_size(self) -> int:
+        """Training processes of a job (DDP ranks): one per GPU with several GPUs, else `tasks`."""
+        return self.gpus if self.gpus > 1 else self.tasks
 
     @property
     def effective_batch(self) -> int:
-        """Samples per optimizer step."""
-        return self.batch_size * self.grad_accum_steps
+        """Samples per optimizer step, over all ranks."""
+        return self.batch_size * self.grad_accum_steps * self.world_size
 
 
 def model_specs(config: dict, source: str = "config") -> dict[str, ModelSpec]:
@@ -125,11 +131,16 @@ def model_specs(config: dict, source: str = "config") -> dict[str, ModelSpec]:
         if name not in specs:
             raise ConfigError(f"{source}: train.models names {name!r}, but models.{name} has no row")
         spec = specs[name]
+        if spec.gpus > 1 and spec.tasks not in (1, spec.gpus):
+            raise ConfigError(
+                f"{source}: models.{name}: tasks {spec.tasks} with gpus {spec.gpus}; a job runs one task "
+                f"per GPU: set tasks to 1 or {spec.gpus}"
+            )
         if spec.effective_batch != train["effective_batch"]:
             raise ConfigError(
                 f"{source}: models.{name}: batch_size {spec.batch_size} x grad_accum_steps "
-                f"{spec.grad_accum_steps} = {spec.effective_batch}, but train.effective_batch is "
-                f"{train['effective_batch']}"
+                f"{spec.grad_accum_steps} x {spec.world_size} processes = {spec.effective_batch}, but "
+                f"train.effective_batch is {train['effective_batch']}"
             )
         if spec.num_frames > clip.get("num_frames", spec.num_frames) or spec.size > clip.get(
             "size", spec.size

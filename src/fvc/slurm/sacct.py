@@ -138,6 +138,7 @@ class Step:
     start: str = ""
     end: str = ""
     gpus: int = 0
+    tasks: int = 1  # NTasks: MaxRSS is the largest task's, so the step's peak is up to MaxRSS x tasks
     gpu_mem: int | None = None
     gpu_util: float | None = None
 
@@ -174,8 +175,9 @@ class Job:
 
     @property
     def max_rss(self) -> int | None:
-        """Peak memory: the largest MaxRSS over every step (the allocation line has none)."""
-        values = [s.max_rss for s in self.steps if s.max_rss is not None]
+        """Peak memory: the largest MaxRSS x tasks over every step (sacct's MaxRSS is a step's largest task,
+        as reportseff counts it; the allocation line has none)."""
+        values = [s.max_rss * s.tasks for s in self.steps if s.max_rss is not None]
         return max(values) if values else None
 
     @property
@@ -229,6 +231,7 @@ def parse_sacct(text: str, fields: Sequence[str] = FIELDS) -> dict[str, Job]:
             exit_code=row.get("ExitCode", ""),
             req_mem=parse_memory(row.get("ReqMem", ""), plain_unit="M", cpus=cpus, nodes=nodes),
             max_rss=parse_memory(row.get("MaxRSS", "")),
+            tasks=int(row.get("NTasks") or 1),
             elapsed_s=parse_duration(row.get("Elapsed", "")),
             total_cpu_s=parse_duration(row.get("TotalCPU", "")),
             alloc_cpus=cpus,

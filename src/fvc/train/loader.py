@@ -6,6 +6,11 @@
   gather per batch instead of one item fetch + collate per clip. When the clips (uint8, at the model's frames
   and size) take at most `PRELOAD_SHARE` of the job's memory they are read once into one tensor; otherwise
   every batch reads its clip files (the loader's workers then read ahead).
+- Several ranks (`fvc.train.distributed`): every rank draws the same epoch order, cut into global batches of
+  `batch_size x world` clips; rank r takes the r-th of the `world` near-equal parts of each (`tensor_split`: a
+  last batch of fewer clips than ranks leaves some ranks an empty part, which yields the batch's first clip
+  as a stand-in that training weighs 0: models take no empty batch), so every rank has as many batches and a
+  step of W ranks sees the clips of one process's batch of `batch_size x world`.
 - Each loader draws its workers' seeds from a generator of its own, never from torch's global one.
 - Workers: the row's `num_workers` (default: the job's CPUs less one), at most the job's CPUs less one
   (`fvc.core.devices.job_cpus`: SLURM's CPUs per task within the affinity mask), and none when the clips are
@@ -91,11 +96,36 @@ class ClipBatches(Dataset):
         return torch.stack([self._read(i) for i in index.tolist()]), self.labels.index_select(0, index)
 
 
+class RankPart(Sampler[list[int]]):
+    """Rank `rank`'s part of each of `batches`' (global) batches (`rank_part`)."""
+
+    def __init__(self, batches: BatchSampler, rank: int, world: int) -> None:
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for indices in self.batches:
+            yield rank_part(torch.tensor(indices), self.rank, self.world).tolist()
+
+
+def rank_part(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Rank `rank`'s part of a global batch's `indices`; an empty part is the first index (weighed 0)."""
+    part = indices.tensor_split(world)[rank]
+    return part if len(part) else indices[:1]
+
+
+def part_size(size: int, rank: int, world: int) -> int:
+    """Clips of rank `rank`'s part of a global batch of `size` (`tensor_split`'s sizes)."""
+    return size // world + (rank < size % world)
+
+
 class FromBatch(Sampler[list[int]]):
     """The batches of `batches` from number `start` on (set before each iteration): where a resumed epoch
     continues."""
 
-    def __init__(self, batches: BatchSampler) -> None:
+    def __init__(self, batches: RankPart) -> None:
         self.batches, self.start = batches, 0
 
     def __len__(self) -> int:
@@ -106,19 +136,31 @@ class FromBatch(Sampler[list[int]]):
 
 
 class Batches:
-    """An epoch's batches in the order of `sampler`: gathered straight from preloaded clips, else through a
-    DataLoader (workers read ahead). Built once per job."""
+    """An epoch's batches in the order of `sampler` (global batches; this rank's part of each): gathered
+    straight from preloaded clips, else through a DataLoader (workers read ahead). Built once per job."""
 
-    def __init__(self, data: ClipBatches, sampler: BatchSampler, loader: DataLoader | None) -> None:
+    def __init__(
+        self,
+        data: ClipBatches,
+        sampler: BatchSampler,
+        loader: DataLoader | None,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
         self.data, self.sampler, self.loader = data, sampler, loader
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def sizes(self) -> list[int]:
-        """Clips per batch."""
+    def global_sizes(self) -> list[int]:
+        """Clips per global batch (over all ranks)."""
         samples, size = len(cast(Sized, self.sampler.sampler)), self.sampler.batch_size
         return [min(size, samples - i) for i in range(0, samples, size)]
+
+    def sizes(self) -> list[int]:
+        """Clips per batch of this rank (0 for a stand-in)."""
+        return [part_size(size, self.rank, self.world) for size in self.global_sizes()]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.from_batch(0)
@@ -129,18 +171,23 @@ class Batches:
             cast(FromBatch, self.loader.sampler).start = start
             return iter(self.loader)
         if self.data.clips is None:
-            return (self.data[indices] for indices in itertools.islice(self.sampler, start, None))
+            parts = RankPart(self.sampler, self.rank, self.world)
+            return (self.data[indices] for indices in itertools.islice(parts, start, None))
         # Preloaded: the epoch's order made a tensor once, each batch gathered by a slice of it.
         order = torch.tensor(list(cast(Iterable[int], self.sampler.sampler)), dtype=torch.long)
         size = self.sampler.batch_size
-        return (self.data[order[first : first + size]] for first in range(start * size, len(order), size))
+        firsts = range(start * size, len(order), size)
+        if self.world == 1:
+            return (self.data[order[first : first + size]] for first in firsts)
+        return (self.data[rank_part(order[f : f + size], self.rank, self.world)] for f in firsts)
 
 
 def preload_dtype(spec: ModelSpec, clips: int, device: torch.device) -> torch.dtype | None:
     """How clips are held in memory, if at all: scaled float32 on CPU (no conversion per batch), uint8 for a
-    GPU (4x less to copy); None when `clips` of them take more than `PRELOAD_SHARE` of the job's memory."""
+    GPU (4x less to copy); None when `clips` of them, in each of the job's ranks, take more than
+    `PRELOAD_SHARE` of the job's memory."""
     dtype = torch.float32 if device.type == "cpu" else torch.uint8
-    need = clips * spec.num_frames * 3 * spec.size * spec.size * dtype.itemsize
+    need = clips * spec.num_frames * 3 * spec.size * spec.size * dtype.itemsize * spec.world_size
     return dtype if need <= PRELOAD_SHARE * spec.mem_mb * MB else None
 
 
@@ -157,27 +204,30 @@ def make_loaders(
     root: str | os.PathLike[str],
     device: torch.device,
     *shuffle_parts: object,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[Batches, EpochShuffle, Batches]:
-    """The training batches (order from the returned sampler: `set_epoch` before each epoch) and the
-    validation batches (in order), each built once."""
+    """The training batches of rank `rank` of `world` (order from the returned sampler: `set_epoch` before
+    each epoch) and the validation batches (all of them, in order), each built once."""
     preload = preload_dtype(spec, train_rows.height + val_rows.height, device)
     shuffle = EpochShuffle(train_rows.height, *shuffle_parts)
 
-    def batches(rows: pl.DataFrame, sampler: Sampler[int]) -> Batches:
+    def batches(rows: pl.DataFrame, sampler: Sampler[int], rank: int = 0, world: int = 1) -> Batches:
         data = ClipBatches(rows, spec.num_frames, spec.size, root, preload)
-        by_batch = BatchSampler(sampler, spec.batch_size, drop_last=False)
+        by_batch = BatchSampler(sampler, spec.batch_size * world, drop_last=False)
         if preload is not None:
-            return Batches(data, by_batch, None)
+            return Batches(data, by_batch, None, rank, world)
         count = workers(spec)
         loader = DataLoader(
             data,
-            sampler=FromBatch(by_batch),
+            sampler=FromBatch(RankPart(by_batch, rank, world)),
             batch_size=None,
             num_workers=count,
             pin_memory=device.type == "cuda",
             persistent_workers=count > 0 and device.type == "cuda",
             generator=torch.Generator().manual_seed(stable_seed(*shuffle_parts, "workers")),
         )
-        return Batches(data, by_batch, loader)
+        return Batches(data, by_batch, loader, rank, world)
 
-    return batches(train_rows, shuffle), shuffle, batches(val_rows, SequentialSampler(range(val_rows.height)))
+    val = batches(val_rows, SequentialSampler(range(val_rows.height)))
+    return batches(train_rows, shuffle, rank, world), shuffle, val

@@ -28,6 +28,14 @@ keeps freed memory for reuse (`fvc.core.memory.reuse_freed_memory`: glibc's defa
 step's buffers in again at every step, 10-30 % of naive_cnn's epoch in system time), a step adds no op to the
 bare loop's but the batch's gather and the loss kept for the epoch's mean, and an epoch's progress bar is set
 up only once the epoch runs past `PROGRESS_DELAY_S`.
+
+Several processes (a row's `gpus` > 1 or `tasks` > 1; `fvc.train.distributed`): `train_fold` starts the
+ranks, each runs `train_rank` under DistributedDataParallel on its part of every global batch
+(`fvc.train.loader`); a loss is weighted by its rank's share of the global accumulation group, so the ranks'
+averaged gradients are those of one process training on `batch_size x world` clips per batch (the same
+order). Rank 0 alone probes the precision, validates (the others get its metrics), writes checkpoints and the
+export; every rank resumes from them. Ranks other than 0 draw their dropout from a generator seeded by their
+rank and position. A stop request on any rank stops all at the same batch (one all-reduce per step).
 """
 
 from __future__ import annotations
@@ -38,11 +46,12 @@ import math
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from fvc.clips.folds import fold_clips
 from fvc.core import precision as prec
@@ -55,7 +64,8 @@ from fvc.core.progress import progress
 from fvc.core.seeding import stable_seed
 from fvc.models import ClipClassifier, build_model, check_trainable, export_config, scale_clips
 from fvc.models.freezing import frozen_parameters
-from fvc.train import checkpoint
+from fvc.train import checkpoint, distributed
+from fvc.train.distributed import Ranks, any_rank, from_leader, summed
 from fvc.train.fold_lock import holding_fold_lock
 from fvc.train.headroom import check_headroom
 from fvc.train.loader import Batches, EpochShuffle, make_loaders
@@ -98,8 +108,10 @@ def _rng_tensors(device: torch.device) -> dict[str, torch.Tensor]:
 
 
 def _spec_key(spec: ModelSpec, fold: int, seed: int) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed."""
+    """What a checkpoint must match to be resumed (the world size when above 1: it sets each rank's part)."""
+    world = {"world_size": spec.world_size} if spec.world_size > 1 else {}
     return {
+        **world,
         "model": spec.name,
         "fold": fold,
         "seed": seed,
@@ -113,7 +125,7 @@ def _spec_key(spec: ModelSpec, fold: int, seed: int) -> dict[str, Any]:
 
 
 def _forward(
-    model: ClipClassifier, clips: torch.Tensor, precision: prec.Precision, device: torch.device
+    model: torch.nn.Module, clips: torch.Tensor, precision: prec.Precision, device: torch.device
 ) -> torch.Tensor:
     """Logits of `clips` (already on `device`; uint8, or float already scaled) under `precision`."""
     with prec.autocast(precision, device):
@@ -157,35 +169,40 @@ def _train_epoch(
     precision: prec.Precision = "fp32",
     done: EpochProgress | None = None,
     stops: StopSignals | None = None,
+    net: torch.nn.Module | None = None,
+    ranks: Ranks = distributed.SINGLE,
 ) -> float | None:
-    """One pass from `done` on (default: the start); each optimizer step averages the loss over the samples
-    of its (possibly partial) group. Returns the epoch's mean loss, or None when `stops` asked to stop before
-    the last batch: `done` then says where the epoch stands (the batch in progress, and its optimizer step
-    when it ends a group, are finished first)."""
+    """One pass from `done` on (default: the start), forwards through `net` (default: `model`; its DDP
+    wrapper with several `ranks`); each optimizer step averages the loss over the samples of its (possibly
+    partial) group, over all ranks. Returns the epoch's mean loss, or None when `stops` (of any rank) asked to
+    stop before the last batch: `done` then says where the epoch stands (the batch in progress, and its
+    optimizer step when it ends a group, are finished first)."""
+    net = model if net is None else net
     model.train()
     done = EpochProgress() if done is None else done
-    sizes = loader.sizes()
-    groups = [sum(sizes[start : start + accum]) for start in range(0, len(sizes), accum)]
+    sizes, global_sizes = loader.sizes(), loader.global_sizes()
+    groups = [sum(global_sizes[start : start + accum]) for start in range(0, len(sizes), accum)]
     losses = done.losses
     if done.step == 0:
         optimizer.zero_grad(set_to_none=True)
     batches = _progress(loader.from_batch(done.step), len(sizes), desc, initial=done.step)
     for i, (clips, labels) in enumerate(batches, done.step):
         clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        loss = model.loss_fn(_forward(model, clips, precision, device), labels)
-        scaler.scale(loss * (len(labels) / groups[i // accum])).backward()
+        loss = model.loss_fn(_forward(net, clips, precision, device), labels)
+        # sizes[i]: the batch's clips, 0 for a stand-in (an empty part still joins the gradient reduction)
+        scaler.scale(loss * (sizes[i] * ranks.world / groups[i // accum])).backward()
         losses.append(loss.detach())
         if (i + 1) % accum == 0 or i + 1 == len(sizes):
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
         done.step = i + 1
-        if stops is not None and stops.requested and done.step < len(sizes):
+        if stops is not None and done.step < len(sizes) and any_rank(stops.requested, ranks):
             return None
     if not losses:
         return 0.0
     weights = torch.tensor(sizes, dtype=torch.float32)
-    mean = float(torch.stack(losses).float().cpu() @ weights) / sum(sizes)
+    mean = float(summed(torch.stack(losses).float().cpu() @ weights, ranks)) / sum(global_sizes)
     if not math.isfinite(mean):
         raise FloatingPointError(f"{desc}: mean loss is {mean}; lower lr in the model's row")
     return mean
@@ -261,15 +278,62 @@ def train_fold(
     root: str | os.PathLike[str] = ".",
     probe_share: float = PROBE_SHARE,
     snakemake_overhead_mb: int = 0,
+    log: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Train `spec.name` on fold `fold` (resuming from `checkpoint_dir` when it holds a checkpoint) in
     `precision` (`auto`: chosen by `choose_precision` with `probe_share`), with the row's gradient
     checkpointing; write the metrics JSON and the best epoch's fp16 export (`out_weights` + `.json`, frozen
     parameters in a shared file). Warns when the peak plus `snakemake_overhead_mb` nears `spec.mem_mb`.
-    Returns the metrics."""
+    A row of several processes (`spec.world_size`) runs `train_rank` in each (`fvc.train.distributed`),
+    their stderr appended to `log`; raises `TrainingStopped` when they stopped. Returns the metrics."""
+    kwargs = {
+        "clips_csv": str(clips_csv),
+        "folds_csv": str(folds_csv),
+        "fold": fold,
+        "out_metrics": str(out_metrics),
+        "out_weights": str(out_weights),
+        "checkpoint_dir": str(checkpoint_dir),
+        "device": device,
+        "seed": seed,
+        "precision": precision,
+        "memory_log": None if memory_log is None else str(memory_log),
+        "root": str(root),
+        "probe_share": probe_share,
+        "snakemake_overhead_mb": snakemake_overhead_mb,
+    }
+    if spec.world_size == 1:
+        return train_rank(spec=spec, **kwargs)
+    code = distributed.launch(spec.world_size, spec.cpus, {"spec": asdict(spec), **kwargs}, log)
+    if code == TrainingStopped.exit_code:
+        raise TrainingStopped(f"{spec.name} fold {fold}: the ranks stopped; rerun to resume")
+    if code:
+        raise FvcError(f"{spec.name} fold {fold}: a training rank failed with exit code {code}; see {log}")
+    return json.loads(Path(out_metrics).read_text())
+
+
+def train_rank(
+    clips_csv: str | os.PathLike[str],
+    folds_csv: str | os.PathLike[str],
+    fold: int,
+    spec: ModelSpec,
+    out_metrics: str | os.PathLike[str],
+    out_weights: str | os.PathLike[str],
+    checkpoint_dir: str | os.PathLike[str],
+    *,
+    device: str,
+    seed: int,
+    precision: str,
+    memory_log: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] = ".",
+    probe_share: float = PROBE_SHARE,
+    snakemake_overhead_mb: int = 0,
+) -> dict[str, Any]:
+    """`train_fold`'s work in this process: the whole of it, or one rank's part when a process group is set
+    up (`fvc.train.distributed`): rank 0 writes the outputs; each rank's memory marks carry its rank."""
+    ranks = distributed.current()
     reuse_freed_memory()
     mem = MemoryLog(memory_log, "train")
-    mem.mark("start", model=spec.name, fold=fold)
+    mem.mark("start", model=spec.name, fold=fold, **_rank_field(ranks))
     train_rows, val_rows = fold_clips(clips_csv, folds_csv, fold)
     if train_rows.is_empty() or val_rows.is_empty():
         raise ValueError(
@@ -285,19 +349,32 @@ def train_fold(
         model.set_gradient_checkpointing(spec.gradient_checkpointing)
         report = check_trainable(model)
         model.to(dev)
-        mem.mark("model_built", parameters={r["component"]: r for r in report})
-        loaders = make_loaders(train_rows, val_rows, spec, root, dev, seed, spec.name, fold, "shuffle")
+        mem.mark("model_built", parameters={r["component"]: r for r in report}, **_rank_field(ranks))
+        shuffle_parts = (seed, spec.name, fold, "shuffle")
+        loaders = make_loaders(
+            train_rows, val_rows, spec, root, dev, *shuffle_parts, rank=ranks.rank, world=ranks.world
+        )
         ckpt = Path(checkpoint_dir)
-        metrics = _fit(model, spec, fold, seed, loaders, dev, ckpt, mem, precision, probe_share, stops)
+        args = (model, spec, fold, seed, loaders, dev, ckpt, mem, precision, probe_share, stops, ranks)
+        metrics = _fit(*args)
+    if not ranks.leader:
+        mem.mark("end", best_epoch=metrics["best_epoch"], **_rank_field(ranks))
+        return metrics
     state = checkpoint.load_state(checkpoint_dir)
     assert state is not None, "training wrote a checkpoint"
     _load_trainable(model, checkpoint.load_tensors(checkpoint_dir, state, "best"), str(checkpoint_dir))
     export_fp16(model.cpu(), export_config(spec.name, model), out_weights, frozen=frozen_parameters(model))
     metrics["parameters"] = report
     checkpoint.write_json(Path(out_metrics), metrics)
-    end = mem.mark("end", best_epoch=metrics["best_epoch"])
-    check_headroom(spec.name, spec.mem_mb, end["peak_rss_mb"], snakemake_overhead_mb)
+    end = mem.mark("end", best_epoch=metrics["best_epoch"], **_rank_field(ranks))
+    # The job's memory holds every rank: rank 0's peak stands for each.
+    check_headroom(spec.name, spec.mem_mb, end["peak_rss_mb"] * ranks.world, snakemake_overhead_mb)
     return metrics
+
+
+def _rank_field(ranks: Ranks) -> dict[str, int]:
+    """A memory mark's `rank` field, in a job of several processes."""
+    return {"rank": ranks.rank} if ranks.world > 1 else {}
 
 
 def _resume_precision(state: dict[str, Any], requested: str, ckpt: Path) -> dict[str, Any]:
@@ -340,11 +417,15 @@ def _fit(
     requested: str,
     probe_share: float,
     stops: StopSignals | None = None,
+    ranks: Ranks = distributed.SINGLE,
 ) -> dict[str, Any]:
     """The epoch loop from the last checkpoint on (an epoch's or a step's); returns the metrics summary.
     When `stops` asks to stop, writes a step checkpoint at the next batch boundary and raises
-    `TrainingStopped`."""
+    `TrainingStopped`. With several `ranks`, trains through DistributedDataParallel; rank 0 alone writes."""
     train, shuffle, val = loaders
+    net: torch.nn.Module = model
+    if ranks.world > 1:  # rank 0's weights and buffers on every rank
+        net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=spec.lr, weight_decay=0.01
     )
@@ -356,7 +437,10 @@ def _fit(
         )
     if state is None:
         steps = spec.epochs * len(train)
-        precision = choose_precision(model, train, requested, dev, steps, probe_share)
+        chosen_here = (
+            choose_precision(model, train, requested, dev, steps, probe_share) if ranks.leader else None
+        )
+        precision = from_leader(chosen_here, ranks)
     else:
         precision = _resume_precision(state, requested, ckpt)
     chosen: prec.Precision = precision["chosen"]
@@ -390,8 +474,12 @@ def _fit(
                 "%s fold %d resumed from epoch %d step %d of %s", spec.name, fold, start, done.step, ckpt
             )
     stored = (start, done.step)  # the position the checkpoint on disk holds
+    if not ranks.leader:  # dropout of its own
+        torch.manual_seed(stable_seed(seed, spec.name, fold, "rank", ranks.rank, start, done.step))
 
     def save(epoch: int, step: int | None, groups: dict[str, dict[str, torch.Tensor]]) -> None:
+        if not ranks.leader:
+            return
         opt_tensors, opt_meta = checkpoint.flatten_optimizer(optimizer.state_dict())
         groups = {
             "model": _trainable_state(model),
@@ -413,19 +501,33 @@ def _fit(
             what = "step checkpoint written"
         message = f"stopping at epoch {epoch} step {step} on {stops.name}: {what}"
         log.info("%s fold %d %s", spec.name, fold, message)
-        mem.mark("stopped", epoch=epoch, step=step, signal=stops.name)
+        mem.mark("stopped", epoch=epoch, step=step, signal=stops.name, **_rank_field(ranks))
         return TrainingStopped(f"{spec.name} fold {fold}: {message}; rerun to resume")
 
     for epoch in range(start, spec.epochs):
-        if stops is not None and stops.requested:
+        if stops is not None and any_rank(stops.requested, ranks):
             raise stop(epoch, done.step)
         t0 = time.perf_counter()
         shuffle.set_epoch(epoch)
         desc = f"{spec.name} fold{fold} epoch {epoch + 1}/{spec.epochs}"
-        args = (model, train, optimizer, scaler, dev, spec.grad_accum_steps, desc, chosen, done, stops)
+        args = (
+            model,
+            train,
+            optimizer,
+            scaler,
+            dev,
+            spec.grad_accum_steps,
+            desc,
+            chosen,
+            done,
+            stops,
+            net,
+            ranks,
+        )
         train_loss = _train_epoch(*args)
         t1 = time.perf_counter()
-        val_metrics = evaluate(model, val, dev, chosen, stops) if train_loss is not None else None
+        validate = train_loss is not None and ranks.leader
+        val_metrics = from_leader(evaluate(model, val, dev, chosen, stops) if validate else None, ranks)
         if train_loss is None or val_metrics is None:
             raise stop(epoch, done.step)
         row = {
@@ -444,12 +546,13 @@ def _fit(
         save(epoch, None, groups)
         done = EpochProgress()
         log.info("%s fold %d epoch %d: %s", spec.name, fold, epoch, json.dumps(row))
-        mem.mark("epoch", epoch=epoch, train_loss=train_loss, val_loss=row["val_loss"])
+        mem.mark("epoch", epoch=epoch, train_loss=train_loss, val_loss=row["val_loss"], **_rank_field(ranks))
     best_row = history[best["epoch"]]
     return {
         "model": spec.name,
         "fold": fold,
         "device": str(dev),
+        "world_size": ranks.world,
         "precision": precision,
         "gradient_checkpointing": spec.gradient_checkpointing,
         "epochs": spec.epochs,
