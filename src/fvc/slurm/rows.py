@@ -133,12 +133,10 @@ def job_row(ref: JobRef, job: Job) -> dict:
     if alloc is not None and alloc.state != "PENDING":
         time_eff = _percent_of(alloc.elapsed_s, alloc.time_limit_s)
     rule, wildcards = ref.rule, ref.wildcards
-    # An array task's comment is its array's first task's (fvc.slurm.jobs): only a plain job's names its own.
-    if (
-        alloc is not None
-        and not ARRAY_TASK_RE.fullmatch(ref.job_id)
-        and (parsed := parse_comment(alloc.comment))
-    ):
+    # An array task's comment is its array's first task's (fvc.slurm.jobs): it names the task's wildcards only
+    # where the logs named none (a task alone in its array, or ids without the plugin's logs).
+    own_comment = not ARRAY_TASK_RE.fullmatch(ref.job_id) or not ref.wildcards
+    if alloc is not None and own_comment and (parsed := parse_comment(alloc.comment)):
         rule, wildcards = parsed
     model, fold, seed = split_member(wildcards)
     state = job.state
