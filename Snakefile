@@ -3,6 +3,7 @@ from snakemake.utils import min_version
 import sys
 
 from fvc.core.config import validate_config
+from fvc.slurm.arrays import split_arrays_by_request
 from fvc.slurm.plan import check_cached, plan_table
 from fvc.slurm.plugin_status import recognise_cancelled_jobs
 from fvc.slurm.runs import record_run
@@ -17,6 +18,8 @@ configfile: "config.yaml"
 validate_config(config, "config.yaml")
 # A job cancelled by anyone (sacct: `CANCELLED by <uid>`) ends for the SLURM plugin too: fvc.slurm.plugin_status.
 recognise_cancelled_jobs()
+# A job array (profile `slurm-array-jobs`) holds jobs of one request (memory, time, GPUs): fvc.slurm.arrays.
+split_arrays_by_request()
 # A killed run's lock: say what to do before Snakemake refuses with LockException.
 if workflow.is_main_process and (hint := stale_lock_hint()):
     print(hint, file=sys.stderr)

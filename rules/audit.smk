@@ -5,11 +5,7 @@ rule audit:
             str(LAYOUT.infer("{model}").predictions_parquet), model=TRAIN_MODELS
         ),
         metrics=expand(str(LAYOUT.infer("{model}").metrics), model=TRAIN_MODELS),
-        train=expand(
-            str(LAYOUT.train("{model}", "{fold}").metrics),
-            model=TRAIN_MODELS,
-            fold=FOLDS,
-        ),
+        train=[path for model in TRAIN_MODELS for path in member_metrics(model)],
     output:
         csv=str(LAYOUT.audit.csv),
         parquet=str(LAYOUT.audit.parquet),
@@ -61,9 +57,6 @@ rule audit:
     params:
         settings=settings(safety_factor=config["audit"]["safety_factor"]),
         models=TRAIN_MODELS,
-        train_metrics={
-            model: expand(str(LAYOUT.train(model, "{fold}").metrics), fold=FOLDS)
-            for model in TRAIN_MODELS
-        },
+        train_metrics={model: member_metrics(model) for model in TRAIN_MODELS},
     script:
         "../workflow_scripts/audit.py"

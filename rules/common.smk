@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.logging import logger
 
 from fvc.core.config import model_specs
-from fvc.core.paths import DEMO, Layout
+from fvc.core.paths import DEMO, Layout, member
 from fvc.core.joblog import SNAKEMAKE_PID_ENV
 from fvc.slurm.partitions import partition
 from fvc.slurm.retry import Policy, Request, RetrySizer
@@ -30,6 +30,12 @@ TRAIN_MODELS = config["train"]["models"]
 # Partition of the jobs that never use a GPU (data stages, audit): fvc.slurm.partitions.
 CPU_PARTITION = partition(config, "cpu")
 FOLDS = list(range(config["folds"]["k"]))
+# Training seeds: the grid is models x folds x SEEDS (train.seeds, else the top-level seed). With one seed the
+# paths carry none (fvc.core.paths: results of runs before seeds stay valid); with several, `{seed}` does.
+SEEDS = config["train"]["seeds"] or [config["seed"]]
+SEED = "{seed}" if len(SEEDS) > 1 else None
+# A member's name in the train rule's files: `fold{fold}`, or `fold{fold}-seed{seed}`.
+MEMBER = member("{fold}", SEED)
 # Wall time (minutes) of an infer job's first attempt.
 INFER_RUNTIME = 10
 # Jobs end when this snakemake process ends (fvc.core.joblog.exit_with_snakemake): no orphans of a killed run.
@@ -49,6 +55,7 @@ RETRY = RetrySizer(
 wildcard_constraints:
     model="|".join(MODEL_SPECS),
     fold=r"\d+",
+    seed=r"\d+",
 
 
 def manifest_inputs():
@@ -107,14 +114,20 @@ def model_row(wildcards):
 def train_request(wildcards, attempt):
     """Training memory and wall time from the model's table row, resized on retries."""
     spec = MODEL_SPECS[wildcards.model]
+    logs = f"logs/train/{wildcards.model}/{MEMBER.format(**dict(wildcards.items()))}"
     return RETRY.request(
         "train",
         wildcards,
         attempt,
         Request(spec.mem_mb, spec.runtime),
-        log=f"logs/train/{wildcards.model}/fold{wildcards.fold}.log",
-        memory_log=f"logs/train/{wildcards.model}/fold{wildcards.fold}.memory.jsonl",
+        log=f"{logs}.log",
+        memory_log=f"{logs}.memory.jsonl",
     )
+
+
+def train_seed(wildcards):
+    """The training seed of a train job: its `{seed}` in a grid over several seeds, else the one seed."""
+    return int(wildcards.seed) if SEED else SEEDS[0]
 
 
 def train_mem_mb(wildcards, attempt):
@@ -185,13 +198,26 @@ def model_partition(wildcards):
     return partition(config, "gpu" if MODEL_SPECS[wildcards.model].gpus else "cpu")
 
 
-def fold_exports(wildcards):
-    """The fp16 exports of every fold of one model."""
+def member_exports(models):
+    """The fp16 exports of every member (fold x seed) of each of `models`, model by model, then fold by fold."""
     return expand(
-        str(LAYOUT.exports("{model}").weights("{fold}")),
-        model=wildcards.model,
+        str(LAYOUT.exports("{model}").weights("{fold}", SEED)),
+        model=models,
         fold=FOLDS,
+        seed=SEEDS,
     )
+
+
+def member_metrics(model):
+    """The training metrics of every member (fold x seed) of one model."""
+    return expand(
+        str(LAYOUT.train(model, "{fold}", SEED).metrics), fold=FOLDS, seed=SEEDS
+    )
+
+
+def fold_exports(wildcards):
+    """The fp16 exports of every member (fold x seed) of one model: its ensemble."""
+    return member_exports([wildcards.model])
 
 
 def final_targets():
@@ -234,9 +260,5 @@ def predict_videos(wildcards):
 
 
 def predict_exports(wildcards):
-    """The fp16 exports of every fold of every model `predict` scores with, model by model."""
-    return expand(
-        str(LAYOUT.exports("{model}").weights("{fold}")),
-        model=predict_models(),
-        fold=FOLDS,
-    )
+    """The fp16 exports of every member (fold x seed) of every model `predict` scores with, model by model."""
+    return member_exports(predict_models())

@@ -10,14 +10,15 @@ rule train:
         clips=str(LAYOUT.augment.clips_csv),
         folds=str(LAYOUT.folds.folds_csv),
     output:
-        metrics=str(LAYOUT.train("{model}", "{fold}").metrics),
-        weights=str(LAYOUT.exports("{model}").weights("{fold}")),
-        export_config=str(LAYOUT.exports("{model}").config("{fold}")),
+        metrics=str(LAYOUT.train("{model}", "{fold}", SEED).metrics),
+        weights=str(LAYOUT.exports("{model}").weights("{fold}", SEED)),
+        export_config=str(LAYOUT.exports("{model}").config("{fold}", SEED)),
     log:
-        main="logs/train/{model}/fold{fold}.log",
-        memory="logs/train/{model}/fold{fold}.memory.jsonl",
+        # MEMBER: fold{fold}, or fold{fold}-seed{seed} in a grid over several seeds (rules/common.smk).
+        main=f"logs/train/{{model}}/{MEMBER}.log",
+        memory=f"logs/train/{{model}}/{MEMBER}.memory.jsonl",
     benchmark:
-        "logs/benchmarks/train/{model}/fold{fold}.tsv"
+        f"logs/benchmarks/train/{{model}}/{MEMBER}.tsv"
     conda:
         "../envs/fvc.yaml"
     threads: model_cpus
@@ -40,10 +41,11 @@ rule train:
         # The model's row less its resources (the job reads the same row from the config): Snakemake records
         # it, so an edit of any of its fields retrains the model.
         model=model_row,
-        settings=settings(
+        # The job's training seed (init, data order; clips and folds keep the top-level seed): an edit retrains.
+        settings=lambda wildcards: settings(
             device=config["train"]["device"],
             precision=config["train"]["precision"],
-            seed=config["seed"],
+            seed=train_seed(wildcards),
         ),
     script:
         "../workflow_scripts/train.py"

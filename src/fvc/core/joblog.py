@@ -22,7 +22,7 @@ SNAKEMAKE_PID_ENV = "FVC_SNAKEMAKE_PID"
 
 # First line of each attempt's part of a job's history log: `attempts_log(path)`.
 ATTEMPT_HEADER = re.compile(
-    r"^=== fvc attempt (?P<attempt>\d+): (?:SLURM job (?P<job>\d+)|local job) on (?P<host>\S+), "
+    r"^=== fvc attempt (?P<attempt>\d+): (?:SLURM job (?P<job>\d+(?:_\d+)?)|local job) on (?P<host>\S+), "
     r"pid (?P<pid>\d+), snakemake pid (?P<snakemake>\d+), (?P<time>\S+) ===$",
     re.M,
 )
@@ -53,6 +53,13 @@ def _attempt_argument() -> int | None:
     return None
 
 
+def slurm_job_id() -> str:
+    """This job's id as sacct and Snakemake name it: `<jobid>_<task>` in an array task (whose own
+    SLURM_JOB_ID is another number), else SLURM_JOB_ID."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
+
+
 def attempt_header(history: Path) -> str:
     """The header of this attempt: its number (the job's snakemake's `--attempt`, else 1 + the headers that
     the same snakemake process left in `history`), the SLURM job id (or `local job`), host, pids, UTC time."""
@@ -61,7 +68,7 @@ def attempt_header(history: Path) -> str:
     if attempt is None:
         earlier = history.read_text(errors="replace") if history.exists() else ""
         attempt = 1 + sum(int(m["snakemake"]) == snakemake for m in ATTEMPT_HEADER.finditer(earlier))
-    job = f"SLURM job {os.environ['SLURM_JOB_ID']}" if os.environ.get("SLURM_JOB_ID") else "local job"
+    job = f"SLURM job {slurm_job_id()}" if os.environ.get("SLURM_JOB_ID") else "local job"
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     where = f"{socket.gethostname()}, pid {os.getpid()}, snakemake pid {snakemake}"
     return f"=== fvc attempt {attempt}: {job} on {where}, {when} ==="

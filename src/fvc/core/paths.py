@@ -2,12 +2,36 @@
 
 The same paths serve the rules and the `fvc` command. Arguments may be Snakemake wildcards:
 `Layout("results").train("{model}", "{fold}").metrics` is `results/train/{model}/fold{fold}/metrics.json`.
+
+A training grid over several seeds (`train.seeds`) adds the seed to each member's name:
+`fold{fold}-seed{seed}` (its training folder, export and logs); with one seed (the default) the names are
+`fold{fold}`, as before seeds existed, so that existing results stay valid.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+#: A member's name (`fold0`, `fold0-seed7`), the stem of its export.
+MEMBER_RE = re.compile(r"fold(?P<fold>\d+)(?:-seed(?P<seed>\d+))?")
+
+
+def member(fold: int | str, seed: int | str | None = None) -> str:
+    """The name of one ensemble member (a fold's model trained with one seed): `fold{fold}`, or
+    `fold{fold}-seed{seed}` in a grid over several seeds (`seed` None)."""
+    return f"fold{fold}" if seed is None else f"fold{fold}-seed{seed}"
+
+
+def parse_member(path: str | os.PathLike[str]) -> tuple[int, int | None] | None:
+    """(fold, seed) of an export (`.../fold0-seed7.safetensors` -> (0, 7); seed None without one); None
+    when the name is no member's."""
+    match = MEMBER_RE.fullmatch(Path(path).name.split(".", 1)[0])
+    if match is None:
+        return None
+    return int(match["fold"]), None if match["seed"] is None else int(match["seed"])
 
 
 @dataclass(frozen=True)
@@ -140,15 +164,16 @@ class TrainFiles:
 
 @dataclass(frozen=True)
 class ExportFiles:
-    """One model's fp16 exports, one per fold, each with its config JSON."""
+    """One model's fp16 exports, one per member (fold, and seed in a grid over seeds), each with its config
+    JSON."""
 
     path: Path
 
-    def weights(self, fold: int | str) -> Path:
-        return self.path / f"fold{fold}.safetensors"
+    def weights(self, fold: int | str, seed: int | str | None = None) -> Path:
+        return self.path / f"{member(fold, seed)}.safetensors"
 
-    def config(self, fold: int | str) -> Path:
-        return self.path / f"fold{fold}.json"
+    def config(self, fold: int | str, seed: int | str | None = None) -> Path:
+        return self.path / f"{member(fold, seed)}.json"
 
 
 @dataclass(frozen=True)
@@ -245,8 +270,8 @@ class Layout:
     def folds(self) -> FoldsFiles:
         return FoldsFiles(Path(self.results) / "folds")
 
-    def train(self, model: str, fold: int | str) -> TrainFiles:
-        return TrainFiles(Path(self.results) / "train" / model / f"fold{fold}")
+    def train(self, model: str, fold: int | str, seed: int | str | None = None) -> TrainFiles:
+        return TrainFiles(Path(self.results) / "train" / model / member(fold, seed))
 
     def exports(self, model: str) -> ExportFiles:
         return ExportFiles(Path(self.results) / "models" / model)

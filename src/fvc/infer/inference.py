@@ -1,7 +1,8 @@
-"""Inference of one model on the held-out test videos: every fold's fp16 export loaded lean, one fold at a
-time (the previous one freed first), each video scored from K clips decoded from its file
-(`infer.clips_per_video`, `fvc.infer.video_clips`), and its probabilities averaged over its clips, then over
-the folds (the ensemble).
+"""Inference of one model on the held-out test videos: every member's fp16 export (a fold's, and in a grid
+over seeds a fold's with one seed: `fvc.core.paths.member`) loaded lean, one at a time (the previous one freed
+first), each video scored from K clips decoded from its file (`infer.clips_per_video`,
+`fvc.infer.video_clips`), and its probabilities averaged over its clips, then over the members (the ensemble
+over folds and seeds).
 
 The weights stay fp16; the compute precision is `infer.precision`: forced, or `auto`, chosen at the start of
 the job by a probe on the first fold's real batches (`fvc.infer.precision`). A precision whose ops fail on
@@ -35,6 +36,7 @@ from fvc.core.atomic import atomic_path, write_text
 from fvc.core.devices import resolve_device
 from fvc.core.memory import MB, MemoryLog
 from fvc.core.metrics import THRESHOLD, binary_metrics, group_scores
+from fvc.core.paths import member, parse_member
 from fvc.core.precision import DTYPES, candidates
 from fvc.core.progress import progress
 from fvc.data.video import DECODE_THREADS
@@ -277,6 +279,14 @@ def _ensemble_metrics(labels: np.ndarray, groups: np.ndarray, probs: np.ndarray)
     }
 
 
+def member_record(weights_path: str | os.PathLike[str], position: int) -> dict[str, Any]:
+    """An ensemble member's name, fold and seed from its export's name (`fold0-seed7.safetensors`); an export
+    named otherwise is member `fold<position>` without a seed."""
+    parsed = parse_member(weights_path)
+    fold, seed = parsed if parsed is not None else (position, None)
+    return {"member": member(fold, seed), "fold": fold, "seed": seed}
+
+
 def infer_model(
     model_name: str,
     weights: Paths,
@@ -294,13 +304,13 @@ def infer_model(
     reserved_mb: int = 0,
 ) -> dict[str, Any]:
     """Score each held-out test video (folds.csv, its file from the index) from `clips_per_video` clips
-    with each fold's export (`weights`, in fold order): per video the mean over its clips, then over the
-    folds (the ensemble). Writes the per-video predictions (parquet + CSV) and the metrics JSON, which also
-    holds the ensemble's metrics from the centre clip alone (K = 1) beside those of K clips. `reserved_mb`:
-    memory of other processes of the job (Snakemake's) left out of the pre-flight allowance. Returns the
-    metrics."""
+    with each member's export (`weights`: folds, or folds x seeds): per video the mean over its clips, then
+    over the members (the ensemble; metrics.json's `members` counts them). Writes the per-video predictions
+    (parquet + CSV) and the metrics JSON, which also holds the ensemble's metrics from the centre clip alone
+    (K = 1) beside those of K clips. `reserved_mb`: memory of other processes of the job (Snakemake's) left
+    out of the pre-flight allowance. Returns the metrics."""
     memory = MemoryLog(memory_log, "infer")
-    memory.mark("start", model=model_name, folds=len(weights), clips_per_video=clips_per_video)
+    memory.mark("start", model=model_name, members=len(weights), clips_per_video=clips_per_video)
     dev = resolve_device(device, "infer.device")
     check_precision(precision, dev)
     centre = centre_clip(clips_per_video)
@@ -316,8 +326,9 @@ def infer_model(
         memory=memory,
         reserved_mb=reserved_mb,
     )
-    per_fold = scores.probs.mean(axis=2)  # [folds, videos]: each video's mean over its clips
-    fold_cols = [f"prob_fold{fold}" for fold in range(len(weights))]
+    per_fold = scores.probs.mean(axis=2)  # [members, videos]: each video's mean over its clips
+    members = [member_record(path, i) for i, path in enumerate(weights)]
+    fold_cols = [f"prob_{m['member']}" for m in members]
     table = videos.select("video_id", "label").with_columns(
         [pl.Series(col, per_fold[fold], dtype=pl.Float64) for fold, col in enumerate(fold_cols)]
     )
@@ -330,20 +341,23 @@ def infer_model(
         "precision": scores.precision,
         "videos": table.height,
         "groups": len(set(groups)),
+        # The ensemble's members: folds x seeds.
+        "members": len(members),
+        "seeds": sorted({m["seed"] for m in members if m["seed"] is not None}),
         "clips_per_video": {
             str(k): _ensemble_metrics(labels, groups, probs)
             for k, probs in {1: scores.probs[:, :, centre], clips_per_video: per_fold}.items()
         },
         "folds": [
-            {"fold": fold, "weights": str(path), **binary_metrics(labels, table[col].to_numpy())}
-            for fold, (path, col) in enumerate(zip(weights, fold_cols, strict=True))
+            {**m, "weights": str(path), **binary_metrics(labels, table[col].to_numpy())}
+            for m, path, col in zip(members, weights, fold_cols, strict=True)
         ],
         "ensemble": binary_metrics(labels, table["prob_ensemble"].to_numpy()),
         # Each group (cascade) scored from its videos (mean probability): fvc.core.metrics.group_scores.
         "per_group": {
             "folds": [
-                {"fold": fold, **binary_metrics(*group_scores(labels, table[col].to_numpy(), groups))}
-                for fold, col in enumerate(fold_cols)
+                {**m, **binary_metrics(*group_scores(labels, table[col].to_numpy(), groups))}
+                for m, col in zip(members, fold_cols, strict=True)
             ],
             "ensemble": binary_metrics(*group_scores(labels, table["prob_ensemble"].to_numpy(), groups)),
         },

@@ -1,15 +1,15 @@
 """Score new videos with trained models (`fvc predict`, rule `predict`): find the videos (files, folders
 searched recursively, CSVs with a `path` column), probe each as the index stage does (an unusable file is
 listed in rejected.csv with its reason and the others go on), then per model score every video from
-`infer.clips_per_video` clips with each fold's export, loaded lean one at a time after the pre-flight
-(`fvc.infer.inference.score_videos`): a video's probability is the mean over its clips and the folds and,
-when asked, over the models (model `ensemble`). Writes one row per video and model (parquet + CSV)."""
+`infer.clips_per_video` clips with each member's export (folds, or folds x seeds), loaded lean one at a time
+after the pre-flight (`fvc.infer.inference.score_videos`): a video's probability is the mean over its clips
+and the members and, when asked, over the models (model `ensemble`). Writes one row per video and model
+(parquet + CSV), with the folds and members it averages."""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from fvc.core.devices import resolve_device
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.core.metrics import THRESHOLD
-from fvc.core.paths import PredictFiles
+from fvc.core.paths import MEMBER_RE, PredictFiles, parse_member
 from fvc.data.index import ProbeError, probe_video
 from fvc.infer.inference import read_export_config, score_videos
 from fvc.infer.precision import check_precision
@@ -33,7 +33,7 @@ VIDEO_SUFFIXES = frozenset(
 )  # fmt: skip
 PREDICTION_SCHEMA = {
     "video": pl.Utf8, "model": pl.Utf8, "prob_fake": pl.Float64, "label": pl.Utf8, "pred": pl.Int64,
-    "clips": pl.Int64, "folds": pl.Int64,
+    "clips": pl.Int64, "folds": pl.Int64, "members": pl.Int64,
 }  # fmt: skip
 REJECTED_SCHEMA = {"video": pl.Utf8, "reason": pl.Utf8}
 ENSEMBLE = "ensemble"
@@ -88,12 +88,22 @@ def probe_videos(paths: Sequence[Path], check_frames: int) -> tuple[list[dict], 
 
 
 def fold_weights(export_dir: str | os.PathLike[str]) -> list[Path]:
-    """A folder's fold exports `fold<k>.safetensors`, in fold order."""
+    """A folder's member exports `fold<k>.safetensors` (or, trained over several seeds,
+    `fold<k>-seed<s>.safetensors`), in fold and seed order."""
     folder = Path(export_dir)
-    numbered = [(m, p) for p in folder.glob("fold*.safetensors") if (m := re.fullmatch(r"fold(\d+)", p.stem))]
+    numbered = [
+        (member, p)
+        for p in folder.glob("fold*.safetensors")
+        if MEMBER_RE.fullmatch(p.stem) and (member := parse_member(p)) is not None
+    ]
     if not numbered:
         raise PredictError(f"{folder}: no fold exports (fold0.safetensors, ...); train the model first")
-    return [p for m, p in sorted(numbered, key=lambda mp: int(mp[0].group(1)))]
+    return [p for (fold, seed), p in sorted(numbered, key=lambda mp: (mp[0][0], mp[0][1] or 0))]
+
+
+def fold_count(weights: Sequence[str | os.PathLike[str]]) -> int:
+    """The folds among member exports (a fold trained with several seeds counts once)."""
+    return len({parsed[0] if (parsed := parse_member(p)) else str(p) for p in weights})
 
 
 def exports_of(export_dirs: Sequence[str | os.PathLike[str]]) -> dict[str, list[Path]]:
@@ -110,7 +120,9 @@ def exports_of(export_dirs: Sequence[str | os.PathLike[str]]) -> dict[str, list[
     return exports
 
 
-def _rows(videos: list[str], model: str, probs: np.ndarray, clips: int, folds: int) -> list[dict]:
+def _rows(
+    videos: list[str], model: str, probs: np.ndarray, clips: int, folds: int, members: int
+) -> list[dict]:
     return [
         {
             "video": video,
@@ -120,6 +132,7 @@ def _rows(videos: list[str], model: str, probs: np.ndarray, clips: int, folds: i
             "pred": int(p >= THRESHOLD),
             "clips": clips,
             "folds": folds,
+            "members": members,
         }
         for video, p in zip(videos, probs, strict=True)
     ]
@@ -177,12 +190,13 @@ def predict_all(
             memory=memory,
             reserved_mb=reserved_mb,
         )
-        probs = scores.probs.mean(axis=(0, 2))  # each video's clips, then the folds
+        probs = scores.probs.mean(axis=(0, 2))  # each video's clips, then the members (folds x seeds)
         per_model.append(probs)
-        records += _rows(videos, model, probs, clips_per_video, len(weights))
+        records += _rows(videos, model, probs, clips_per_video, fold_count(weights), len(weights))
     if ensemble_models and len(exports) > 1:
-        folds = sum(len(w) for w in exports.values())
-        records += _rows(videos, ENSEMBLE, np.mean(per_model, axis=0), clips_per_video, folds)
+        folds = sum(fold_count(w) for w in exports.values())
+        members = sum(len(w) for w in exports.values())
+        records += _rows(videos, ENSEMBLE, np.mean(per_model, axis=0), clips_per_video, folds, members)
     table = pl.DataFrame(records, schema=PREDICTION_SCHEMA)
     _write(table, out.predictions_parquet)
     _write(table, out.predictions_csv)

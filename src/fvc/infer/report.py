@@ -143,7 +143,9 @@ def metrics_table(metrics: Mapping[str, str | Path]) -> pl.DataFrame:
         per_group = data.get("per_group", {"folds": [{}] * len(data["folds"]), "ensemble": {}})
         counts = data["videos"], data.get("groups")
         for fold, group in zip(data["folds"], per_group["folds"], strict=True):
-            rows.append(_row(model, str(fold["fold"]), fold, group, *counts))
+            # A member's name (`fold0-seed7` in a grid over seeds), else its fold (metrics before seeds).
+            name = fold["member"].removeprefix("fold") if fold.get("member") else str(fold["fold"])
+            rows.append(_row(model, name, fold, group, *counts))
         rows.append(_row(model, "ensemble", data["ensemble"], per_group["ensemble"], *counts))
     schema: dict[str, type[pl.DataType]] = {
         "model": pl.String,

@@ -18,7 +18,8 @@ from pathlib import Path
 import polars as pl
 
 from fvc.core.errors import FvcError
-from fvc.slurm.jobs import JobRef, id_order, parse_comment, split_wildcards
+from fvc.core.paths import member
+from fvc.slurm.jobs import ARRAY_TASK_RE, JobRef, id_order, parse_comment, split_member
 from fvc.slurm.memory_keys import configured_mem_mb, snakemake_overhead_mb
 from fvc.slurm.sacct import MB, Job
 
@@ -31,15 +32,16 @@ BENCHMARKS = Path("logs", "benchmarks")
 #: A finished job that used more of its time limit than this (%) is flagged.
 TIME_HIGH = 90.0
 #: Each rule's memory log (`log: memory=` of rules/*.smk); the others are `logs/<rule>/<rule>.memory.jsonl`.
+#: `{member}`: `fold{fold}`, or `fold{fold}-seed{seed}` in a grid over seeds (fvc.core.paths.member).
 MEMORY_LOGS = {
-    "train": "logs/train/{model}/fold{fold}.memory.jsonl",
+    "train": "logs/train/{model}/{member}.memory.jsonl",
     "infer": "logs/infer/{model}.memory.jsonl",
 }
 #: Seconds of slack around a job's sacct Start and End when matching its memory-log records.
 CLOCK_SLACK_S = 2.0
 SCHEMA = {
     "job_id": pl.String, "run": pl.String, "rule": pl.String, "wildcards": pl.String, "model": pl.String,
-    "fold": pl.Int64, "attempt": pl.Int64, "state": pl.String, "req_mem_mb": pl.Float64,
+    "fold": pl.Int64, "seed": pl.Int64, "attempt": pl.Int64, "state": pl.String, "req_mem_mb": pl.Float64,
     "predicted_mb": pl.Float64, "peak_mem_mb": pl.Float64, "peak_source": pl.String, "max_rss_mb": pl.Float64,
     "mem_eff": pl.Float64,
     "elapsed_s": pl.Float64, "time_limit_s": pl.Float64, "time_eff": pl.Float64, "cpus": pl.Int64,
@@ -131,9 +133,12 @@ def job_row(ref: JobRef, job: Job) -> dict:
     if alloc is not None and alloc.state != "PENDING":
         time_eff = _percent_of(alloc.elapsed_s, alloc.time_limit_s)
     rule, wildcards = ref.rule, ref.wildcards
-    if alloc is not None and (parsed := parse_comment(alloc.comment)):
+    # An array task's comment is its array's first task's (fvc.slurm.jobs): it names the task's wildcards only
+    # where the logs named none (a task alone in its array, or ids without the plugin's logs).
+    own_comment = not ARRAY_TASK_RE.fullmatch(ref.job_id) or not ref.wildcards
+    if alloc is not None and own_comment and (parsed := parse_comment(alloc.comment)):
         rule, wildcards = parsed
-    model, fold = split_wildcards(wildcards)
+    model, fold, seed = split_member(wildcards)
     state = job.state
     return {
         "job_id": ref.job_id,
@@ -142,6 +147,7 @@ def job_row(ref: JobRef, job: Job) -> dict:
         "wildcards": wildcards,
         "model": model,
         "fold": fold,
+        "seed": seed,
         "attempt": 0,
         "state": state,
         "req_mem_mb": _mb(req),
@@ -188,6 +194,12 @@ def _column_max(table: pl.DataFrame, column: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _plain(match: re.Match) -> str:
+    """A benchmark file's member (`fold0`, `fold0-seed7`) as the plugin's wildcards write it (`0`, `0_7`)."""
+    seed = f"_{match[3]}" if match[3] else ""
+    return f"{match[1]}{match[2]}{seed}"
+
+
 def benchmark_rows(workdir: str | Path, config: dict) -> list[dict]:
     """Rows from Snakemake's `logs/benchmarks/<rule>/<wildcards>.tsv` (max_rss in MiB, plus the per-job
     Snakemake overhead) with the config's first-attempt request: the fallback when sacct cannot be asked."""
@@ -198,7 +210,7 @@ def benchmark_rows(workdir: str | Path, config: dict) -> list[dict]:
         rel = tsv.relative_to(root)
         rule = rel.parts[0]
         wildcards = "_".join((*rel.parts[1:-1], rel.stem)) if len(rel.parts) > 2 else rel.stem
-        wildcards = "" if wildcards == rule else re.sub(r"(^|_)fold(\d+)$", r"\g<1>\g<2>", wildcards)
+        wildcards = "" if wildcards == rule else re.sub(r"(^|_)fold(\d+)(?:-seed(\d+))?$", _plain, wildcards)
         try:
             table = pl.read_csv(tsv, separator="\t", null_values=["NA", "-"])
         except Exception as exc:  # noqa: BLE001 - a broken file is reported and skipped
@@ -208,7 +220,7 @@ def benchmark_rows(workdir: str | Path, config: dict) -> list[dict]:
         if rss is None:
             log.warning("%s: no max_rss value; skipped", tsv)
             continue
-        model, fold = split_wildcards(wildcards)
+        model, fold, seed = split_member(wildcards)
         req = configured_mem_mb(config, rule, model)
         peak = round(rss + overhead, 1)
         eff = round(100 * peak / req, 1) if req else None
@@ -221,6 +233,7 @@ def benchmark_rows(workdir: str | Path, config: dict) -> list[dict]:
                 "wildcards": wildcards,
                 "model": model,
                 "fold": fold,
+                "seed": seed,
                 "attempt": table.height,
                 "state": "COMPLETED",
                 "req_mem_mb": None if req is None else float(req),
@@ -246,7 +259,8 @@ def benchmark_rows(workdir: str | Path, config: dict) -> list[dict]:
 def memory_log_path(workdir: str | Path, row: dict) -> Path:
     """The memory log the row's rule writes (`log: memory=` of its rule)."""
     pattern = MEMORY_LOGS.get(row["rule"], "logs/{rule}/{rule}.memory.jsonl")
-    return Path(workdir, pattern.format(rule=row["rule"], model=row["model"], fold=row["fold"]))
+    name = member(row["fold"], row.get("seed"))
+    return Path(workdir, pattern.format(rule=row["rule"], model=row["model"], member=name))
 
 
 def _records(path: Path, start: float | None, end: float | None) -> list[dict]:

@@ -102,7 +102,9 @@ BLOCK_END = re.compile(
 )
 FIELD = re.compile(r"^    (?P<key>\w+): ", re.M)
 # Rule and wildcards as the plugin names a job: its SLURM log's folder or its sbatch comment.
-SLURM_LOG_PATH = re.compile(r"slurm_logs/rule_(?P<rule>\w+?)/(?:(?P<wildcards>[^/]+)/)?(?P<job>\d+)\.log")
+SLURM_LOG_PATH = re.compile(
+    r"slurm_logs/rule_(?P<rule>\w+?)/(?:(?P<wildcards>[^/]+)/)?(?P<job>\d+(?:_\d+)?)\.log"
+)
 COMMENT = re.compile(r"--comment '?rule_(?P<rule>\w+?)(?:_wildcards_(?P<wildcards>\S+?))?'?\s")
 
 
@@ -136,6 +138,14 @@ def _wildcards(fields: dict[str, str], slurm_log: str | None) -> str:
     return (named["wildcards"] or "") if named else ""
 
 
+def task_log(path: Path) -> Path:
+    """The SLURM log of a job as it lies on disk: an array task's (`rule_<rule>/<wildcards>/<job>_<task>.log`,
+    as the plugin names it) is `rule_<rule>/<job>_<task>.log` (sbatch --output of the whole array)."""
+    if path.exists() or "_" not in path.stem or not path.parent.parent.name.startswith("rule_"):
+        return path
+    return path.parent.parent / path.name
+
+
 def failed_jobs(snakemake_log: str, workdir: Path = Path()) -> list[FailedJob]:
     """Every failed attempt in the text of a Snakemake log, with the cause read from its SLURM log and fvc's
     log (relative paths are taken from `workdir`)."""
@@ -149,7 +159,7 @@ def failed_jobs(snakemake_log: str, workdir: Path = Path()) -> list[FailedJob]:
         job_id = fields.get("external_jobid") or None
         cause = failure_cause(
             message=fields.get("message", ""),
-            slurm_log=workdir / slurm_log if slurm_log else None,
+            slurm_log=task_log(workdir / slurm_log) if slurm_log else None,
             fvc_log=workdir / fvc_log if fvc_log else None,
             slurm_job_id=job_id,
         )
