@@ -1,4 +1,4 @@
-"""SLURM job arrays (profile `slurm-array-jobs: train`): array task ids `<jobid>_<task>` in sacct, the audit,
+"""SLURM job arrays (`--slurm-array-jobs=train`): array task ids `<jobid>_<task>` in sacct, the audit,
 the retry-by-cause lookup and the failure summary, from records of the real test cluster (plugin 2.8.0), and
 the training grid submitted as arrays on that cluster."""
 
@@ -105,9 +105,11 @@ def test_an_array_holds_jobs_of_one_request():
 
 SLURM_GRID = {
     "train": {"models": ["logistic_regression"], "seeds": [1, 2]},
-    # Far below its peak: every task of the first array runs out of memory, the retries are sized by cause.
+    # Far below its peak: every task of the first array runs out of memory, the retries are sized by cause
+    # (a growth big enough that one retry each does: three attempts took this test 833 s on 2 cores).
     "models": {"logistic_regression": {"epochs": 1, "mem_mb": 350}},
     "audit": {"enabled": True},
+    "memory_growth": 2.5,
 }
 
 
@@ -117,10 +119,11 @@ def test_the_grid_runs_as_arrays_and_an_oom_task_is_retried_by_its_cause(slurm_c
     tiny = yaml.safe_load((Path(__file__).parent / "slurm" / "tiny_config.yaml").read_text())
     tiny["train"].update(SLURM_GRID["train"])
     tiny["models"] = SLURM_GRID["models"]
+    tiny["memory_growth"] = SLURM_GRID["memory_growth"]
     config = tmp_path / "grid.yaml"
     config.write_text(yaml.safe_dump(tiny))
     work = copy_workflow(tmp_path / "wf", config)
-    done = run_snakemake(work, "--retries", "2", timeout=1500)
+    done = run_snakemake(work, "--retries", "2", "--slurm-array-jobs=train", timeout=1500)
     assert done.returncode == 0, done.stdout[-6000:]
     arrays = re.findall(
         r"Submitted array job with Snakemake IDs ([\d,]+) and SLURM job ID (\d+)", done.stdout
