@@ -1,16 +1,19 @@
+# One `augment` job per shard, from its shard of the index: each writes its videos' clips into the one clips
+# folder and resumes from its own journal; `augment_merge` writes clips.csv (any shard count: the same bytes).
+AUGMENT_SHARD = LAYOUT.augment.shard("{shard}", SHARDS)
+
+
 rule augment:
     input:
-        index=str(LAYOUT.index.parquet),
+        index=str(INDEX_SHARD.parquet),
     output:
-        clips=str(LAYOUT.augment.clips_csv),
+        clips=str(AUGMENT_SHARD.clips_csv),
+        rejected=str(AUGMENT_SHARD.rejected),
     log:
-        main="logs/augment/augment.log",
-        memory="logs/augment/augment.memory.jsonl",
-        # A log, not an output: Snakemake keeps it when the job fails, as it does when every video is
-        # rejected, and the error points at it.
-        rejected=str(LAYOUT.augment.rejected),
+        main=f"logs/augment/shard{{shard}}of{SHARDS}.log",
+        memory=f"logs/augment/shard{{shard}}of{SHARDS}.memory.jsonl",
     benchmark:
-        "logs/benchmarks/augment/augment.tsv"
+        f"logs/benchmarks/augment/shard{{shard}}of{SHARDS}.tsv"
     conda:
         "../envs/fvc.yaml"
     threads: config["augment"]["decode_threads"]
@@ -21,11 +24,8 @@ rule augment:
     params:
         # Clips and the row-by-row journal live outside the declared outputs, so a failed or killed
         # job keeps them and the rerun resumes where it stopped.
-        clips_dir=beside("clips", "clips"),
+        clips_dir=str(LAYOUT.augment.clips_dir),
         journal=beside("clips", "clips.partial.csv"),
-        # Counted in the error when every video is rejected.
-        index_rejected=str(LAYOUT.index.rejected),
-        download_failed=str(LAYOUT.download.failed_csv),
         settings=settings(
             num_frames=config["augment"]["num_frames"],
             size=config["augment"]["size"],
@@ -34,3 +34,34 @@ rule augment:
         ),
     script:
         "../workflow_scripts/augment.py"
+
+
+rule augment_merge:
+    input:
+        # The merged index: its merge has checked that some video is left, and it lists every video.
+        index=str(LAYOUT.index.parquet),
+        clips=expand(str(AUGMENT_SHARD.clips_csv), shard=shards()),
+        rejected=expand(str(AUGMENT_SHARD.rejected), shard=shards()),
+    output:
+        clips=str(LAYOUT.augment.clips_csv),
+    log:
+        main="logs/augment_merge/augment_merge.log",
+        memory="logs/augment_merge/augment_merge.memory.jsonl",
+        # A log, not an output: Snakemake keeps it when the job fails, as it does when every video is
+        # rejected, and the error points at it.
+        rejected=str(LAYOUT.augment.rejected),
+    benchmark:
+        "logs/benchmarks/augment_merge/augment_merge.tsv"
+    conda:
+        "../envs/fvc.yaml"
+    resources:
+        mem_mb=rule_mem_mb("augment"),
+        runtime=rule_runtime("augment"),
+        slurm_partition=CPU_PARTITION,
+    params:
+        num_augmentations=config["augment"]["num_augmentations"],
+        # Counted in the error when every video is rejected.
+        index_rejected=str(LAYOUT.index.rejected),
+        download_failed=str(LAYOUT.download.failed_csv),
+    script:
+        "../workflow_scripts/augment_merge.py"

@@ -9,6 +9,7 @@ from snakemake.logging import logger
 from fvc.core.config import model_specs
 from fvc.core.paths import DEMO, Layout
 from fvc.core.joblog import SNAKEMAKE_PID_ENV
+from fvc.core.shards import shard_count
 from fvc.slurm.partitions import partition
 from fvc.slurm.retry import Policy, Request, RetrySizer
 from fvc.train.stopping import warning_signal_option
@@ -30,6 +31,8 @@ TRAIN_MODELS = config["train"]["models"]
 # Partition of the jobs that never use a GPU (data stages, audit): fvc.slurm.partitions.
 CPU_PARTITION = partition(config, "cpu")
 FOLDS = list(range(config["folds"]["k"]))
+# Shard jobs of index and augment (config `shards`; a video's shard: fvc.core.shards.shard_of).
+SHARDS = shard_count(config)
 # Wall time (minutes) of an infer job's first attempt.
 INFER_RUNTIME = 10
 # Jobs end when this snakemake process ends (fvc.core.joblog.exit_with_snakemake): no orphans of a killed run.
@@ -49,6 +52,7 @@ RETRY = RetrySizer(
 wildcard_constraints:
     model="|".join(MODEL_SPECS),
     fold=r"\d+",
+    shard=r"\d+",
 
 
 def manifest_inputs():
@@ -61,6 +65,11 @@ def manifest_inputs():
         }
     manifest = config["dataset"]["manifest"]
     return {"manifest": [manifest] if isinstance(manifest, str) else list(manifest)}
+
+
+def shards():
+    """The shard numbers 0 .. SHARDS-1, for `expand`."""
+    return list(range(SHARDS))
 
 
 def rule_request(name, wildcards, attempt):

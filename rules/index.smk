@@ -1,17 +1,53 @@
+# One `index` job per shard (shards.count: a video's shard comes from its id), each capped, logged and rerun
+# on its own; `index_merge` writes the one index with rows in the order of videos.csv (any shard count: the
+# same bytes).
+INDEX_SHARD = LAYOUT.index.shard("{shard}", SHARDS)
+
+
 rule index:
     input:
         videos=str(LAYOUT.download.videos_csv),
     output:
+        parquet=str(INDEX_SHARD.parquet),
+        rejected=str(INDEX_SHARD.rejected),
+    log:
+        main=f"logs/index/shard{{shard}}of{SHARDS}.log",
+        memory=f"logs/index/shard{{shard}}of{SHARDS}.memory.jsonl",
+    benchmark:
+        f"logs/benchmarks/index/shard{{shard}}of{SHARDS}.tsv"
+    conda:
+        "../envs/fvc.yaml"
+    resources:
+        mem_mb=rule_mem_mb("index"),
+        runtime=rule_runtime("index"),
+        slurm_partition=CPU_PARTITION,
+    params:
+        shards=SHARDS,
+        settings=settings(
+            check_frames=config["index"]["check_frames"],
+            min_frames=config["index"]["min_frames"],
+            clip_frames=config["augment"]["num_frames"],
+        ),
+    script:
+        "../workflow_scripts/index.py"
+
+
+rule index_merge:
+    input:
+        videos=str(LAYOUT.download.videos_csv),
+        parquets=expand(str(INDEX_SHARD.parquet), shard=shards()),
+        rejected=expand(str(INDEX_SHARD.rejected), shard=shards()),
+    output:
         parquet=str(LAYOUT.index.parquet),
         csv=str(LAYOUT.index.csv),
     log:
-        main="logs/index/index.log",
-        memory="logs/index/index.memory.jsonl",
+        main="logs/index_merge/index_merge.log",
+        memory="logs/index_merge/index_merge.memory.jsonl",
         # A log, not an output: Snakemake keeps it when the job fails, as it does when every video is
         # rejected, and the error points at it.
         rejected=str(LAYOUT.index.rejected),
     benchmark:
-        "logs/benchmarks/index/index.tsv"
+        "logs/benchmarks/index_merge/index_merge.tsv"
     conda:
         "../envs/fvc.yaml"
     resources:
@@ -20,10 +56,5 @@ rule index:
         slurm_partition=CPU_PARTITION,
     params:
         download_failed=str(LAYOUT.download.failed_csv),
-        settings=settings(
-            check_frames=config["index"]["check_frames"],
-            min_frames=config["index"]["min_frames"],
-            clip_frames=config["augment"]["num_frames"],
-        ),
     script:
-        "../workflow_scripts/index.py"
+        "../workflow_scripts/index_merge.py"

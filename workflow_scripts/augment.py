@@ -1,21 +1,19 @@
-"""Snakemake adapter for rule `augment`."""
+"""Snakemake adapter for rule `augment`: the clips of one shard's videos."""
 
 from fvc.core.joblog import exit_with_snakemake, log_to
 
 log_to(snakemake.log.main)
 exit_with_snakemake()
 
-from fvc.clips.augment import augment_all
+from fvc.clips.augment import augment_shard
 
-augment_all(
+augment_shard(
     index_parquet=snakemake.input.index,
     out_csv=snakemake.output.clips,
-    rejected_csv=snakemake.log.rejected,
+    rejected_csv=snakemake.output.rejected,
     clips_dir=snakemake.params.clips_dir,
     journal=snakemake.params.journal,
     memory_log=snakemake.log.memory,
-    index_rejected=snakemake.params.index_rejected,
-    download_failed=snakemake.params.download_failed,
     decode_threads=snakemake.threads,
     **snakemake.params.settings,
 )

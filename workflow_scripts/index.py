@@ -1,18 +1,18 @@
-"""Snakemake adapter for rule `index`."""
+"""Snakemake adapter for rule `index`: one shard of the videos."""
 
 from fvc.core.joblog import exit_with_snakemake, log_to
 
 log_to(snakemake.log.main)
 exit_with_snakemake()
 
-from fvc.data.index import build_index
+from fvc.data.index import index_shard
 
-build_index(
+index_shard(
     videos_csv=snakemake.input.videos,
+    shard=int(snakemake.wildcards.shard),
+    count=snakemake.params.shards,
     out_parquet=snakemake.output.parquet,
-    out_csv=snakemake.output.csv,
-    rejected_csv=snakemake.log.rejected,
+    rejected_csv=snakemake.output.rejected,
     memory_log=snakemake.log.memory,
-    download_failed=snakemake.params.download_failed,
     **snakemake.params.settings,
 )
