@@ -55,8 +55,8 @@ rule augment_merge:
     conda:
         "../envs/fvc.yaml"
     resources:
-        mem_mb=rule_mem_mb("augment"),
-        runtime=rule_runtime("augment"),
+        mem_mb=rule_mem_mb("augment_merge", row="augment"),
+        runtime=rule_runtime("augment_merge", row="augment"),
         slurm_partition=CPU_PARTITION,
     params:
         num_augmentations=config["augment"]["num_augmentations"],

@@ -72,22 +72,25 @@ def shards():
     return list(range(SHARDS))
 
 
-def rule_request(name, wildcards, attempt):
-    """Request of a rule outside the model table (config `resources`), resized on retries."""
-    row = config["resources"][name]
+def rule_request(name, wildcards, attempt, row=None):
+    """Request of a rule outside the model table (config `resources`: its own row, else `row`, as a merge
+    job takes its stage's), resized on retries."""
+    first = config["resources"][row or name]
     return RETRY.request(
-        name, wildcards, attempt, Request(row["mem_mb"], row["runtime"])
+        name, wildcards, attempt, Request(first["mem_mb"], first["runtime"])
     )
 
 
-def rule_mem_mb(name):
+def rule_mem_mb(name, row=None):
     """mem_mb of a rule outside the model table."""
-    return lambda wildcards, attempt: rule_request(name, wildcards, attempt).mem_mb
+    return lambda wildcards, attempt: rule_request(name, wildcards, attempt, row).mem_mb
 
 
-def rule_runtime(name):
+def rule_runtime(name, row=None):
     """runtime (minutes) of a rule outside the model table."""
-    return lambda wildcards, attempt: rule_request(name, wildcards, attempt).runtime
+    return lambda wildcards, attempt: rule_request(
+        name, wildcards, attempt, row
+    ).runtime
 
 
 def canonical(value):

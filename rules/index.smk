@@ -51,8 +51,8 @@ rule index_merge:
     conda:
         "../envs/fvc.yaml"
     resources:
-        mem_mb=rule_mem_mb("index"),
-        runtime=rule_runtime("index"),
+        mem_mb=rule_mem_mb("index_merge", row="index"),
+        runtime=rule_runtime("index_merge", row="index"),
         slurm_partition=CPU_PARTITION,
     params:
         download_failed=str(LAYOUT.download.failed_csv),
