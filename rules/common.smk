@@ -73,8 +73,8 @@ def shards():
 
 
 def rule_request(name, wildcards, attempt, row=None):
-    """Request of a rule outside the model table (config `resources`: its own row, else `row`, as a merge
-    job takes its stage's), resized on retries."""
+    """Request of a rule outside the model table (config `resources`, its own row or else `row`, as a
+    merge job takes its stage's), resized on retries."""
     first = config["resources"][row or name]
     return RETRY.request(
         name, wildcards, attempt, Request(first["mem_mb"], first["runtime"])
