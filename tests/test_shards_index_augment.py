@@ -154,10 +154,10 @@ def test_a_failed_shard_is_the_only_job_rerun(three_shards: dict) -> None:
 def test_the_rerun_shard_resumes_from_its_journal(three_shards: dict) -> None:
     workdir, failing = three_shards["workdir"], three_shards["failing"]
     memory = workdir / f"logs/augment/shard{failing}of3.memory.jsonl"
-    starts = [r for r in map(json.loads, memory.read_text().splitlines()) if r["point"] == "start"]
+    start = next(r for r in map(json.loads, memory.read_text().splitlines()) if r["point"] == "start")
     videos = len(three_shards["by_shard"][failing])
     # Every clip (original + 1 augmented) of the videos before the failing one was journalled.
-    assert [r["resumed_clips"] for r in starts] == [0, 2 * (videos - 1)]
+    assert start["resumed_clips"] == 2 * (videos - 1) > 0
     own_temp, other_temp = three_shards["temps"]
     assert not own_temp.exists() and other_temp.exists()
 

@@ -365,7 +365,8 @@ def merge_index(
     videos = _read_videos(Path(videos_csv))
     indexed = [deque(pl.read_parquet(path).to_dicts()) for path in shard_parquets]
     refused = [deque(pl.read_csv(path, schema=REJECTED_SCHEMA).to_dicts()) for path in shard_rejected]
-    rows, rejected = [], []
+    rows: list[dict] = []
+    rejected: list[dict] = []
     for video_id in videos["video_id"]:
         shard = shard_of(video_id, len(indexed))
         for found, queue in ((rows, indexed[shard]), (rejected, refused[shard])):
