@@ -9,6 +9,7 @@ from snakemake.logging import logger
 from fvc.core.config import model_specs
 from fvc.core.paths import DEMO, Layout, member
 from fvc.core.joblog import SNAKEMAKE_PID_ENV
+from fvc.core.shards import shard_count
 from fvc.slurm.partitions import partition
 from fvc.slurm.retry import Policy, Request, RetrySizer
 from fvc.train.stopping import warning_lead_s, warning_signal_option
@@ -36,6 +37,8 @@ SEEDS = config["train"]["seeds"] or [config["seed"]]
 SEED = "{seed}" if len(SEEDS) > 1 else None
 # A member's name in the train rule's files: `fold{fold}`, or `fold{fold}-seed{seed}`.
 MEMBER = member("{fold}", SEED)
+# Shard jobs of download, index and augment (config `shards`; a video's shard: fvc.core.shards.shard_of).
+SHARDS = shard_count(config)
 # Wall time (minutes) of an infer job's first attempt.
 INFER_RUNTIME = 10
 # Jobs end when this snakemake process ends (fvc.core.joblog.exit_with_snakemake): no orphans of a killed run.
@@ -56,6 +59,7 @@ wildcard_constraints:
     model="|".join(MODEL_SPECS),
     fold=r"\d+",
     seed=r"\d+",
+    shard=r"\d+",
 
 
 def manifest_inputs():
@@ -70,22 +74,30 @@ def manifest_inputs():
     return {"manifest": [manifest] if isinstance(manifest, str) else list(manifest)}
 
 
-def rule_request(name, wildcards, attempt):
-    """Request of a rule outside the model table (config `resources`), resized on retries."""
-    row = config["resources"][name]
+def shards():
+    """The shard numbers 0 .. SHARDS-1, for `expand`."""
+    return list(range(SHARDS))
+
+
+def rule_request(name, wildcards, attempt, row=None):
+    """Request of a rule outside the model table (config `resources`, its own row or else `row`, as a
+    merge job takes its stage's), resized on retries."""
+    first = config["resources"][row or name]
     return RETRY.request(
-        name, wildcards, attempt, Request(row["mem_mb"], row["runtime"])
+        name, wildcards, attempt, Request(first["mem_mb"], first["runtime"])
     )
 
 
-def rule_mem_mb(name):
+def rule_mem_mb(name, row=None):
     """mem_mb of a rule outside the model table."""
-    return lambda wildcards, attempt: rule_request(name, wildcards, attempt).mem_mb
+    return lambda wildcards, attempt: rule_request(name, wildcards, attempt, row).mem_mb
 
 
-def rule_runtime(name):
+def rule_runtime(name, row=None):
     """runtime (minutes) of a rule outside the model table."""
-    return lambda wildcards, attempt: rule_request(name, wildcards, attempt).runtime
+    return lambda wildcards, attempt: rule_request(
+        name, wildcards, attempt, row
+    ).runtime
 
 
 def canonical(value):

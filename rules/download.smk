@@ -1,8 +1,5 @@
-from fvc.core.shards import shard_count
-
-# Download shard jobs (fvc.core.shards): a video's shard comes from its id. They run as local rules, like the
-# merge (compute nodes often have no internet; on one node the shards' per-site politeness always holds).
-DOWNLOAD_SHARDS = shard_count(config)
+# Download shard jobs (SHARDS, rules/common.smk) run as local rules, like the merge (compute nodes often have no
+# internet; on one node the shards' per-site politeness always holds).
 # The shards' settings: every download key but the merge's max_failed_fraction.
 FETCH_SETTINGS = {
     key: value
@@ -40,8 +37,8 @@ rule download_shard:
     input:
         **manifest_inputs(),
     output:
-        videos=str(LAYOUT.download.shard("{shard}", DOWNLOAD_SHARDS).videos_csv),
-        failed=str(LAYOUT.download.shard("{shard}", DOWNLOAD_SHARDS).failed_csv),
+        videos=str(LAYOUT.download.shard("{shard}", SHARDS).videos_csv),
+        failed=str(LAYOUT.download.shard("{shard}", SHARDS).failed_csv),
     log:
         main="logs/download/shard{shard}.log",
         memory="logs/download/shard{shard}.memory.jsonl",
@@ -53,13 +50,13 @@ rule download_shard:
     conda:
         "../envs/fvc.yaml"
     resources:
-        mem_mb=rule_mem_mb("download"),
-        runtime=rule_runtime("download"),
+        mem_mb=rule_mem_mb("download_shard", row="download"),
+        runtime=rule_runtime("download_shard", row="download"),
         slurm_partition=CPU_PARTITION,
     params:
         out_dir=str(LAYOUT.download.videos_dir),
         sites=str(LAYOUT.download.sites_dir),
-        shards=DOWNLOAD_SHARDS,
+        shards=SHARDS,
         settings=settings(labels=config["dataset"]["labels"], **FETCH_SETTINGS),
     script:
         "../workflow_scripts/download_shard.py"
@@ -69,12 +66,12 @@ rule download:
     input:
         **manifest_inputs(),
         videos=expand(
-            str(LAYOUT.download.shard("{shard}", DOWNLOAD_SHARDS).videos_csv),
-            shard=range(DOWNLOAD_SHARDS),
+            str(LAYOUT.download.shard("{shard}", SHARDS).videos_csv),
+            shard=shards(),
         ),
         failed=expand(
-            str(LAYOUT.download.shard("{shard}", DOWNLOAD_SHARDS).failed_csv),
-            shard=range(DOWNLOAD_SHARDS),
+            str(LAYOUT.download.shard("{shard}", SHARDS).failed_csv),
+            shard=shards(),
         ),
     output:
         videos=str(LAYOUT.download.videos_csv),

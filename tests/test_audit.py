@@ -788,3 +788,19 @@ def test_cli_run_options(tmp_path, capsys):
     assert main(["audit", "--workdir", str(work), "--all-runs"]) == 0
     out = capsys.readouterr().out
     assert "run(s): (no SLURM run)" in out and f"config: {work / 'config.yaml'}" in out
+
+
+def test_shard_jobs_are_sized_by_their_stage_s_row():
+    """augment_shard's jobs and the augment merge job share `resources.augment`: the recommendation comes from
+    the biggest of them (a shard), and the shards' CPUs set augment.decode_threads."""
+    config = load_config(RECORDED_CONFIG)
+    rows = [
+        sacct_row(rule="augment_shard", wildcards="0", peak_mem_mb=900.0, cpus=2, cpu_eff=40.0),
+        sacct_row(job_id="2", rule="augment_shard", wildcards="1", peak_mem_mb=700.0, cpus=2, cpu_eff=30.0),
+        sacct_row(job_id="3", rule="augment", peak_mem_mb=400.0),
+    ]
+    recs = {(r.table, r.row, r.key): r for r in recommend(rows, config, safety_factor=1.2)}
+    augment = recs[("resources", "augment", "mem_mb")]  # 900 MB x 1.2 = 1080 -> 1100
+    assert (augment.current, augment.recommended) == (config["resources"]["augment"]["mem_mb"], 1100)
+    assert "augment_shard" not in {r.row for r in recs.values()}
+    assert recs[("augment", "", "decode_threads")].recommended == 1  # 0.8 CPUs busy x 1.2 -> 1

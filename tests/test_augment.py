@@ -371,12 +371,13 @@ def test_every_video_rejected_counts_the_entries_lost_at_each_stage(dataset: dic
 
 @pytest.mark.slow
 def test_rejected_csv_survives_a_failed_workflow_job(dataset: dict, tmp_path: Path) -> None:
-    """In the workflow, augment's rejected.csv is a log of the rule: the job that fails because every video
+    """In the workflow, augment's rejected.csv is a log of the merge: the job that fails because every video
     was rejected keeps it, and its error counts the index's rejects and the download's failures."""
     workdir = copy_workflow(tmp_path / "wf")
-    for folder in ("results/index", "results/download"):
+    for folder in ("results/index/shards/0of1", "results/download"):
         (workdir / folder).mkdir(parents=True)
     write_index(workdir / "results/index/video_index.parquet", dataset["rows"][-1:])
+    write_index(workdir / "results/index/shards/0of1/video_index.parquet", dataset["rows"][-1:])  # one shard
     pl.DataFrame({"video_id": ["a"], "path": ["a"], "reason": ["x"]}).write_csv(
         workdir / "results/index/rejected.csv"
     )
@@ -384,7 +385,8 @@ def test_rejected_csv_survives_a_failed_workflow_job(dataset: dict, tmp_path: Pa
         workdir / "results/download/failed.csv"
     )
     target = "results/augment/clips.csv"
-    result = snakemake(workdir, "--profile", "profiles/local", target, "--allowed-rules", "augment")
+    rules = ("--allowed-rules", "augment_shard", "augment")
+    result = snakemake(workdir, "--profile", "profiles/local", target, *rules)
     assert result.returncode != 0
     rejected = pl.read_csv(workdir / "results/augment/rejected.csv")
     assert rejected["video_id"].to_list() == ["real/broken.mp4"]

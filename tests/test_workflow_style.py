@@ -62,7 +62,18 @@ def test_adapters_pass_keyword_arguments_only() -> None:
             if isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
             and node.func.id.endswith(
-                ("_all", "_fold", "_model", "_index", "_folds", "_workflow", "_dataset", "_shard", "_shards")
+                (
+                    "_all",
+                    "_fold",
+                    "_model",
+                    "_index",
+                    "_folds",
+                    "_workflow",
+                    "_dataset",
+                    "_shard",
+                    "_shards",
+                    "_clips",
+                )
             )
         ]
         assert calls, f"{script.name}: no library call found"

@@ -15,6 +15,7 @@ import csv
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog, release_freed_memory
 from fvc.core.progress import progress
 from fvc.core.seeding import stable_seed
+from fvc.core.shards import shard_of
 from fvc.data.index import count_entries
 from fvc.data.manifest import check_video_id
 from fvc.data.video import DECODE_THREADS, VideoReader, VideoReadError, open_video
@@ -43,6 +45,8 @@ CLIP_COLUMNS = (
 REJECTED_COLUMNS = ("video_id", "path", "reason")
 INDEX_COLUMNS = ("video_id", "path", "label", "group", "frames")
 WORK_SCALE = 2  # augmented clips are decoded at WORK_SCALE x size, then cropped and resized to size
+# A temporary file's name (`.<name>.<pid>.<random>.tmp`: fvc.core.atomic.create_temp), <name> as group 1.
+TEMP_TARGET = re.compile(r"\.(.+)\.\d+\.[0-9a-f]{8}\.tmp")
 # What a VideoReader raises for a broken or truncated file (PyAV's errors are OSError/ValueError subclasses).
 DECODE_ERRORS = (VideoReadError, IndexError, OSError, EOFError, ValueError, RuntimeError, av.FFmpegError)
 
@@ -350,6 +354,135 @@ def _earlier_losses(
     return text
 
 
+def _remove_own_stale_temps(rows: list[dict]) -> int:
+    """Delete the temporary files that killed writers left for the clips of `rows`, and only those: other
+    shards may be writing theirs into the same folders at the same time."""
+    names: dict[Path, set[str]] = {}
+    for row in rows:
+        path = Path(row["clip_path"])
+        names.setdefault(path.parent, set()).add(path.name)
+    removed = 0
+    for folder, own in names.items():
+        if not folder.is_dir():
+            continue
+        for tmp in folder.glob(".*.tmp"):
+            target = TEMP_TARGET.fullmatch(tmp.name)
+            if target and target.group(1) in own and tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One pass over an index: its videos (sorted by video_id), the clip rows of those not rejected, the
+    rejected videos and how many clips were made now."""
+
+    videos: list[dict]
+    rows: list[dict]
+    rejected: list[dict]
+    made: int
+
+
+def _augment_index(
+    index_parquet: str | os.PathLike[str],
+    clips_dir: str | os.PathLike[str],
+    journal: str | os.PathLike[str],
+    mem: MemoryLog,
+    clip: dict[str, int],
+    *,
+    shared_clips_dir: bool,
+) -> _Run:
+    """Make the clips of every video of `index_parquet` that `journal` lacks, journalling them. `clip`:
+    num_frames, size, num_augmentations, seed, decode_threads. `shared_clips_dir`: other jobs write into
+    `clips_dir` too, so only this index's stale temporary files are removed, else every one in it."""
+    num_frames, size, num_augmentations = clip["num_frames"], clip["size"], clip["num_augmentations"]
+    if num_frames < 1 or size < 8 or num_augmentations < 0 or clip["decode_threads"] < 1:
+        raise AugmentError(
+            f"need num_frames >= 1, size >= 8, num_augmentations >= 0, decode_threads >= 1; got "
+            f"{num_frames}, {size}, {num_augmentations}, {clip['decode_threads']}"
+        )
+    index = read_index(index_parquet)
+    videos = index.to_dicts()
+    del index
+    _check_names([v["video_id"] for v in videos], num_augmentations, index_parquet)
+    clips_dir = str(clips_dir)
+    expected = {
+        v["video_id"]: [
+            _clip_row(clips_dir, v, a, clip_seed(clip["seed"], v["video_id"], a), num_frames, size)
+            for a in range(num_augmentations + 1)
+        ]
+        for v in videos
+    }
+    done = {}
+    for row in read_journal(journal, CLIP_COLUMNS):
+        rows = expected.get(row["original_video"])
+        aug = int(row["aug_idx"]) if row["aug_idx"].isdigit() else -1
+        if rows and 0 <= aug < len(rows) and rows[aug] == row and Path(row["clip_path"]).is_file():
+            done[(row["original_video"], aug)] = row
+    if shared_clips_dir:
+        stale = _remove_own_stale_temps([row for rows in expected.values() for row in rows])
+    else:
+        stale = remove_stale_temps(clips_dir, recursive=True)
+    stale += remove_stale_temps(Path(journal).parent)
+    mem.mark("start", videos=len(videos), resumed_clips=len(done), stale_temps=stale)
+    log.info("augment: %d videos, %d clips already in %s", len(videos), len(done), journal)
+    rejected: list[dict] = []
+    made = 0
+    with Journal(journal, CLIP_COLUMNS, done.values()) as jr, _DurableJournal(jr) as durable:
+        for number, video in enumerate(progress(videos, desc="augment", unit="video")):
+            reason = None
+            if video["frames"] is None or video["frames"] < 1:
+                reason = f"the index gives no frame count ({video['frames']})"
+            else:
+                try:
+                    made += _augment_video(
+                        video,
+                        expected[video["video_id"]],
+                        done,
+                        durable,
+                        num_frames=num_frames,
+                        size=size,
+                        threads=clip["decode_threads"],
+                    )
+                except VideoRejected as exc:
+                    reason = str(exc)
+            if reason:
+                log.warning("augment: rejecting %s: %s", video["video_id"], reason)
+                rejected.append({"video_id": video["video_id"], "path": video["path"], "reason": reason})
+            release_freed_memory()
+            mem.mark("video", full=False, video_id=video["video_id"], number=number, made=made)
+    bad = {r["video_id"] for r in rejected}
+    rows = [row for v in videos if v["video_id"] not in bad for row in expected[v["video_id"]]]
+    return _Run(videos=videos, rows=rows, rejected=rejected, made=made)
+
+
+def _write_outputs(
+    run: _Run,
+    out_csv: str | os.PathLike[str],
+    rejected_csv: str | os.PathLike[str],
+    index_parquet: str | os.PathLike[str],
+    earlier: tuple[str | os.PathLike[str] | None, str | os.PathLike[str] | None],
+) -> AugmentReport:
+    """Write rejected.csv, then (unless every video was rejected: AugmentError, which also counts the
+    `earlier` losses: the index's rejected.csv and the download's failed.csv) clips.csv."""
+    _write_rows_atomic(rejected_csv, REJECTED_COLUMNS, run.rejected)
+    if not run.rows:
+        raise AugmentError(
+            f"{index_parquet}: every one of the {len(run.videos)} videos was rejected "
+            f"(reasons in {rejected_csv}){_earlier_losses(*earlier)}"
+        )
+    _write_rows_atomic(out_csv, CLIP_COLUMNS, run.rows)
+    log.info(
+        "augment: %d clips of %d videos (%d made now), %d rejected",
+        len(run.rows),
+        len(run.videos) - len(run.rejected),
+        run.made,
+        len(run.rejected),
+    )
+    return AugmentReport(clips=len(run.rows), rejected=len(run.rejected), made=run.made)
+
+
 def augment_all(
     index_parquet: str | os.PathLike[str],
     out_csv: str | os.PathLike[str],
@@ -371,73 +504,99 @@ def augment_all(
     Raises AugmentError, after writing rejected.csv, when every video is rejected; its message also counts
     the entries lost before, from the index's rejected.csv (`index_rejected`) and the download's failed.csv
     (`download_failed`) when given and present."""
-    if num_frames < 1 or size < 8 or num_augmentations < 0 or decode_threads < 1:
-        raise AugmentError(
-            f"need num_frames >= 1, size >= 8, num_augmentations >= 0, decode_threads >= 1; got "
-            f"{num_frames}, {size}, {num_augmentations}, {decode_threads}"
-        )
     mem = MemoryLog(memory_log, "augment")
-    index = read_index(index_parquet)
-    videos = index.to_dicts()
-    del index
-    _check_names([v["video_id"] for v in videos], num_augmentations, index_parquet)
-    clips_dir = str(clips_dir)
-    expected = {
-        v["video_id"]: [
-            _clip_row(clips_dir, v, a, clip_seed(seed, v["video_id"], a), num_frames, size)
-            for a in range(num_augmentations + 1)
-        ]
-        for v in videos
-    }
-    done = {}
-    for row in read_journal(journal, CLIP_COLUMNS):
-        rows = expected.get(row["original_video"])
-        aug = int(row["aug_idx"]) if row["aug_idx"].isdigit() else -1
-        if rows and 0 <= aug < len(rows) and rows[aug] == row and Path(row["clip_path"]).is_file():
-            done[(row["original_video"], aug)] = row
-    stale = remove_stale_temps(clips_dir, recursive=True) + remove_stale_temps(Path(journal).parent)
-    mem.mark("start", videos=len(videos), resumed_clips=len(done), stale_temps=stale)
-    log.info("augment: %d videos, %d clips already in %s", len(videos), len(done), journal)
-    rejected: list[dict] = []
-    made = 0
-    with Journal(journal, CLIP_COLUMNS, done.values()) as jr, _DurableJournal(jr) as durable:
-        for number, video in enumerate(progress(videos, desc="augment", unit="video")):
-            reason = None
-            if video["frames"] is None or video["frames"] < 1:
-                reason = f"the index gives no frame count ({video['frames']})"
-            else:
-                try:
-                    made += _augment_video(
-                        video,
-                        expected[video["video_id"]],
-                        done,
-                        durable,
-                        num_frames=num_frames,
-                        size=size,
-                        threads=decode_threads,
-                    )
-                except VideoRejected as exc:
-                    reason = str(exc)
-            if reason:
-                log.warning("augment: rejecting %s: %s", video["video_id"], reason)
-                rejected.append({"video_id": video["video_id"], "path": video["path"], "reason": reason})
-            release_freed_memory()
-            mem.mark("video", full=False, video_id=video["video_id"], number=number, made=made)
-    bad = {r["video_id"] for r in rejected}
-    rows = [row for v in videos if v["video_id"] not in bad for row in expected[v["video_id"]]]
-    _write_rows_atomic(rejected_csv, REJECTED_COLUMNS, rejected)
-    if not rows:
-        raise AugmentError(
-            f"{index_parquet}: every one of the {len(videos)} videos was rejected (reasons in {rejected_csv})"
-            + _earlier_losses(index_rejected, download_failed)
-        )
-    _write_rows_atomic(out_csv, CLIP_COLUMNS, rows)
-    mem.mark("end", clips=len(rows), rejected=len(rejected), made=made)
-    log.info(
-        "augment: %d clips of %d videos (%d made now), %d rejected",
-        len(rows),
-        len(videos) - len(bad),
-        made,
-        len(rejected),
+    clip = dict(
+        num_frames=num_frames,
+        size=size,
+        num_augmentations=num_augmentations,
+        seed=seed,
+        decode_threads=decode_threads,
     )
-    return AugmentReport(clips=len(rows), rejected=len(rejected), made=made)
+    run = _augment_index(index_parquet, clips_dir, journal, mem, clip, shared_clips_dir=False)
+    report = _write_outputs(run, out_csv, rejected_csv, index_parquet, (index_rejected, download_failed))
+    mem.mark("end", clips=report.clips, rejected=report.rejected, made=report.made)
+    return report
+
+
+def augment_shard(
+    index_parquet: str | os.PathLike[str],
+    out_csv: str | os.PathLike[str],
+    rejected_csv: str | os.PathLike[str],
+    clips_dir: str | os.PathLike[str],
+    journal: str | os.PathLike[str],
+    num_frames: int,
+    size: int,
+    num_augmentations: int,
+    seed: int,
+    *,
+    decode_threads: int,
+    memory_log: str | os.PathLike[str] | None = None,
+) -> AugmentReport:
+    """`augment_all` over one shard's index (`fvc.data.index.index_shard`), for `merge_clips`: its clips go
+    to the clips folder that every shard shares, its rows and rejected videos to its own files (written even
+    when empty: the merge decides whether every video was rejected), resuming from its own `journal`."""
+    mem = MemoryLog(memory_log, "augment")
+    clip = dict(
+        num_frames=num_frames,
+        size=size,
+        num_augmentations=num_augmentations,
+        seed=seed,
+        decode_threads=decode_threads,
+    )
+    run = _augment_index(index_parquet, clips_dir, journal, mem, clip, shared_clips_dir=True)
+    _write_rows_atomic(rejected_csv, REJECTED_COLUMNS, run.rejected)
+    _write_rows_atomic(out_csv, CLIP_COLUMNS, run.rows)
+    mem.mark("end", clips=len(run.rows), rejected=len(run.rejected), made=run.made)
+    return AugmentReport(clips=len(run.rows), rejected=len(run.rejected), made=run.made)
+
+
+def _rows_by_video(path: str | os.PathLike[str], key: str) -> dict[str, list[dict]]:
+    """A shard's CSV rows (as strings) grouped by the column `key`, in file order."""
+    grouped: dict[str, list[dict]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            grouped.setdefault(row[key], []).append(row)
+    return grouped
+
+
+def merge_clips(
+    index_parquet: str | os.PathLike[str],
+    shard_clips: list[str],
+    shard_rejected: list[str],
+    out_csv: str | os.PathLike[str],
+    rejected_csv: str | os.PathLike[str],
+    num_augmentations: int,
+    *,
+    memory_log: str | os.PathLike[str] | None = None,
+    index_rejected: str | os.PathLike[str] | None = None,
+    download_failed: str | os.PathLike[str] | None = None,
+) -> AugmentReport:
+    """clips.csv and rejected.csv of the shards (shard k's files at position k of each list), over the whole
+    (merged) index: rows sorted by (original_video, aug_idx), the same bytes as `augment_all` for any number
+    of shards. Raises AugmentError as `augment_all` does (every video rejected, clip names that clash across
+    shards), and when a shard's files do not hold exactly its videos of the index (rerun that shard)."""
+    mem = MemoryLog(memory_log, "augment")
+    mem.mark("start", shards=len(shard_clips))
+    videos = read_index(index_parquet).to_dicts()
+    _check_names([v["video_id"] for v in videos], num_augmentations, index_parquet)
+    clips = [_rows_by_video(path, "original_video") for path in shard_clips]
+    refused = [_rows_by_video(path, "video_id") for path in shard_rejected]
+    rows, rejected = [], []
+    for video in videos:
+        video_id, shard = video["video_id"], shard_of(video["video_id"], len(clips))
+        found = clips[shard].pop(video_id, None)
+        if found is not None and len(found) == num_augmentations + 1:
+            rows += found
+        elif found is None and video_id in refused[shard]:
+            rejected += refused[shard].pop(video_id)
+        else:
+            raise AugmentError(
+                f"{shard_clips[shard]}: not the clips of {video_id!r} of {index_parquet}; rerun it"
+            )
+    left = next((video_id for shard in (*clips, *refused) for video_id in shard), None)
+    if left is not None:
+        raise AugmentError(f"the augment shards hold {left!r}, which {index_parquet} lacks; rerun them")
+    run = _Run(videos=videos, rows=rows, rejected=rejected, made=0)
+    report = _write_outputs(run, out_csv, rejected_csv, index_parquet, (index_rejected, download_failed))
+    mem.mark("end", clips=report.clips, rejected=report.rejected)
+    return report

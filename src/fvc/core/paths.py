@@ -52,6 +52,12 @@ class DemoFiles:
 DEMO = DemoFiles(Path("resources/demo"))
 
 
+def shard_folder(stage: Path, shard: int | str, count: int) -> Path:
+    """Shard `shard` of `count`'s folder in a stage's folder: `shards/<shard>of<count>`. The count is part of
+    the name, so a run with another count never takes a shard of the old one for its own."""
+    return stage / "shards" / f"{shard}of{count}"
+
+
 @dataclass(frozen=True)
 class DownloadShardFiles:
     """One download shard's tables: its stored videos and its failed entries with their reasons."""
@@ -112,6 +118,24 @@ class IndexFiles:
     def rejected(self) -> Path:
         return self.path / "rejected.csv"
 
+    def shard(self, shard: int | str, count: int) -> IndexShardFiles:
+        return IndexShardFiles(shard_folder(self.path, shard, count))
+
+
+@dataclass(frozen=True)
+class IndexShardFiles:
+    """One `index` shard's folder: the index of its videos (parquet) and its rejected files."""
+
+    path: Path
+
+    @property
+    def parquet(self) -> Path:
+        return self.path / "video_index.parquet"
+
+    @property
+    def rejected(self) -> Path:
+        return self.path / "rejected.csv"
+
 
 @dataclass(frozen=True)
 class AugmentFiles:
@@ -130,6 +154,29 @@ class AugmentFiles:
     @property
     def clips_dir(self) -> Path:
         return self.path / "clips"
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "clips.partial.csv"
+
+    def shard(self, shard: int | str, count: int) -> AugmentShardFiles:
+        return AugmentShardFiles(shard_folder(self.path, shard, count))
+
+
+@dataclass(frozen=True)
+class AugmentShardFiles:
+    """One `augment` shard's folder: the clip rows of its videos, its rejected videos and the journal it
+    resumes from (its clips go to the stage's one clips folder)."""
+
+    path: Path
+
+    @property
+    def clips_csv(self) -> Path:
+        return self.path / "clips.csv"
+
+    @property
+    def rejected(self) -> Path:
+        return self.path / "rejected.csv"
 
     @property
     def journal(self) -> Path:

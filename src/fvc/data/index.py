@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import warnings
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from fvc.core.atomic import atomic_path
 from fvc.core.errors import FvcError
 from fvc.core.memory import MemoryLog
 from fvc.core.progress import progress
+from fvc.core.shards import shard_of
 from fvc.data.video import VideoReader, VideoReadError
 
 log = logging.getLogger(__name__)
@@ -239,6 +241,52 @@ def count_entries(table: Path | None) -> int | None:
     return len(pl.read_csv(table, infer_schema=False))
 
 
+def _probe_all(
+    videos: pl.DataFrame, memory: MemoryLog, check_frames: int, min_frames: int, clip_frames: int
+) -> tuple[list[dict], list[dict]]:
+    """Probe the rows of `videos` in order: (index rows, rejected rows); a bad video is logged, not raised."""
+    rows, rejected = [], []
+    for video in progress(videos.iter_rows(named=True), total=len(videos), desc="index", unit="video"):
+        try:
+            info = probe_video(video["path"], check_frames, min_frames, clip_frames)
+        except Exception as exc:  # odd media trips odd errors: each rejects only its own file
+            reason = str(exc) if isinstance(exc, ProbeError) else f"{type(exc).__name__}: {exc}"
+            log.warning("rejected %s (%s): %s", video["video_id"], video["path"], reason)
+            rejected.append({"video_id": video["video_id"], "path": video["path"], "reason": reason})
+            memory.mark("video", full=False, video_id=video["video_id"], rejected=True)
+            continue
+        if info.short:
+            log.warning(
+                "%s has %d frames, fewer than a clip's %d: its clips repeat frames",
+                video["video_id"],
+                info.frames,
+                clip_frames,
+            )
+        rows.append({**{c: video[c] for c in VIDEOS_COLUMNS}, **asdict(info)})
+        memory.mark("video", full=False, video_id=video["video_id"], frames=info.frames)
+    return rows, rejected
+
+
+def _write_index(
+    videos_csv: Path,
+    rows: list[dict],
+    rejected: list[dict],
+    out: tuple[Path, Path, Path],
+    download_failed: str | os.PathLike[str] | None,
+) -> IndexReport:
+    """Write rejected.csv, then (unless it is empty: EmptyIndexError) the index as parquet and csv; `out`:
+    the parquet, csv and rejected paths."""
+    out_parquet, out_csv, rejected_csv = out
+    index = pl.DataFrame(rows, schema=INDEX_SCHEMA)
+    _write_atomic(pl.DataFrame(rejected, schema=REJECTED_SCHEMA), rejected_csv)
+    if index.is_empty():
+        failed = Path(download_failed) if download_failed is not None else None
+        raise EmptyIndexError(_empty_index_message(videos_csv, rejected, rejected_csv, failed))
+    _write_atomic(index, out_parquet)
+    _write_atomic(index, out_csv)
+    return IndexReport(indexed=len(rows), rejected=len(rejected))
+
+
 def build_index(
     videos_csv: str | os.PathLike[str],
     out_parquet: str | os.PathLike[str],
@@ -261,31 +309,80 @@ def build_index(
     memory = MemoryLog(memory_log, "index")
     memory.mark("start")
     videos = _read_videos(Path(videos_csv))
-    rows, rejected = [], []
-    for video in progress(videos.iter_rows(named=True), total=len(videos), desc="index", unit="video"):
-        try:
-            info = probe_video(video["path"], check_frames, min_frames, clip_frames)
-        except Exception as exc:  # odd media trips odd errors: each rejects only its own file
-            reason = str(exc) if isinstance(exc, ProbeError) else f"{type(exc).__name__}: {exc}"
-            log.warning("rejected %s (%s): %s", video["video_id"], video["path"], reason)
-            rejected.append({"video_id": video["video_id"], "path": video["path"], "reason": reason})
-            memory.mark("video", full=False, video_id=video["video_id"], rejected=True)
-            continue
-        if info.short:
-            log.warning(
-                "%s has %d frames, fewer than a clip's %d: its clips repeat frames",
-                video["video_id"],
-                info.frames,
-                clip_frames,
-            )
-        rows.append({**{c: video[c] for c in VIDEOS_COLUMNS}, **asdict(info)})
-        memory.mark("video", full=False, video_id=video["video_id"], frames=info.frames)
-    index = pl.DataFrame(rows, schema=INDEX_SCHEMA)
-    _write_atomic(pl.DataFrame(rejected, schema=REJECTED_SCHEMA), Path(rejected_csv))
-    if index.is_empty():
-        failed = Path(download_failed) if download_failed is not None else None
-        raise EmptyIndexError(_empty_index_message(Path(videos_csv), rejected, Path(rejected_csv), failed))
-    _write_atomic(index, Path(out_parquet))
-    _write_atomic(index, Path(out_csv))
+    rows, rejected = _probe_all(videos, memory, check_frames, min_frames, clip_frames)
+    out = (Path(out_parquet), Path(out_csv), Path(rejected_csv))
+    report = _write_index(Path(videos_csv), rows, rejected, out, download_failed)
     memory.mark("end", indexed=len(rows), rejected=len(rejected))
+    return report
+
+
+def index_shard(
+    videos_csv: str | os.PathLike[str],
+    shard: int,
+    count: int,
+    out_parquet: str | os.PathLike[str],
+    rejected_csv: str | os.PathLike[str],
+    memory_log: str | os.PathLike[str] | None = None,
+    *,
+    check_frames: int = CHECK_FRAMES,
+    clip_frames: int = CLIP_FRAMES,
+    min_frames: int | None = None,
+) -> IndexReport:
+    """`build_index` over the videos of shard `shard` of `count` (`fvc.core.shards.shard_of`), in the order
+    of videos.csv: the shard's index (parquet) and rejected.csv, for `merge_index`. A shard left empty is no
+    error here (other shards may hold videos): the merge decides."""
+    min_frames = clip_frames if min_frames is None else min_frames
+    memory = MemoryLog(memory_log, "index")
+    memory.mark("start", shard=shard, count=count)
+    videos = _read_videos(Path(videos_csv))
+    mine = videos.filter(
+        pl.Series([shard_of(v, count) == shard for v in videos["video_id"]], dtype=pl.Boolean)
+    )
+    rows, rejected = _probe_all(mine, memory, check_frames, min_frames, clip_frames)
+    _write_atomic(pl.DataFrame(rejected, schema=REJECTED_SCHEMA), Path(rejected_csv))
+    _write_atomic(pl.DataFrame(rows, schema=INDEX_SCHEMA), Path(out_parquet))
+    memory.mark("end", videos=len(mine), indexed=len(rows), rejected=len(rejected))
     return IndexReport(indexed=len(rows), rejected=len(rejected))
+
+
+def merge_index(
+    videos_csv: str | os.PathLike[str],
+    shard_parquets: list[str],
+    shard_rejected: list[str],
+    out_parquet: str | os.PathLike[str],
+    out_csv: str | os.PathLike[str],
+    rejected_csv: str | os.PathLike[str],
+    memory_log: str | os.PathLike[str] | None = None,
+    *,
+    download_failed: str | os.PathLike[str] | None = None,
+) -> IndexReport:
+    """The index and rejected.csv of the shards (shard k's files at position k of each list) with rows in the
+    order of videos.csv: the same bytes as one job over every video, for any number of shards. Raises
+    EmptyIndexError, after writing rejected.csv, as `build_index` does; ValueError when a shard's files do
+    not hold exactly its videos of videos.csv (they come from another videos.csv)."""
+    memory = MemoryLog(memory_log, "index")
+    memory.mark("start", shards=len(shard_parquets))
+    videos = _read_videos(Path(videos_csv))
+    indexed = [deque(pl.read_parquet(path).to_dicts()) for path in shard_parquets]
+    refused = [deque(pl.read_csv(path, schema=REJECTED_SCHEMA).to_dicts()) for path in shard_rejected]
+    rows: list[dict] = []
+    rejected: list[dict] = []
+    for video_id in videos["video_id"]:
+        shard = shard_of(video_id, len(indexed))
+        for found, queue in ((rows, indexed[shard]), (rejected, refused[shard])):
+            if queue and queue[0]["video_id"] == video_id:
+                found.append(queue.popleft())
+                break
+        else:
+            raise ValueError(
+                f"{shard_parquets[shard]}: no row for {video_id!r} of {videos_csv}; rerun its shard"
+            )
+    left = next((str(queue[0]["video_id"]) for queue in (*indexed, *refused) if queue), None)
+    if left is not None:
+        raise ValueError(
+            f"the shards of {videos_csv} hold {left!r}, which is not in it (or not there); rerun them"
+        )
+    out = (Path(out_parquet), Path(out_csv), Path(rejected_csv))
+    report = _write_index(Path(videos_csv), rows, rejected, out, download_failed)
+    memory.mark("end", indexed=len(rows), rejected=len(rejected))
+    return report

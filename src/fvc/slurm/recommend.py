@@ -17,7 +17,13 @@ import yaml
 from fvc.core.atomic import atomic_path
 from fvc.core.config import load_config
 from fvc.slurm.jobs import id_order
-from fvc.slurm.memory_keys import MODEL_KEYS, RULE_CPUS, configured_mem_mb, snakemake_overhead_mb
+from fvc.slurm.memory_keys import (
+    MODEL_KEYS,
+    RULE_CPUS,
+    configured_mem_mb,
+    resource_row,
+    snakemake_overhead_mb,
+)
 
 ROUND_MB = 100
 #: runtime (minutes) = longest successful elapsed x this, rounded up, never below RUNTIME_FLOOR_MIN (a job
@@ -65,7 +71,7 @@ def recommend(rows: Iterable[dict], config: dict, safety_factor: float = 1.2) ->
     request x memory_growth."""
     groups: dict[tuple[str, str | None], list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["rule"], row["model"]), []).append(row)
+        groups.setdefault((resource_row(row["rule"]), row["model"]), []).append(row)
     growth = config.get("memory_growth", 1.5)
     floor = _round_up(snakemake_overhead_mb(config))
     recs = []
@@ -129,7 +135,7 @@ def recommend_runtime(rows: Iterable[dict], config: dict) -> list[Recommendation
     timed out at a limit this high or higher: that limit x memory_growth."""
     groups: dict[tuple[str, str | None], list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["rule"], row["model"]), []).append(row)
+        groups.setdefault((resource_row(row["rule"]), row["model"]), []).append(row)
     growth = config.get("memory_growth", 1.5)
     recs = []
     for (rule, model), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
@@ -185,8 +191,8 @@ def recommend_cpus(rows: Iterable[dict], config: dict, safety_factor: float = 1.
             continue
         if row["rule"] in MODEL_KEYS and row["model"] is not None:
             groups.setdefault(("models", row["model"]), []).append(row)
-        elif row["rule"] in RULE_CPUS:
-            groups.setdefault(("rule", row["rule"]), []).append(row)
+        elif resource_row(row["rule"]) in RULE_CPUS:
+            groups.setdefault(("rule", resource_row(row["rule"])), []).append(row)
     recs = []
     for (kind, name), members in sorted(groups.items()):
         if kind == "models":

@@ -125,10 +125,10 @@ def rank_commands(world: int, cpus: int, entry: list[str]) -> list[tuple[list[st
 
 
 def launch(world: int, cpus: int, kwargs: dict[str, Any], log: str | os.PathLike[str] | None) -> int:
-    """Run `fvc.train.distributed` with `train_rank`'s `kwargs` (JSON) on `world` ranks, their stderr
+    """Run `fvc.train.rank` with `train_rank`'s `kwargs` (JSON) on `world` ranks, their stderr
     appended to `log` (default: this process's); returns the highest exit code. Stop signals received
     meanwhile are passed on to the ranks."""
-    entry = [sys.executable, "-m", "fvc.train.distributed", json.dumps(kwargs)]
+    entry = [sys.executable, "-m", "fvc.train.rank", json.dumps(kwargs)]
     with open(log or os.devnull, "a") as stderr:
         children = [
             subprocess.Popen(cmd, env=env, stderr=stderr if log else None)
@@ -148,35 +148,3 @@ def launch(world: int, cpus: int, kwargs: dict[str, Any], log: str | os.PathLike
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return max(codes, key=abs)
-
-
-def _main(kwargs_json: str) -> int:
-    """One rank: join the group, train, leave; exit code `TrainingStopped.exit_code` on a stop."""
-    import logging
-
-    from fvc.core.config import ModelSpec
-    from fvc.train.stopping import TrainingStopped, hold_stop_signals
-    from fvc.train.training import train_rank
-
-    hold_stop_signals()
-    kwargs = json.loads(kwargs_json)
-    kwargs["spec"] = ModelSpec(**kwargs["spec"])
-    kwargs["device"] = str(init_ranks(kwargs["device"]))
-    ranks = current()
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s rank {ranks.rank}/{ranks.world} %(name)s: %(message)s",
-        force=True,
-    )
-    try:
-        train_rank(**kwargs)
-    except TrainingStopped:
-        return TrainingStopped.exit_code
-    finally:
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1]))
