@@ -93,6 +93,8 @@ def test_infer_writes_fold_and_ensemble_predictions(clip_set):
     assert by_k["1"]["brier"] == pytest.approx(centre_ensemble["brier"], abs=1e-3)
     assert metrics["folds"][1] == {
         "fold": 1,
+        "member": "fold1",
+        "seed": None,
         "weights": str(weights[1]),
         **binary_metrics(labels, table["prob_fold1"].to_numpy()),
     }

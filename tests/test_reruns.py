@@ -108,7 +108,7 @@ def test_an_augment_edit_reruns_augment_and_what_follows(finished_run: Path) -> 
     with edited_config(finished_run, edit):
         jobs = planned_jobs(finished_run)
     assert rules_of(jobs) == {"augment_shard", "augment", "folds", "train", "infer", "audit", "all"}
-    (augment,) = (job for job in jobs if job["rule"] == "augment")
+    (augment,) = (job for job in jobs if job["rule"] == "augment_shard")  # the merge: its input is updated
     assert "Params have changed" in augment["reason"]
     assert "'num_augmentations': 1" in augment["reason"] and "'num_augmentations': 2" in augment["reason"]
 

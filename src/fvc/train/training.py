@@ -286,7 +286,7 @@ def train_fold(
     parameters in a shared file). Warns when the peak plus `snakemake_overhead_mb` nears `spec.mem_mb`.
     A row of several processes (`spec.world_size`) runs `train_rank` in each (`fvc.train.distributed`),
     their stderr appended to `log`; raises `TrainingStopped` when they stopped. Returns the metrics."""
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "clips_csv": str(clips_csv),
         "folds_csv": str(folds_csv),
         "fold": fold,
@@ -372,7 +372,7 @@ def train_rank(
     return metrics
 
 
-def _rank_field(ranks: Ranks) -> dict[str, int]:
+def _rank_field(ranks: Ranks) -> dict[str, Any]:
     """A memory mark's `rank` field, in a job of several processes."""
     return {"rank": ranks.rank} if ranks.world > 1 else {}
 
