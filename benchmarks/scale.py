@@ -11,8 +11,9 @@ fresh copy of the workflow against one HTTP server, so every run sees the same m
     .venv/bin/python benchmarks/scale.py --profile profiles/local --videos 12 --shards 1 2   # no cluster
 
 Peaks per job: the rule's own process peak from its memory log (logs/<rule>/*.memory.jsonl: largest
-`peak_rss_mb`; not the cgroup's, which outside SLURM is the whole machine's), and on SLURM sacct's MaxRSS (largest over the job's steps, the two Snakemake processes
-included). Needs the test cluster for the SLURM profile (`tests/slurm/cluster.sh start`).
+`peak_rss_mb`; not the cgroup's, which outside SLURM is the whole machine's), and on SLURM sacct's MaxRSS
+(largest over the job's steps, the two Snakemake processes included). Needs the test cluster for the SLURM
+profile (`tests/slurm/cluster.sh start`).
 """
 
 from __future__ import annotations
