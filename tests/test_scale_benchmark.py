@@ -58,7 +58,7 @@ def test_sacct_sizes_in_mb():
 
 def test_local_scale_run_gives_identical_outputs_for_one_and_two_shards(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    args = ["--profile", "profiles/local", "--videos", "8", "--shards", "1", "2"]
+    args = ["--profile", "profiles/local", "--videos", "12", "--shards", "1", "2"]
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "scale.py"), *args, "--cache", str(tmp_path / "cache")],
         capture_output=True,
