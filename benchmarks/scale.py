@@ -184,7 +184,8 @@ def memory_log_peaks(workdir: Path) -> dict[str, float]:
 
 
 def sacct_peaks(log: str) -> dict[str, float]:
-    """SLURM job (its comment, `rule_<rule>_wildcards_<values>`) -> largest MaxRSS over its steps, in MB."""
+    """SLURM job (its comment, `rule_<rule>_wildcards_<values>`) -> largest MaxRSS over its steps, in MB;
+    empty for a run that submitted nothing (the local profile)."""
     ids = [slurm_id for _, slurm_id in SUBMITTED.findall(log)]
     if not ids:
         return {}
@@ -241,7 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     corpus = make_corpus(args.cache / f"{args.videos}-{args.seed}", args.videos, args.seed, args.workers)
     base = Path(tempfile.mkdtemp(prefix="fvc-scale-")) if args.keep is None else args.keep
     base.mkdir(parents=True, exist_ok=True)
-    slurm = "slurm" in args.profile
     rows, digests = [], {}
     try:
         with serve(corpus.parent / "files") as url:
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 wall, driver_mb, log = run_case(workdir, args.profile, TARGET)
                 digests[shards] = output_digests(workdir)
                 peaks = memory_log_peaks(workdir)
-                rows.append((shards, wall, driver_mb, peaks, sacct_peaks(log) if slurm else {}))
+                rows.append((shards, wall, driver_mb, peaks, sacct_peaks(log)))
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
