@@ -37,10 +37,10 @@ BIN = Path(sys.executable).parent
 CLUSTER_SH = ROOT / "tests" / "slurm" / "cluster.sh"
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "workflow_scripts", "envs", "profiles", "report")
 TARGET_RATIO = 2.0
-SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
+SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+)")  # a group job: a uuid
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)")
-JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
+JOB_HEADER = re.compile(r"^\s*(?:local)?rule (\w+):$")
 WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
 
 
@@ -76,18 +76,35 @@ def run_case(workdir: Path, profile: str, *args: str) -> tuple[float, float, str
     return wall, usage.ru_maxrss / 1024, text
 
 
-def finish_times(text: str) -> dict[str, datetime]:
-    """SLURM job id -> when Snakemake logged the job finished (the timestamp line before it)."""
-    latest: dict[str, str] = {}
-    stamp, seen = None, {}
+def job_members(text: str) -> dict[str, list[str]]:
+    """SLURM job id -> the Snakemake job ids it ran: its own, or a group job's members (`--groups`)."""
+    members: dict[str, list[str]] = {}
+    group: list[str] | None = None
+    for line in text.splitlines():
+        if "Group job " in line:
+            group = []
+        elif group is not None and (match := re.match(r"\s+jobid: (\d+)", line)):
+            group.append(match[1])
+        elif match := SUBMITTED.search(line):
+            is_group = not match[1].isdigit()
+            members[match[2]] = (group or []) if is_group else [match[1]]
+            group = None if is_group else group
+    return members
+
+
+def finish_times(text: str, members: dict[str, list[str]]) -> dict[str, datetime]:
+    """SLURM job id -> when Snakemake logged its (last member) job finished (the timestamp line before)."""
+    stamp, done = None, {}
     for line in text.splitlines():
         if match := STAMP.match(line):
             stamp = datetime.strptime(match[1], "%a %b %d %H:%M:%S %Y")
-        elif match := SUBMITTED.search(line):
-            latest[match[1]] = match[2]
-        elif (match := FINISHED.match(line)) and match[1] in latest and stamp:
-            seen[latest[match[1]]] = stamp
-    return seen
+        elif (match := FINISHED.match(line)) and stamp:
+            done[match[1]] = stamp
+    return {
+        slurm_id: max(done[j] for j in jobs)
+        for slurm_id, jobs in members.items()
+        if jobs and all(j in done for j in jobs)
+    }
 
 
 def sacct_jobs(job_ids: list[str]) -> list[dict[str, str]]:
@@ -102,16 +119,14 @@ def sacct_jobs(job_ids: list[str]) -> list[dict[str, str]]:
 
 
 def benchmark_files(text: str) -> dict[str, str]:
-    """SLURM job id -> the job's Snakemake benchmark TSV, from the job blocks of the log."""
-    latest, paths, jobid = {}, {}, None
+    """Snakemake job id -> the job's Snakemake benchmark TSV, from the job blocks of the log."""
+    paths, jobid = {}, None
     for line in text.splitlines():
         if match := re.match(r"\s+jobid: (\d+)", line):
             jobid = match[1]
         elif (match := re.match(r"\s+benchmark: (\S+)", line)) and jobid:
             paths[jobid] = match[1]
-        elif match := SUBMITTED.search(line):
-            latest[match[2]] = paths.get(match[1])
-    return {slurm_id: path for slurm_id, path in latest.items() if path}
+    return paths
 
 
 def rule_seconds(path: Path) -> float | None:
@@ -124,14 +139,16 @@ def rule_seconds(path: Path) -> float | None:
 
 def breakdown(workdir: Path, text: str) -> list[dict[str, float | str]]:
     """Per SLURM job: queue wait, start-up overhead, the rule's work and status-polling lag (seconds)."""
-    ids = [slurm_id for _, slurm_id in SUBMITTED.findall(text)]
-    finished = finish_times(text)
+    members = job_members(text)
+    finished = finish_times(text, members)
     tsv = benchmark_files(text)
     rows = []
-    for job in sacct_jobs(ids):
+    for job in sacct_jobs(list(members)):
         submit, start, end = (datetime.fromisoformat(job[k]) for k in ("Submit", "Start", "End"))
         elapsed = float(job["ElapsedRaw"])
-        work = rule_seconds(workdir / tsv[job["JobID"]]) if job["JobID"] in tsv else None
+        seconds = [rule_seconds(workdir / tsv[j]) if j in tsv else None for j in members[job["JobID"]]]
+        known = [x for x in seconds if x is not None]
+        work = sum(known) if seconds and len(known) == len(seconds) else None
         seen = finished.get(job["JobID"])
         rows.append(
             {

@@ -92,6 +92,30 @@ def test_jobs_run_reads_rule_and_wildcards_of_finished_jobs():
     assert slurm_vs_local.jobs_run(log) == ["download", "train model=naive_cnn, fold=0"]
 
 
+def test_a_group_job_is_one_slurm_job_of_its_members():
+    log = "\n".join(
+        [
+            "[Mon Nov 30 00:03:55 2026] Group job data (jobs in lexicogr. order):",
+            "    rule augment:",
+            "        jobid: 3",
+            "    rule index:",
+            "        jobid: 4",
+            "Job abc78ed0-f4ee has been submitted with SLURM jobid 938 (log: x.log).",
+            "rule train:",
+            "    jobid: 8",
+            "Job 8 has been submitted with SLURM jobid 942 (log: y.log).",
+            "[Mon Nov 30 00:05:01 2026]",
+            "Finished jobid: 4 (Rule: index)",
+            "[Mon Nov 30 00:05:02 2026]",
+            "Finished jobid: 3 (Rule: augment)",
+        ]
+    )
+    members = slurm_vs_local.job_members(log)
+    assert members == {"938": ["3", "4"], "942": ["8"]}
+    finished = slurm_vs_local.finish_times(log, members)
+    assert list(finished) == ["938"] and finished["938"].second == 2  # the last member's finish
+
+
 def test_slurm_profile_poll_setting_is_what_snakemake_reads():
     """The profile's first-status-check key reaches the plugin's setting (a misspelt key would be an unknown
     option, and the plugin's default, 40 s, would be used)."""
