@@ -184,12 +184,11 @@ def cluster_running() -> bool:
 
 
 def print_breakdown(name: str, jobs: list[dict[str, float | str]]) -> None:
-    print(f"\n{name}: {'SLURM job':<32} {'queue s':>8} {'start-up s':>10} {'work s':>7} {'poll lag s':>10}")
+    print(f"\n{name}")
+    print(f"  {'SLURM job':<32} {'queue s':>8} {'start-up s':>10} {'work s':>7} {'poll lag s':>10}")
     for row in jobs:
-        print(
-            f"{'':{len(name) + 2}}{row['job']:<32} {row['queue']:8.1f} {row['startup']:10.1f} "
-            f"{row['work']:7.1f} {row['poll']:10.1f}"
-        )
+        times = f"{row['queue']:8.1f} {row['startup']:10.1f} {row['work']:7.1f} {row['poll']:10.1f}"
+        print(f"  {row['job']:<32} {times}")
     for key in ("queue", "startup", "work", "poll"):
         values = [float(row[key]) for row in jobs if row[key] == row[key]]
         if values:
@@ -231,17 +230,17 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([str(CLUSTER_SH), "stop"], check=False)
 
     reference = job_sets["local"]
-    order = " ".join(name.split()[0][0].upper() for name in cases) + " ..."
-    print(f"{len(reference)} jobs per run; runs alternate {order} ({args.rounds} rounds)")
+    print(f"{len(reference)} jobs per run; the cases ran in turn, {args.rounds} round(s): {', '.join(cases)}")
     for name, jobs in job_sets.items():
         if jobs != reference:
             sys.exit(f"{name} ran other jobs than local:\n{jobs}\nvs\n{reference}")
-    print(f"{'case':<40} {'wall s per round':>24} {'mean':>7} {'/ local':>8} {'driver MB':>10}")
+    width = max(len(name) for name in cases)
+    print(f"{'case':<{width}} {'wall s per round':>24} {'mean':>7} {'/ local':>8} {'driver MB':>10}")
     local = mean(walls["local"])
     for name, values in walls.items():
         rounds = " ".join(f"{v:.1f}" for v in values)
         ratio = mean(values) / local
-        print(f"{name:<40} {rounds:>24} {mean(values):7.1f} {ratio:7.2f}x {driver_mb[name]:10.0f}")
+        print(f"{name:<{width}} {rounds:>24} {mean(values):7.1f} {ratio:7.2f}x {driver_mb[name]:10.0f}")
     for name, jobs in breakdowns.items():
         print_breakdown(name, jobs)
     ratio = mean(walls["slurm"]) / local
