@@ -28,9 +28,12 @@ from slurm_support import (
 )
 from workflow_runner import copy_workflow
 
+from fvc.core.shards import shard_count
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 PREFIX_RULES = ("demo_data", "download", "index", "augment", "folds")
+SHARD_RULES = ("download_shard", "index_shard", "augment_shard")  # wildcard shard; sized by the stage's row
 LOCALRULE = re.compile(r"^localrule (\w+):", re.M)
 CANCEL_MODEL = "logistic_regression"
 
@@ -64,6 +67,12 @@ def expected_jobs(config: dict, log: str) -> dict[str, int]:
     local = set(LOCALRULE.findall(log))
     models, folds = config["train"]["models"], range(config["folds"]["k"])
     jobs = {f"rule_{rule}": config["resources"][rule]["mem_mb"] for rule in PREFIX_RULES if rule not in local}
+    jobs |= {
+        f"rule_{rule}_wildcards_{shard}": config["resources"][rule.removesuffix("_shard")]["mem_mb"]
+        for rule in SHARD_RULES
+        if rule not in local
+        for shard in range(shard_count(config))
+    }
     jobs |= {f"rule_train_wildcards_{m}_{f}": config["models"][m]["mem_mb"] for m in models for f in folds}
     jobs |= {f"rule_infer_wildcards_{m}": config["models"][m]["infer_mem_mb"] for m in models}
     return jobs

@@ -646,6 +646,7 @@ def merge_shards(
     out_dir, table, failed_csv = Path(out_dir), Path(table), Path(failed_csv)
     summary_json = failed_csv.with_name(SUMMARY)
     memory = MemoryLog(memory_log, "download")
+    memory.mark("start", shards=len(shards))
     listed = read_manifests(manifest, labels)
     entries = {e.video_id: e for e in listed.entries}
     stored: dict[str, dict[str, str]] = {}
@@ -670,7 +671,7 @@ def merge_shards(
     summary = loss_summary(listed, report.failed)
     with atomic_open(summary_json, "w") as fh:
         json.dump(summary, fh, indent=1)
-    memory.mark("merge", shards=len(shards), stored=len(report.rows), failed=len(report.failed))
+    memory.mark("end", shards=len(shards), stored=len(report.rows), failed=len(report.failed))
     per_label = ", ".join(
         f"{label} {c['failed']} of {c['entries']}" for label, c in summary["by_label"].items()
     )
