@@ -17,6 +17,8 @@ from slurm_support import ROOT, by_job, sacct, slurm_env, wait_until
 from train_fixtures import tiny_spec, write_dataset
 
 from fvc.core.config import ConfigError, model_specs
+from fvc.core.memory import MB
+from fvc.slurm.sacct import parse_sacct, query
 from fvc.train.loader import part_size
 from fvc.train.training import train_fold
 
@@ -175,3 +177,13 @@ def test_two_tasks_under_srun_train_checkpoint_and_resume(slurm_cluster, dataset
         check=True,
     ).stdout.split()
     assert f"{resumed}.1|2" in steps, steps
+    # The audit's peak of that job (the largest MaxRSS x tasks of any step) as reportseff reads it
+    job = parse_sacct(query([resumed]))[resumed]
+    theirs = subprocess.run(
+        [Path(sys.executable).parent / "reportseff", "--no-color", "--parsable", "--format", "JobID,MemEff",
+         resumed],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()[1].split("|")  # fmt: skip
+    ours = 100 * job.max_rss / job.req_mem
+    print(f"2-task job {resumed}: peak {job.max_rss / MB:.0f} MB, MemEff {ours:.1f}, reportseff {theirs[1]}")
+    assert abs(ours - float(theirs[1])) <= 1.0, (ours, theirs)
