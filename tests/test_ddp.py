@@ -145,20 +145,24 @@ def sbatch_training(dataset, out: Path, epochs: int) -> str:
 
 @pytest.mark.slurm
 def test_two_tasks_under_srun_train_checkpoint_and_resume(slurm_cluster, dataset, tmp_path):
+    # Enough epochs (each a few ms here) that the kill lands before the last: with 3, a quiet cluster's job
+    # had checkpointed its last epoch before scancel reached it.
+    epochs = 40
     reference = train(
         dataset,
         tmp_path / "one",
-        tiny_spec("logistic_regression", epochs=3, size=16, batch_size=4, grad_accum_steps=1),
+        tiny_spec("logistic_regression", epochs=epochs, size=16, batch_size=4, grad_accum_steps=1),
     )
     killed = tmp_path / "killed"
-    job = sbatch_training(dataset, killed, epochs=3)
+    job = sbatch_training(dataset, killed, epochs=epochs)
     state = killed / "checkpoints/state.json"
     wait_until(state.exists, 300, "the 2-task job's first epoch checkpoint")
     subprocess.run(["scancel", "--signal=KILL", "--full", job], check=True)
     sacct([job])
     first = json.loads(state.read_text())["epoch"]
-    assert first < 2 and not (killed / "metrics.json").exists()
-    resumed = sbatch_training(dataset, killed, epochs=3)
+    print(f"killed after epoch {first} of {epochs}")
+    assert first < epochs - 1 and not (killed / "metrics.json").exists()
+    resumed = sbatch_training(dataset, killed, epochs=epochs)
     wait_until((killed / "metrics.json").exists, 300, "the resumed 2-task job's metrics")
     rows = by_job(sacct([resumed]))[resumed]
     assert rows[0]["State"] == "COMPLETED", rows
