@@ -137,9 +137,10 @@ def model_specs(config: dict, source: str = "config") -> dict[str, ModelSpec]:
                 f"per GPU: set tasks to 1 or {spec.gpus}"
             )
         if spec.effective_batch != train["effective_batch"]:
+            processes = f" x {spec.world_size} processes" if spec.world_size > 1 else ""
             raise ConfigError(
                 f"{source}: models.{name}: batch_size {spec.batch_size} x grad_accum_steps "
-                f"{spec.grad_accum_steps} x {spec.world_size} processes = {spec.effective_batch}, but "
+                f"{spec.grad_accum_steps}{processes} = {spec.effective_batch}, but "
                 f"train.effective_batch is {train['effective_batch']}"
             )
         if spec.num_frames > clip.get("num_frames", spec.num_frames) or spec.size > clip.get(
