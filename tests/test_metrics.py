@@ -147,4 +147,4 @@ def test_infer_scores_each_group_from_its_test_videos(tiny_local_run: Path):
         per_group = binary_metrics(*group_scores(labels, videos["prob_ensemble"].to_numpy(), groups))
         assert metrics["per_group"]["ensemble"] == per_group and per_group["n"] == metrics["groups"]
         fold1 = binary_metrics(*group_scores(labels, videos["prob_fold1"].to_numpy(), groups))
-        assert metrics["per_group"]["folds"][1] == {"fold": 1, **fold1}
+        assert metrics["per_group"]["folds"][1] == {"fold": 1, "member": "fold1", "seed": None, **fold1}
