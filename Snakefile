@@ -5,7 +5,7 @@ import sys
 from fvc.core.config import validate_config
 from fvc.slurm.arrays import split_arrays_by_request
 from fvc.slurm.plan import check_cached, plan_table
-from fvc.slurm.plugin_status import recognise_cancelled_jobs
+from fvc.slurm.plugin_status import cap_status_interval, recognise_cancelled_jobs
 from fvc.slurm.runs import record_run
 from fvc.slurm.summary import failure_summary, run_summary, stale_lock_hint
 
@@ -18,6 +18,8 @@ configfile: "config.yaml"
 validate_config(config, "config.yaml")
 # A job cancelled by anyone (sacct: `CANCELLED by <uid>`) ends for the SLURM plugin too: fvc.slurm.plugin_status.
 recognise_cancelled_jobs()
+# Status checks at most slurm.max_status_interval_s apart (the plugin's own wait grows to 180 s).
+cap_status_interval(config["slurm"]["max_status_interval_s"])
 # A job array (profile `slurm-array-jobs`) holds jobs of one request (memory, time, GPUs): fvc.slurm.arrays.
 split_arrays_by_request()
 # A killed run's lock: say what to do before Snakemake refuses with LockException.

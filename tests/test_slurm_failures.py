@@ -102,6 +102,26 @@ def test_the_plugin_is_the_version_the_cancelled_state_patch_was_checked_on() ->
     assert plugin_status.base_state("OUT_OF_MEMORY") == "OUT_OF_MEMORY"
 
 
+def test_status_checks_wait_at_most_the_configured_interval() -> None:
+    """The plugin's own rule (10 s more after every check where nothing finished, up to 180 s: its
+    check_active_jobs) is kept under `slurm.max_status_interval_s` by fvc's patch; a later cap replaces it."""
+    plugin = importlib.import_module(plugin_status.PLUGIN)
+    source = Path(plugin.__file__).read_text()
+    assert "self.next_seconds_between_status_checks + 10," in source and "max_sleep_time = 180" in source
+    executor = plugin.Executor.__new__(plugin.Executor)  # the real class; its checks need a workflow
+    executor._next_seconds_between_status_checks = None
+    try:
+        assert plugin_status.cap_status_interval(20)
+        for grown in (12, 22, 32, 180):  # what the plugin sets after checks where nothing finished
+            executor.next_seconds_between_status_checks = grown
+            assert executor.next_seconds_between_status_checks == min(grown, 20)
+        assert plugin_status.cap_status_interval(5)
+        executor.next_seconds_between_status_checks = 180
+        assert executor.next_seconds_between_status_checks == 5
+    finally:
+        plugin.Executor.next_seconds_between_status_checks = plugin.Executor.fvc_uncapped_interval
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_cancelled_job_is_seen_as_ended_and_reported(slurm_cluster: str, tmp_path: Path) -> None:
