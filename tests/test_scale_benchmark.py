@@ -70,8 +70,10 @@ def test_local_scale_run_gives_identical_outputs_for_one_and_two_shards(tmp_path
     assert "merged outputs across N = 1, 2: identical" in out.stdout
     lines = {line.split()[0]: line for line in out.stdout.splitlines() if line[:3].strip() in ("1", "2")}
     assert set(lines) == {"1", "2"}
-    for rule in ("download", "index", "augment", "folds"):
-        assert f"{rule} 1x max" in lines["1"]
+    for shards in ("1", "2"):  # each sharded stage: its N shard jobs and the merge job
+        for stage in ("download", "index", "augment"):
+            assert f"{stage} {int(shards) + 1}x max" in lines[shards], lines
+        assert "folds 1x max" in lines[shards], lines
 
 
 def test_jobs_run_reads_rule_and_wildcards_of_finished_jobs():
