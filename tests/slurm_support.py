@@ -181,17 +181,18 @@ def mb(value: str) -> float:
     return float(value[:-1]) * factor
 
 
-# A small workflow whose jobs fail the ways a real run does, with fvc's own pieces: the plugin status patch
+# A small workflow whose jobs fail the ways a real run does, with fvc's own pieces: the plugin status patches
 # and the failure summary (as the Snakefile applies them) and fvc's job log. Job `sleep` runs until cancelled,
 # `oom` outgrows its memory, `raise` raises on its first attempt only, `badpartition` asks for no such
 # partition, `ok` succeeds.
 FAILURES_SNAKEFILE = """
 import sys
 
-from fvc.slurm.plugin_status import recognise_cancelled_jobs
+from fvc.slurm.plugin_status import cap_status_interval, recognise_cancelled_jobs
 from fvc.slurm.summary import failure_summary, stale_lock_hint
 
 recognise_cancelled_jobs()
+cap_status_interval(5)
 if workflow.is_main_process and (hint := stale_lock_hint()):
     print(hint, file=sys.stderr)
 PARTITION = {"badpartition": "nope"}
