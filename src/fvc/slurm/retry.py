@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fvc.slurm.causes import fvc_log_text
 from fvc.slurm.jobs import discover_jobs, id_order
-from fvc.slurm.rows import _largest, _records
+from fvc.slurm.rows import enforced_peak, job_records
 from fvc.slurm.sacct import FIELDS, MB, Job, SacctUnavailable, read_sacct
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ class Attempt:
         start, end = self.ran
         if start is None or end is None or not memory_log.is_file():
             return self
-        peak = _largest(_records(memory_log, start, end), "cgroup_peak_mb")
-        if peak is None or peak > self.request.mem_mb * 1.01:
+        peak = enforced_peak(job_records(memory_log, start, end), self.request.mem_mb)
+        if peak is None:
             return self
         return replace(self, peak_mb=peak, peak_source="cgroup")
 

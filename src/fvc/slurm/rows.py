@@ -263,7 +263,7 @@ def memory_log_path(workdir: str | Path, row: dict) -> Path:
     return Path(workdir, pattern.format(rule=row["rule"], model=row["model"], member=name))
 
 
-def _records(path: Path, start: float | None, end: float | None) -> list[dict]:
+def job_records(path: Path, start: float | None, end: float | None) -> list[dict]:
     """A memory log's records, those written between `start` and `end` (epoch seconds) when both are known:
     the log is appended to by every attempt and run."""
     records = []
@@ -290,6 +290,13 @@ def _largest(records: list[dict], *keys: str) -> float | None:
     return max(values) if values else None
 
 
+def enforced_peak(records: list[dict], request_mb: float | None) -> float | None:
+    """The cgroup peak (MB) of a job's memory-log records, the measure SLURM's limit applies to, when it lies
+    within the job's request (a larger one is not the job's own cgroup, e.g. a container's)."""
+    peak = _largest(records, "cgroup_peak_mb")
+    return peak if peak is not None and request_mb and peak <= request_mb * 1.01 else None
+
+
 def _use_cgroup_peak(row: dict, peak: float) -> None:
     """Base the row's peak and memory flag on the cgroup peak (the measure SLURM's limit applies to)."""
     row["peak_mem_mb"], row["peak_source"] = round(peak, 1), "cgroup"
@@ -311,9 +318,8 @@ def add_memory_logs(rows: list[dict], workdir: str | Path) -> list[dict]:
         path = memory_log_path(workdir, row)
         if not path.is_file():
             continue
-        records = _records(path, row.get("start"), row.get("end"))
-        cgroup = _largest(records, "cgroup_peak_mb")
-        if cgroup is not None and row["req_mem_mb"] and cgroup <= row["req_mem_mb"] * 1.01:
+        records = job_records(path, row.get("start"), row.get("end"))
+        if (cgroup := enforced_peak(records, row["req_mem_mb"])) is not None:
             _use_cgroup_peak(row, cgroup)
         if row["rule"] not in MEMORY_LOGS or row["state"] != "COMPLETED":
             continue
