@@ -138,32 +138,6 @@ class IndexShardFiles:
 
 
 @dataclass(frozen=True)
-class AugmentFiles:
-    """`augment`'s folder: the clip table, the rejected videos, the clips and the journal they resume from."""
-
-    path: Path
-
-    @property
-    def clips_csv(self) -> Path:
-        return self.path / "clips.csv"
-
-    @property
-    def rejected(self) -> Path:
-        return self.path / "rejected.csv"
-
-    @property
-    def clips_dir(self) -> Path:
-        return self.path / "clips"
-
-    @property
-    def journal(self) -> Path:
-        return self.path / "clips.partial.csv"
-
-    def shard(self, shard: int | str, count: int) -> AugmentShardFiles:
-        return AugmentShardFiles(shard_folder(self.path, shard, count))
-
-
-@dataclass(frozen=True)
 class AugmentShardFiles:
     """One `augment` shard's folder: the clip rows of its videos, its rejected videos and the journal it
     resumes from (its clips go to the stage's one clips folder)."""
@@ -181,6 +155,18 @@ class AugmentShardFiles:
     @property
     def journal(self) -> Path:
         return self.path / "clips.partial.csv"
+
+
+@dataclass(frozen=True)
+class AugmentFiles(AugmentShardFiles):
+    """`augment`'s folder: the clip table, the rejected videos, the clips and the journal they resume from."""
+
+    @property
+    def clips_dir(self) -> Path:
+        return self.path / "clips"
+
+    def shard(self, shard: int | str, count: int) -> AugmentShardFiles:
+        return AugmentShardFiles(shard_folder(self.path, shard, count))
 
 
 @dataclass(frozen=True)
