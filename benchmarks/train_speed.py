@@ -186,7 +186,7 @@ def main() -> int:
         "measures cold caches after validation, not the loop)",
     )
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2, help="fresh fvc / bare process pairs per row")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh fvc / bare process pairs per row")
     parser.add_argument(
         "--probe-share", type=float, default=None, help="auto's probe share (default: fvc's own)"
     )

@@ -129,6 +129,20 @@ def test_probe_stays_within_its_budget(caplog):
     assert trials["fp16"]["ms_per_batch"] is None
 
 
+def test_a_job_too_small_to_afford_the_probe_runs_in_fp32_at_once():
+    """2 % of 10 batches is less than one fp32 batch per other candidate: none is tried (a slow one's first
+    op alone would cost the job more than its budget), as training's probe does for a job that small."""
+    model = SlowInHalf().half().eval()
+    start = time.perf_counter()
+    probs, ran = predict(model, loader_of(random_clips(20, 2, 4), 2), CPU, "auto", job_batches=10)
+    assert time.perf_counter() - start < 0.2  # fp16 would sleep 0.2 s in its first block
+    trials = {t["precision"]: t for t in ran["probe"]}
+    assert ran["chosen"] == "fp32" and len(probs) == 20
+    for name in ("bf16", "fp16"):
+        assert trials[name]["rejected"].startswith("not measured: job too small to probe (2% of it")
+        assert trials[name]["ms_per_batch"] is None
+
+
 class OneSlowOpInHalf(nn.Module):
     """Fast in fp32; in fp16 its one block is a single uninterruptible op costing 0.15 s per clip."""
 

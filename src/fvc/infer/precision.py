@@ -240,8 +240,9 @@ def probe(
     - reference's| must stay <= `tolerance`) and up to `repeats` timed batches, each cut short once slower
     than the best. Completed calls on new batches are the job's work, handed to `keep(batch, output)`; the
     rest (check calls and cut calls) is the probe's cost, kept within `budget_share` of the job (`job_calls`
-    calls at the reference's speed). Returns the choice, the trials and the batches taken but not yet
-    computed."""
+    calls at the reference's speed); a job whose budget is less than one reference batch per candidate
+    probes none (as training's probe: too small to afford it). Returns the choice, the trials and the batches
+    taken but not yet computed."""
     trials = [Trial(names[0], max_dp=0.0)]
     check = next(batches, None)
     if check is None:
@@ -270,12 +271,17 @@ def probe(
     timed(trials[0], math.inf)
     best = trials[0].seconds or math.inf
     budget = budget_share * job_calls * (best if best < math.inf else 0.0)
-    for name in names[1:]:
-        trial = Trial(
-            name, rejected=f"not measured: the probe's budget ({budget_share:.0%} of the job) is spent"
+    too_small = best < math.inf and budget < best * (len(names) - 1)
+    spent = f"not measured: the probe's budget ({budget_share:.0%} of the job) is spent"
+    if too_small:
+        spent = (
+            f"not measured: job too small to probe ({budget_share:.0%} of it, {budget * 1000:.1f} ms, is less"
+            f" than one {names[0]} batch ({best * 1000:.1f} ms) per candidate)"
         )
+    for name in names[1:]:
+        trial = Trial(name, rejected=spent)
         trials.append(trial)
-        if budget <= 0:
+        if budget <= 0 or too_small:
             continue
         start = time.perf_counter()
         stage = f"one item exceeds the best whole batch ({best * 1000:.1f} ms) or the probe's budget"
