@@ -16,12 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 from slurm_support import TINY_CONFIG, Background, by_job, sacct, submitted, wait_until
-from test_time_limit import RESUMED, STOP, LogLines, merged_config
+from test_time_limit import RESUMED, STOP, LogLines, assert_export_matches_uninterrupted
 from workflow_runner import ROOT, copy_workflow, snakemake
-
-from fvc.core.config import model_specs
-from fvc.core.paths import Layout
-from fvc.train.training import train_fold
 
 # The job: records SIGTERM like training, and has a Python child of its own (a DataLoader worker's place)
 # that must not get the signal.
@@ -135,21 +131,4 @@ def test_a_scancelled_train_job_saves_its_step_and_the_retry_resumes_from_it(
     print("attempts:", states)
     assert states[0].startswith("CANCELLED") and states[-1] == "COMPLETED", states
 
-    config = merged_config(workdir, *configfiles)
-    layout = Layout(config["results_dir"])
-    reference = tmp_path / "reference"
-    train_fold(
-        workdir / layout.augment.clips_csv,
-        workdir / layout.folds.folds_csv,
-        0,
-        model_specs(config)[MODEL],
-        reference / "metrics.json",
-        reference / "fold0.safetensors",
-        reference / "checkpoints",
-        root=workdir,
-        device="cpu",
-        seed=config["seed"],
-        precision="fp32",
-    )
-    exported = workdir / layout.exports(MODEL).weights(0)
-    assert exported.read_bytes() == (reference / "fold0.safetensors").read_bytes()
+    assert_export_matches_uninterrupted(workdir, configfiles, tmp_path / "reference")

@@ -94,6 +94,28 @@ def merged_config(workdir: Path, *configfiles: str) -> dict:
     return config
 
 
+def assert_export_matches_uninterrupted(workdir: Path, configfiles: tuple[str, ...], reference: Path) -> None:
+    """MODEL's fold-0 export in `workdir` is byte for byte that of one uninterrupted `train_fold` (written in
+    `reference`) on the same clips, folds and config."""
+    config = merged_config(workdir, *configfiles)
+    layout = Layout(config["results_dir"])
+    train_fold(
+        workdir / layout.augment.clips_csv,
+        workdir / layout.folds.folds_csv,
+        0,
+        model_specs(config)[MODEL],
+        reference / "metrics.json",
+        reference / "fold0.safetensors",
+        reference / "checkpoints",
+        root=workdir,
+        device="cpu",
+        seed=config["seed"],
+        precision="fp32",
+    )
+    exported = workdir / layout.exports(MODEL).weights(0)
+    assert exported.read_bytes() == (reference / "fold0.safetensors").read_bytes()
+
+
 @pytest.mark.parametrize(
     ("lead_s", "limit_min", "option"),
     [
@@ -142,21 +164,4 @@ def test_a_job_past_its_time_limit_resumes_from_its_step_checkpoint(slurm_cluste
     print("attempts:", states)
     assert len(states) >= 2 and states[-1] == "COMPLETED", states
 
-    config = merged_config(workdir, *configfiles)
-    layout = Layout(config["results_dir"])
-    reference = tmp_path / "reference"
-    train_fold(
-        workdir / layout.augment.clips_csv,
-        workdir / layout.folds.folds_csv,
-        0,
-        model_specs(config)[MODEL],
-        reference / "metrics.json",
-        reference / "fold0.safetensors",
-        reference / "checkpoints",
-        root=workdir,
-        device="cpu",
-        seed=config["seed"],
-        precision="fp32",
-    )
-    exported = workdir / layout.exports(MODEL).weights(0)
-    assert exported.read_bytes() == (reference / "fold0.safetensors").read_bytes()
+    assert_export_matches_uninterrupted(workdir, configfiles, tmp_path / "reference")
