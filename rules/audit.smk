@@ -43,8 +43,7 @@ rule audit:
             labels={"model": "all", "figure": "metrics table"},
         ),
     log:
-        main="logs/audit/audit.log",
-        memory="logs/audit/audit.memory.jsonl",
+        **rule_logs("audit"),
     benchmark:
         "logs/benchmarks/audit/audit.tsv"
     localrule: True

@@ -10,8 +10,7 @@ rule augment_shard:
         clips=str(AUGMENT_SHARD.clips_csv),
         rejected=str(AUGMENT_SHARD.rejected),
     log:
-        main=f"logs/augment/shard{{shard}}of{SHARDS}.log",
-        memory=f"logs/augment/shard{{shard}}of{SHARDS}.memory.jsonl",
+        **rule_logs("augment_shard", shard="{shard}"),
     benchmark:
         f"logs/benchmarks/augment/shard{{shard}}of{SHARDS}.tsv"
     conda:
@@ -45,8 +44,7 @@ rule augment:
     output:
         clips=str(LAYOUT.augment.clips_csv),
     log:
-        main="logs/augment/augment.log",
-        memory="logs/augment/augment.memory.jsonl",
+        **rule_logs("augment"),
         # A log, not an output: Snakemake keeps it when the job fails, as it does when every video is
         # rejected, and the error points at it.
         rejected=str(LAYOUT.augment.rejected),

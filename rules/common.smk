@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.logging import logger
 
 from fvc.core.config import model_specs
-from fvc.core.paths import DEMO, Layout, member
+from fvc.core.paths import DEMO, Layout, job_logs, member
 from fvc.core.joblog import SNAKEMAKE_PID_ENV
 from fvc.core.shards import shard_count
 from fvc.slurm.partitions import partition
@@ -79,6 +79,13 @@ def shards():
     return list(range(SHARDS))
 
 
+def rule_logs(rule, **wildcards):
+    """A rule's `log:` files, `main` (its text log) and `memory` (its memory log), named as the audit finds
+    them (fvc.core.paths.job_logs; a shard rule's name holds this run's shard count)."""
+    logs = job_logs(rule, shards=SHARDS, **wildcards)
+    return {"main": str(logs.main), "memory": str(logs.memory)}
+
+
 def rule_request(name, wildcards, attempt, row=None):
     """Request of a rule outside the model table (config `resources`, its own row or else `row`, as a
     merge job takes its stage's), resized on retries."""
@@ -126,14 +133,18 @@ def model_row(wildcards):
 def train_request(wildcards, attempt):
     """Training memory and wall time from the model's table row, resized on retries."""
     spec = MODEL_SPECS[wildcards.model]
-    logs = f"logs/train/{wildcards.model}/{MEMBER.format(**dict(wildcards.items()))}"
+    logs = rule_logs(
+        "train",
+        model=wildcards.model,
+        member=MEMBER.format(**dict(wildcards.items())),
+    )
     return RETRY.request(
         "train",
         wildcards,
         attempt,
         Request(spec.mem_mb, spec.runtime),
-        log=f"{logs}.log",
-        memory_log=f"{logs}.memory.jsonl",
+        log=logs["main"],
+        memory_log=logs["memory"],
     )
 
 

@@ -13,8 +13,7 @@ rule demo_data:
         manifest=str(DEMO.manifest),
         archive=str(DEMO.archive),
     log:
-        main="logs/demo_data/demo_data.log",
-        memory="logs/demo_data/demo_data.memory.jsonl",
+        **rule_logs("demo_data"),
     benchmark:
         "logs/benchmarks/demo_data/demo_data.tsv"
     localrule: True
@@ -40,8 +39,7 @@ rule download_shard:
         videos=str(LAYOUT.download.shard("{shard}", SHARDS).videos_csv),
         failed=str(LAYOUT.download.shard("{shard}", SHARDS).failed_csv),
     log:
-        main="logs/download/shard{shard}.log",
-        memory="logs/download/shard{shard}.memory.jsonl",
+        **rule_logs("download_shard", shard="{shard}"),
     benchmark:
         "logs/benchmarks/download_shard/{shard}.tsv"
     wildcard_constraints:
@@ -76,8 +74,7 @@ rule download:
     output:
         videos=str(LAYOUT.download.videos_csv),
     log:
-        main="logs/download/download.log",
-        memory="logs/download/download.memory.jsonl",
+        **rule_logs("download"),
     benchmark:
         "logs/benchmarks/download/download.tsv"
     localrule: True

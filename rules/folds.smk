@@ -4,8 +4,7 @@ rule folds:
     output:
         folds=str(LAYOUT.folds.folds_csv),
     log:
-        main="logs/folds/folds.log",
-        memory="logs/folds/folds.memory.jsonl",
+        **rule_logs("folds"),
     benchmark:
         "logs/benchmarks/folds/folds.tsv"
     conda:

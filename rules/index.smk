@@ -11,8 +11,7 @@ rule index_shard:
         parquet=str(INDEX_SHARD.parquet),
         rejected=str(INDEX_SHARD.rejected),
     log:
-        main=f"logs/index/shard{{shard}}of{SHARDS}.log",
-        memory=f"logs/index/shard{{shard}}of{SHARDS}.memory.jsonl",
+        **rule_logs("index_shard", shard="{shard}"),
     benchmark:
         f"logs/benchmarks/index/shard{{shard}}of{SHARDS}.tsv"
     conda:
@@ -41,8 +40,7 @@ rule index:
         parquet=str(LAYOUT.index.parquet),
         csv=str(LAYOUT.index.csv),
     log:
-        main="logs/index/index.log",
-        memory="logs/index/index.memory.jsonl",
+        **rule_logs("index"),
         # A log, not an output: Snakemake keeps it when the job fails, as it does when every video is
         # rejected, and the error points at it.
         rejected=str(LAYOUT.index.rejected),

@@ -11,8 +11,7 @@ rule infer:
         csv=str(LAYOUT.infer("{model}").predictions_csv),
         metrics=str(LAYOUT.infer("{model}").metrics),
     log:
-        main="logs/infer/{model}.log",
-        memory="logs/infer/{model}.memory.jsonl",
+        **rule_logs("infer", model="{model}"),
     benchmark:
         "logs/benchmarks/infer/{model}.tsv"
     conda:

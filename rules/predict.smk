@@ -9,8 +9,7 @@ rule predict:
         csv=str(LAYOUT.predict.predictions_csv),
         rejected=str(LAYOUT.predict.rejected_csv),
     log:
-        main="logs/predict/predict.log",
-        memory="logs/predict/predict.memory.jsonl",
+        **rule_logs("predict"),
     benchmark:
         "logs/benchmarks/predict/predict.tsv"
     conda:

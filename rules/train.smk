@@ -15,8 +15,7 @@ rule train:
         export_config=str(LAYOUT.exports("{model}").config("{fold}", SEED)),
     log:
         # MEMBER: fold{fold}, or fold{fold}-seed{seed} in a grid over several seeds (rules/common.smk).
-        main=f"logs/train/{{model}}/{MEMBER}.log",
-        memory=f"logs/train/{{model}}/{MEMBER}.memory.jsonl",
+        **rule_logs("train", model="{model}", member=MEMBER),
     benchmark:
         f"logs/benchmarks/train/{{model}}/{MEMBER}.tsv"
     conda:

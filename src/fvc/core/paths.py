@@ -58,6 +58,49 @@ def shard_folder(stage: Path, shard: int | str, count: int) -> Path:
     return stage / "shards" / f"{shard}of{count}"
 
 
+#: The shard jobs' rules and their stages: a shard job's logs are `logs/<stage>/shard<k>of<N>.*`.
+SHARD_RULES = {"download_shard": "download", "index_shard": "index", "augment_shard": "augment"}
+
+
+@dataclass(frozen=True)
+class JobLogs:
+    """One job's logs: its text log and its memory log (fvc.core.memory), `<stem>.log` and
+    `<stem>.memory.jsonl`."""
+
+    stem: Path
+
+    @property
+    def main(self) -> Path:
+        return self.stem.with_name(f"{self.stem.name}.log")
+
+    @property
+    def memory(self) -> Path:
+        return self.stem.with_name(f"{self.stem.name}.memory.jsonl")
+
+
+def job_logs(
+    rule: str,
+    *,
+    model: str | None = None,
+    member: str | None = None,
+    shard: int | str | None = None,
+    shards: int | str | None = None,
+) -> JobLogs:
+    """The logs of a job of `rule` under `logs/` (the rules' `log:` and the audit read the same names):
+    `train/<model>/<member>`, `infer/<model>`, a shard job's `<stage>/shard<shard>of<shards>` (SHARD_RULES:
+    the count is in the name, as in its folder), any other rule's `<rule>/<rule>`. Arguments may be
+    Snakemake wildcards (`shard="{shard}"`) or glob patterns (`shards="*"`)."""
+    if rule == "train":
+        stem = Path("logs", "train", str(model), str(member))
+    elif rule == "infer":
+        stem = Path("logs", "infer", str(model))
+    elif rule in SHARD_RULES:
+        stem = Path("logs", SHARD_RULES[rule], f"shard{shard}of{shards}")
+    else:
+        stem = Path("logs", rule, rule)
+    return JobLogs(stem)
+
+
 @dataclass(frozen=True)
 class DownloadShardFiles:
     """One download shard's tables: its stored videos and its failed entries with their reasons."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from fvc.core.errors import FvcError
-from fvc.core.paths import member
+from fvc.core.paths import SHARD_RULES, job_logs, member
 from fvc.slurm.jobs import ARRAY_TASK_RE, JobRef, id_order, parse_comment, split_member
 from fvc.slurm.memory_keys import configured_mem_mb, snakemake_overhead_mb
 from fvc.slurm.sacct import MB, Job
@@ -31,12 +31,8 @@ GPU_IDLE = 20.0
 BENCHMARKS = Path("logs", "benchmarks")
 #: A finished job that used more of its time limit than this (%) is flagged.
 TIME_HIGH = 90.0
-#: Each rule's memory log (`log: memory=` of rules/*.smk); the others are `logs/<rule>/<rule>.memory.jsonl`.
-#: `{member}`: `fold{fold}`, or `fold{fold}-seed{seed}` in a grid over seeds (fvc.core.paths.member).
-MEMORY_LOGS = {
-    "train": "logs/train/{model}/{member}.memory.jsonl",
-    "infer": "logs/infer/{model}.memory.jsonl",
-}
+#: The rules whose logs are per model (fvc.core.paths.job_logs) and whose memory logs record CUDA peaks.
+MODEL_RULES = ("train", "infer")
 #: Seconds of slack around a job's sacct Start and End when matching its memory-log records.
 CLOCK_SLACK_S = 2.0
 SCHEMA = {
@@ -257,10 +253,22 @@ def benchmark_rows(workdir: str | Path, config: dict) -> list[dict]:
 
 
 def memory_log_path(workdir: str | Path, row: dict) -> Path:
-    """The memory log the row's rule writes (`log: memory=` of its rule)."""
-    pattern = MEMORY_LOGS.get(row["rule"], "logs/{rule}/{rule}.memory.jsonl")
+    """The memory log the row's rule writes (`log: memory=` of its rule: fvc.core.paths.job_logs); for a shard
+    job a glob pattern over the shard counts (`shard<k>of*`)."""
     name = member(row["fold"], row.get("seed"))
-    return Path(workdir, pattern.format(rule=row["rule"], model=row["model"], member=name))
+    logs = job_logs(row["rule"], model=row["model"], member=name, shard=row.get("wildcards"), shards="*")
+    return Path(workdir, logs.memory)
+
+
+def memory_logs(workdir: str | Path, row: dict) -> list[Path]:
+    """The memory logs of the row's job that exist: its rule's, or for a shard job (wildcards `k`) each
+    `shard<k>of<N>` one: whatever N the job ran with, its records are those of the job's Start..End."""
+    path = memory_log_path(workdir, row)
+    if row["rule"] not in SHARD_RULES:
+        return [path] if path.is_file() else []
+    if not row["wildcards"].isdigit():
+        return []
+    return sorted(path.parent.glob(path.name))
 
 
 def job_records(path: Path, start: float | None, end: float | None) -> list[dict]:
@@ -313,15 +321,15 @@ def add_memory_logs(rows: list[dict], workdir: str | Path) -> list[dict]:
     - successful train/infer rows: the CUDA peak (the larger of it and sacct's gres/gpumem), or the flag
       `GPU unused` when the job held a GPU but ran without CUDA."""
     for row in rows:
-        if row["source"] != "sacct" or (row["rule"] in MEMORY_LOGS and row["model"] is None):
+        if row["source"] != "sacct" or (row["rule"] in MODEL_RULES and row["model"] is None):
             continue
-        path = memory_log_path(workdir, row)
-        if not path.is_file():
+        paths = memory_logs(workdir, row)
+        if not paths:
             continue
-        records = job_records(path, row.get("start"), row.get("end"))
+        records = [r for path in paths for r in job_records(path, row.get("start"), row.get("end"))]
         if (cgroup := enforced_peak(records, row["req_mem_mb"])) is not None:
             _use_cgroup_peak(row, cgroup)
-        if row["rule"] not in MEMORY_LOGS or row["state"] != "COMPLETED":
+        if row["rule"] not in MODEL_RULES or row["state"] != "COMPLETED":
             continue
         peak = _largest(records, "cuda_peak_reserved_mb", "cuda_peak_mb")
         if peak is not None:
