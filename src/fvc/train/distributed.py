@@ -101,6 +101,13 @@ def summed(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return total
 
 
+def gathered(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """Every rank's `value` (the same shape on each), stacked in rank order (every rank must call it)."""
+    parts = [torch.empty_like(value) for _ in range(ranks.world)]
+    dist.all_gather(parts, value.contiguous())
+    return torch.stack(parts)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

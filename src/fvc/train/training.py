@@ -388,21 +388,24 @@ def _resume_precision(state: dict[str, Any], requested: str, ckpt: Path) -> dict
     return {**saved, "requested": requested, "resumed": True}
 
 
-def _progress_tensors(model: ClipClassifier, done: EpochProgress) -> dict[str, torch.Tensor]:
-    """A step checkpoint's `step` group: the epoch's losses so far and the gradients accumulated since the
-    last optimizer step."""
+def _progress_tensors(model: ClipClassifier, done: EpochProgress, ranks: Ranks) -> dict[str, torch.Tensor]:
+    """A step checkpoint's `step` group: the epoch's losses so far (with several ranks, every rank's: a
+    [world, step] tensor; each rank's batch parts differ) and the gradients accumulated since the last
+    optimizer step (the same on every rank). Every rank calls it (it gathers)."""
     grads = {f"grad.{name}": p.grad for name, p in model.named_parameters() if p.grad is not None}
-    return {"losses": torch.stack(done.losses), **grads}
+    losses = torch.stack(done.losses)
+    return {"losses": distributed.gathered(losses, ranks) if ranks.world > 1 else losses, **grads}
 
 
-def _load_progress(model: ClipClassifier, tensors: dict[str, torch.Tensor]) -> EpochProgress:
-    """Inverse of `_progress_tensors`: the losses, and the gradients put back into the parameters."""
+def _load_progress(model: ClipClassifier, tensors: dict[str, torch.Tensor], ranks: Ranks) -> EpochProgress:
+    """Inverse of `_progress_tensors`: this rank's losses, and the gradients put back into the parameters."""
     params = dict(model.named_parameters())
     for name, grad in tensors.items():
         if name.startswith("grad."):
             param = params[name.removeprefix("grad.")]
             param.grad = grad.to(param.device, param.dtype)
-    return EpochProgress(losses=list(tensors["losses"].unbind()))
+    losses = tensors["losses"][ranks.rank] if ranks.world > 1 else tensors["losses"]
+    return EpochProgress(losses=list(losses.unbind()))
 
 
 def _fit(
@@ -468,7 +471,10 @@ def _fit(
             start = state["epoch"] + 1
             log.info("resuming %s fold %d after epoch %d from %s", spec.name, fold, state["epoch"], ckpt)
         else:
-            start, done = state["epoch"], _load_progress(model, checkpoint.load_tensors(ckpt, state, "step"))
+            start, done = (
+                state["epoch"],
+                _load_progress(model, checkpoint.load_tensors(ckpt, state, "step"), ranks),
+            )
             done.step = state["step"]
             log.info(
                 "%s fold %d resumed from epoch %d step %d of %s", spec.name, fold, start, done.step, ckpt
@@ -497,7 +503,7 @@ def _fit(
         elif step == 0:
             what = "epoch checkpoint written"
         else:
-            save(epoch, step, {checkpoint.STEP_GROUP: _progress_tensors(model, done)})
+            save(epoch, step, {checkpoint.STEP_GROUP: _progress_tensors(model, done, ranks)})
             what = "step checkpoint written"
         message = f"stopping at epoch {epoch} step {step} on {stops.name}: {what}"
         log.info("%s fold %d %s", spec.name, fold, message)
