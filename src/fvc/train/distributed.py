@@ -9,8 +9,9 @@ starts the W processes itself with torchrun's variables (`RANK`, `WORLD_SIZE`, `
 `MASTER_PORT`), so a local run trains as the cluster does. The launcher passes SIGUSR1/SIGTERM on to its
 children and exits with the highest exit code of the ranks.
 
-Backend: nccl on CUDA (each rank on GPU `local_rank`), gloo on CPU. Ranks agree on every decision that
-ends or changes a run (precision, validation metrics, a stop request), rank 0 deciding or all reducing.
+Backend: gloo on CPU; on CUDA nccl for CUDA tensors (each rank on GPU `local_rank`) and gloo for CPU ones.
+Ranks agree on every decision that ends or changes a run (precision, validation metrics, a stop request),
+rank 0 deciding or all reducing.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def _export_slurm_env() -> None:
 
 
 def init_ranks(device: str) -> torch.device:
-    """Join the job's process group (gloo on CPU, nccl on CUDA); returns this rank's device."""
+    """Join the job's process group (gloo on CPU; on CUDA nccl, and gloo for CPU tensors); returns this
+    rank's device."""
     if "RANK" not in os.environ:
         _export_slurm_env()
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
@@ -70,7 +72,9 @@ def init_ranks(device: str) -> torch.device:
     dev = torch.device("cuda", local_rank % torch.cuda.device_count()) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(dev)
-    dist.init_process_group("nccl" if cuda else "gloo", device_id=dev if cuda else None)
+    # On CUDA the ranks still all-reduce small CPU tensors (stop requests, loss sums), which nccl refuses:
+    # gloo carries those beside nccl.
+    dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", device_id=dev if cuda else None)
     return dev
 
 
