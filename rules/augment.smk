@@ -12,7 +12,7 @@ rule augment_shard:
     log:
         **rule_logs("augment_shard", shard="{shard}"),
     benchmark:
-        f"logs/benchmarks/augment/shard{{shard}}of{SHARDS}.tsv"
+        "logs/benchmarks/augment_shard/{shard}.tsv"
     conda:
         "../envs/fvc.yaml"
     threads: config["augment"]["decode_threads"]

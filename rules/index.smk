@@ -13,7 +13,7 @@ rule index_shard:
     log:
         **rule_logs("index_shard", shard="{shard}"),
     benchmark:
-        f"logs/benchmarks/index/shard{{shard}}of{SHARDS}.tsv"
+        "logs/benchmarks/index_shard/{shard}.tsv"
     conda:
         "../envs/fvc.yaml"
     resources:

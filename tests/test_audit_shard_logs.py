@@ -1,6 +1,7 @@
 """The audit finds every job's memory log from its row (rule and wildcards, fvc.core.paths.job_logs): the
 shard jobs' `logs/<stage>/shard<k>of<N>.memory.jsonl` (the records in the job's Start..End tell which N)
-and the merge jobs' `logs/<stage>/<stage>.memory.jsonl`, and takes the enforced (cgroup) peak from it."""
+and the merge jobs' `logs/<stage>/<stage>.memory.jsonl`, and takes the enforced (cgroup) peak from it. Its
+fallback without sacct, Snakemake's benchmark files, names every job's rule and wildcards as sacct would."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from pathlib import Path
 
 from workflow_runner import copy_workflow, snakemake
 
+from fvc.core.config import load_config
 from fvc.core.memory import MemoryLog
 from fvc.slurm.jobs import JobRef, parse_comment, split_member, wildcard_values
-from fvc.slurm.rows import add_memory_logs, memory_logs, sacct_rows
+from fvc.slurm.rows import add_memory_logs, benchmark_rows, memory_logs, sacct_rows
 from fvc.slurm.sacct import FIELDS, parse_sacct
+
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
 
 def sacct_line(**values: str) -> str:
@@ -78,8 +82,9 @@ def test_shard_and_merge_jobs_take_the_cgroup_peak_of_their_memory_logs(tmp_path
     assert rows["11"]["flag"] == "<60% used"
 
 
-def dry_run_jobs(workdir: Path) -> list[tuple[str, str, list[str]]]:
-    """(rule, wildcards as the SLURM plugin joins them, log files) of every job a dry run plans."""
+def dry_run_jobs(workdir: Path) -> list[tuple[str, str, list[str], str]]:
+    """(rule, wildcards as the SLURM plugin joins them, log files, benchmark file) of every job a dry run
+    plans."""
     done = snakemake(workdir, "-n", "--cores", "1", "--forceall")
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = []
@@ -89,11 +94,12 @@ def dry_run_jobs(workdir: Path) -> list[tuple[str, str, list[str]]]:
         logs = re.search(r"^    log: (.*)$", block, re.M)
         wildcards = re.search(r"^    wildcards: (.*)$", block, re.M)
         values = wildcard_values(wildcards[1], ", ") if wildcards else ""
-        jobs.append((head[1], values, logs[1].split(", ") if logs else []))
+        benchmark = re.search(r"^    benchmark: (.*)$", block, re.M)
+        jobs.append((head[1], values, logs[1].split(", ") if logs else [], benchmark[1] if benchmark else ""))
     return jobs
 
 
-def test_every_job_s_memory_log_is_found_from_its_rule_and_wildcards(tmp_path: Path) -> None:
+def test_every_job_s_memory_log_and_benchmark_are_found_from_its_rule_and_wildcards(tmp_path: Path) -> None:
     """A dry run of the workflow with 3 shards: each job's memory log, once written, is the one the audit
     finds from the job's rule and wildcards (and only that one)."""
     work = copy_workflow(tmp_path / "wf")
@@ -101,16 +107,25 @@ def test_every_job_s_memory_log_is_found_from_its_rule_and_wildcards(tmp_path: P
         config.write("shards: {count: 3}\n")
     jobs = dry_run_jobs(work)
     stages = {"download_shard", "index_shard", "augment_shard", "download", "index", "augment", "train"}
-    assert stages <= {rule for rule, _, _ in jobs}
-    assert {rule for rule, _, logs in jobs if not logs} == {"all"}
+    assert stages <= {rule for rule, *_ in jobs}
+    assert {rule for rule, _, logs, _ in jobs if not logs} == {"all"}
     jobs = [job for job in jobs if job[0] != "all"]
-    for _, _, logs in jobs:
+    for _, _, logs, _ in jobs:
         (memory,) = [log for log in logs if log.endswith(".memory.jsonl")]
         write_memory_log(work / memory, "", [1.0], time.time())
-    for rule, values, logs in jobs:
+    for rule, values, logs, _ in jobs:
         (memory,) = [log for log in logs if log.endswith(".memory.jsonl")]
         if rule.endswith("_shard"):
             assert re.fullmatch(rf"logs/\w+/shard{values}of3\.memory\.jsonl", memory), (rule, memory)
         model, fold, seed = split_member(values)
         row = {"rule": rule, "wildcards": values, "model": model, "fold": fold, "seed": seed}
         assert memory_logs(work, row) == [work / memory], (rule, values)
+    # Without sacct the audit reads the benchmark files: each names its rule and wildcards as sacct does.
+    for _, _, _, benchmark in jobs:
+        (work / benchmark).parent.mkdir(parents=True, exist_ok=True)
+        (work / benchmark).write_text(BENCH_HEADER + "1.0\t0:00:01\t50\t60\t40\t45\t-\t-\t-\t0.5\n")
+    rows = benchmark_rows(work, load_config(work / "config.yaml"))
+    assert sorted((r["rule"], r["wildcards"]) for r in rows) == sorted(
+        (rule, values) for rule, values, *_ in jobs
+    )
+    assert all(r["req_mem_mb"] for r in rows), [r for r in rows if not r["req_mem_mb"]]
