@@ -3,15 +3,17 @@ forwards of the same model in fp32, fp16 and bf16 (`model.float()/half()/bfloat1
 
 Every model at its config.yaml row, random weights exported with fvc's own fp16 export; every case reads
 the same clips the same way: a DataLoader (batch 8) over a pool of 64 random clips in memory, cycled up to
-the model's clip count, which is scaled so a plain fp32 run takes >= --seconds (a tiny model's run is then
-not a few ms of fixed costs). Each case in a fresh interpreter with one thread (`benchmarks/fresh.py`),
-timed from its first forward (cold, like a job), `--repeats` times in rounds (every case once per round, so a
-change in the machine's load falls on all of them), its fastest run counted: single runs move the ratio by
-about 0.1 from one process to the next. Prints clips/s, the ratio to the best plain forward (target >= 0.8),
-each case's peak RSS (the child's VmHWM), the precision `auto` chose with its probe, and max |dp| of each
-case vs the plain fp32 forward; a case that fails prints its error and the others still run.
-Run: `python benchmarks/infer_speed.py [--models x3d naive_cnn] [--clips 100] [--seconds 2] [--repeats 3]`
-(~6 minutes per repeat).
+the model's clip count, which is scaled so a plain fp32 pass takes >= --seconds. Each case runs in its own
+fresh interpreter with one thread, all of a model's cases in lockstep (`benchmarks/fresh.py`): fvc's pass p,
+then each plain forward's pass p, then fvc's pass p+1, ..., one process running at a time; an fvc pass is a
+whole `predict` call (its `auto` probe included), as in a job. After the first round only fvc and the fastest
+plain dtype go on, for `--passes` passes in all, `--repeats` times (fresh processes each). The ratio is the
+median over the warm passes (2..) of plain seconds / fvc seconds, each pair timed within seconds of the
+other, so a change in the machine's speed falls on both (target >= 0.8); `cold` is the same for the first
+pass (imports done, first forward included). Prints clips/s (the fastest pass), each case's peak RSS (the
+child's VmHWM), the precision `auto` chose with its probe, and max |dp| of each case vs the plain fp32
+forward; a case that fails prints its error and the others still run.
+Run: `python benchmarks/infer_speed.py [--models x3d naive_cnn] [--seconds 2] [--passes 5] [--repeats 2]`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from fresh import run_fresh
+from fresh import run_lockstep, turn
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = ("fp32", "fp16", "bf16")
@@ -52,22 +54,32 @@ def _loader(spec: dict[str, Any]) -> Any:
     return DataLoader(Cycled(), batch_size=spec["batch_size"])
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def fvc_case(spec: dict[str, Any]) -> dict[str, Any]:
-    """fvc: load the export lean, `predict` every clip in `auto` precision."""
+    """fvc: load the export lean, then per turn `predict` every clip in `auto` precision."""
     import torch
 
     from fvc.infer.inference import load_export, predict
 
     loader = _loader(spec)
     model = load_export(spec["weights"])
-    start = time.perf_counter()
-    probs, ran = predict(model, loader, torch.device("cpu"), "auto")
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "probs": probs.tolist(), "precision": ran}
+    seconds, first = [], None
+    while turn():
+        start = time.perf_counter()
+        probs, ran = predict(model, loader, torch.device("cpu"), "auto")
+        seconds.append(time.perf_counter() - start)
+        first = first or {"probs": probs.tolist(), "precision": ran}
+    return {"seconds": seconds, **(first or {})}
 
 
 def plain_case(spec: dict[str, Any]) -> dict[str, Any]:
-    """Plain forwards of the same weights cast whole to one dtype in memory, over the same data loader."""
+    """Per turn, plain forwards of the same weights cast whole to one dtype in memory, over the same data
+    loader."""
     import torch
 
     from fvc.infer.inference import load_export
@@ -76,13 +88,16 @@ def plain_case(spec: dict[str, Any]) -> dict[str, Any]:
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[spec["dtype"]]
     loader = _loader(spec)
     model = load_export(spec["weights"]).to(dtype)
-    probs = []
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for clips, _ in loader:
-            probs.append(torch.sigmoid(model(scale_clips(clips).to(dtype)).float().reshape(-1)))
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "probs": torch.cat(probs).tolist()}
+    seconds: list[float] = []
+    probs: list[torch.Tensor] = []
+    while turn():
+        probs = []
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for clips, _ in loader:
+                probs.append(torch.sigmoid(model(scale_clips(clips).to(dtype)).float().reshape(-1)))
+        seconds.append(time.perf_counter() - start)
+    return {"seconds": seconds, "probs": torch.cat(probs).tolist() if probs else []}
 
 
 def export(name: str, row: dict[str, Any], folder: Path) -> str:
@@ -123,47 +138,63 @@ def max_dp(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
-def run_case(target: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """The case's result, or `{"error": ...}` (its last line) when it failed."""
+def run_model(spec: dict[str, Any], passes: int) -> dict[str, dict[str, Any]]:
+    """fvc and a plain forward per dtype in lockstep: every case's first pass, then `passes - 1` more of fvc
+    and of the plain dtype whose first pass was fastest. Each case's result, or `{"error": ...}` for all
+    when one failed (its last line)."""
+    cases = {"fvc": ("infer_speed:fvc_case", spec)}
+    cases |= {f"plain {d}": ("infer_speed:plain_case", {**spec, "dtype": d}) for d in PLAIN}
+
+    def keep(name: str, rounds: int, seconds: dict[str, list[float]]) -> bool:
+        plain = {case: times[0] for case, times in seconds.items() if case != "fvc"}
+        return rounds < passes and name in ("fvc", min(plain, key=lambda case: plain[case]))
+
     try:
-        return run_fresh(target, spec, threads=1)
+        return run_lockstep(cases, threads=1, keep=keep)
     except RuntimeError as exc:
-        return {"error": str(exc).strip().splitlines()[-1]}
+        return {case: {"error": str(exc).strip().splitlines()[-1]} for case in cases}
 
 
-def fastest(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The fastest of a case's runs, or its first error when every run failed."""
-    done = [run for run in runs if "error" not in run]
-    return min(done, key=lambda run: run["seconds"]) if done else runs[0]
+def pass_ratios(fvc: list[float], plain: list[float]) -> list[float]:
+    """Plain seconds / fvc seconds for each pass both ran."""
+    return [p / f for f, p in zip(fvc, plain, strict=False)]
 
 
-def run_rounds(spec: dict[str, Any], repeats: int) -> dict[str, dict[str, Any]]:
-    """Every case (plain per dtype, then fvc) once per round for `repeats` rounds; each case's fastest run."""
-    targets = {f"plain {d}": ("infer_speed:plain_case", {**spec, "dtype": d}) for d in PLAIN}
-    targets["fvc"] = ("infer_speed:fvc_case", spec)
-    runs: dict[str, list[dict[str, Any]]] = {case: [] for case in targets}
-    for _ in range(repeats):
-        for case, (target, case_spec) in targets.items():
-            runs[case].append(run_case(target, case_spec))
-    return {case: fastest(found) for case, found in runs.items()}
+def fastest_plain(results: dict[str, dict[str, Any]]) -> str:
+    """The plain case whose first pass was fastest (the one that went on)."""
+    plain = {case: r["seconds"][0] for case, r in results.items() if case != "fvc" and r["seconds"]}
+    return min(plain, key=lambda case: plain[case])
+
+
+def describe(name: str, case: str, clips: int, runs: list[dict[str, Any]], reference: Any) -> str:
+    """One case's line: clips/s of its fastest pass, peak RSS, max |dp| vs plain fp32, what auto chose."""
+    rate = clips / min(t for run in runs for t in run["seconds"])
+    peak = max(run["peak_mb"] for run in runs)
+    dp = max_dp(runs[0]["probs"], reference) if reference else math.nan
+    chose = ""
+    if case == "fvc":
+        ran = runs[0]["precision"]
+        probe = "; ".join(
+            f"{t['precision']} " + (t["rejected"] or f"{t['ms_per_batch']:.1f} ms/batch")
+            for t in ran["probe"]
+        )
+        chose = f"{ran['chosen']}  [{probe}]"
+    return f"{name:<20} {case:<10} {clips:>6} {rate:>8.1f} {peak:>8.0f} {dp:>9.2e}  {chose}"
 
 
 def main() -> int:
     rows = yaml.safe_load((ROOT / "config.yaml").read_text())["models"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(rows), choices=list(rows))
-    parser.add_argument("--clips", type=int, default=100, help="at least this many clips per case")
-    parser.add_argument("--seconds", type=float, default=2.0, help="a plain fp32 run's least duration")
+    parser.add_argument("--clips", type=int, default=100, help="at least this many clips per pass")
+    parser.add_argument("--seconds", type=float, default=2.0, help="a plain fp32 pass's least duration")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3, help="fresh runs per case, in rounds; the fastest")
+    parser.add_argument("--passes", type=int, default=5, help="lockstep passes of fvc and the fastest plain")
+    parser.add_argument("--repeats", type=int, default=2, help="lockstep runs in fresh processes per model")
     args = parser.parse_args()
-    print(f">= {args.clips} clips (a plain fp32 run >= {args.seconds} s), batch {args.batch_size}, 1 thread,")
-    print(f"each case in a fresh interpreter, the fastest of {args.repeats} run(s) in rounds")
-    print(
-        f"{'model':<20} {'case':<10} {'clips':>6} {'clips/s':>8} {'x best':>7} {'peak MB':>8} {'max|dp|':>9}"
-        "  auto chose",
-        flush=True,
-    )
+    print(f">= {args.clips} clips (plain fp32 pass >= {args.seconds} s), batch {args.batch_size}, 1 thread,")
+    print(f"each case in a fresh interpreter, in lockstep: {args.passes} passes x {args.repeats} run(s)")
+    print(f"{'model':<20} {'case':<10} {'clips':>6} {'clips/s':>8} {'peak MB':>8} {'max|dp|':>9}  auto chose")
     verdicts = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
@@ -175,35 +206,32 @@ def main() -> int:
                 "size": row["size"],
             }
             spec["clips"] = clip_count(spec, args.clips, args.seconds)
-            cases = run_rounds(spec, args.repeats)
-            plain = {d: cases[f"plain {d}"] for d in PLAIN}
-            done = {d: r for d, r in plain.items() if "error" not in r}
-            best = min(done, key=lambda d: done[d]["seconds"]) if done else None
-            reference = plain["fp32"].get("probs")
-            for case, result in cases.items():
-                if "error" in result:
-                    print(f"{name:<20} {case:<10} failed: {result['error']}", flush=True)
-                    continue
-                ratio = done[best]["seconds"] / result["seconds"] if best else math.nan
-                dp = max_dp(result["probs"], reference) if reference else math.nan
-                chose = ""
-                if case == "fvc":
-                    ran = result["precision"]
-                    probe = "; ".join(
-                        f"{t['precision']} " + (t["rejected"] or f"{t['ms_per_batch']:.1f} ms/batch")
-                        for t in ran["probe"]
-                    )
-                    chose = f"{ran['chosen']}  [{probe}]"
-                print(
-                    f"{name:<20} {case:<10} {spec['clips']:>6} {spec['clips'] / result['seconds']:>8.1f}"
-                    f" {ratio:>7.2f} {result['peak_mb']:>8.0f} {dp:>9.2e}  {chose}",
-                    flush=True,
-                )
-            ours = cases["fvc"]
-            ratio = done[best]["seconds"] / ours["seconds"] if best and "error" not in ours else math.nan
-            verdicts.append(
-                (f"{name}: fvc {ratio:.2f}x the best plain forward ({best}) >= {TARGET}", ratio >= TARGET)
+            runs = [run_model(spec, args.passes) for _ in range(args.repeats)]
+            failed = {case: r["error"] for run in runs for case, r in run.items() if "error" in r}
+            if failed:
+                for case, error in failed.items():
+                    print(f"{name:<20} {case:<10} failed: {error}", flush=True)
+                verdicts.append((f"{name}: a case failed", False))
+                continue
+            reference = runs[0]["plain fp32"]["probs"]
+            for case in runs[0]:
+                print(describe(name, case, spec["clips"], [run[case] for run in runs], reference), flush=True)
+            warm, cold, best = [], [], []
+            for run in runs:
+                plain = fastest_plain(run)
+                ratios = pass_ratios(run["fvc"]["seconds"], run[plain]["seconds"])
+                cold.append(ratios[0])
+                warm += ratios[1:]
+                best.append(plain.split()[1])
+            ratio = _median(warm)
+            colds = ", ".join(f"{c:.2f}" for c in cold)
+            print(
+                f"{name:<20} fvc / {'/'.join(sorted(set(best)))}: warm median {ratio:.2f} "
+                f"({min(warm):.2f}-{max(warm):.2f}, {len(warm)} pairs), cold {colds}",
+                flush=True,
             )
+            verdict = f"{name}: fvc {ratio:.2f}x the fastest plain forward >= {TARGET}"
+            verdicts.append((verdict, ratio >= TARGET))
     for text, ok in verdicts:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     return 0 if all(ok for _, ok in verdicts) else 1

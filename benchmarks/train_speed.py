@@ -2,9 +2,13 @@
 
 Both train the same model (the row's batch split and gradient checkpointing, AdamW, the loss averaged over
 each optimizer step's clips) on the same clips (demo-like: `--videos` videos x 3 clips, fold 0) for
-`--epochs` epochs; each figure is the BEST epoch's training clips/s after the first (the first pays one-time
-costs; the best is the one least disturbed by other work on a shared machine) over `--repeats` pairs of
-fresh processes (`benchmarks/fresh.py`, one thread). Like with like: the same section is timed in both, the
+`--epochs` epochs, in `--repeats` pairs of fresh processes (one thread each) that run in lockstep
+(`benchmarks/fresh.py`): fvc's epoch e, then the bare loop's epoch e, then fvc's epoch e+1, ..., one
+process running at a time. The ratio is the median over every pair of epochs after the first (the first
+pays one-time costs) of bare seconds / fvc seconds: each pair is timed within seconds, so a change in the
+machine's speed (on this VM the same loop ran 0.6-1.6x as fast from one minute to the next) falls on both.
+A small model gets more clips (`--min-seconds` per epoch) and its row's `mem_mb` is raised where needed so
+fvc keeps them in memory, like the bare loop. Like with like: the same section is timed in both, the
 training pass (fvc: the `_train_epoch` call; bare: its `for` loop), and the bare `peer` does, untimed, the
 work fvc must do around its steps: a new order every epoch (a gather per batch) and, after each epoch, a
 validation pass with the same metrics and an fsynced checkpoint. That work matters to the steps: it leaves
@@ -27,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fresh import run_fresh
+from fresh import run_fresh, run_lockstep, turn
 from setups import ROOT, training_set
 
 from fvc.clips.folds import fold_clips
@@ -41,11 +45,53 @@ def _spec(case: dict[str, Any]) -> Any:
     return ModelSpec(**{**case["spec"], "epochs": case["epochs"]})
 
 
-def _rates(clips: int, wall: list[float], cpu: list[float]) -> dict[str, float]:
-    """Clips/s of the best epoch after the first (the first pays one-time costs), by wall and by this
-    thread's CPU time (which a shared machine's other work disturbs far less)."""
-    wall, cpu = wall[1:] or wall, cpu[1:] or cpu
-    return {"clips_per_s": clips / min(wall), "cpu_clips_per_s": clips / min(cpu)}
+def step_seconds(spec: Any) -> float:
+    """Seconds of one warm fp32 training step (forward, backward, AdamW) of the row's model and batch on
+    random clips, one thread: the fastest of 5."""
+    import torch
+
+    from fvc.models import build_model
+
+    torch.set_num_threads(1)
+    model = build_model(spec.name, spec.params, spec.num_frames, spec.size)
+    model.set_gradient_checkpointing(spec.gradient_checkpointing)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.lr)
+    clips = torch.rand(spec.batch_size, spec.num_frames, 3, spec.size, spec.size)
+    labels = torch.zeros(spec.batch_size)
+    times = []
+    for _ in range(6):
+        start = time.perf_counter()
+        model.loss_fn(model(clips), labels).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return min(times[1:])
+
+
+def preloading(spec: Any, clips: int) -> dict[str, Any]:
+    """The row, with its `mem_mb` raised where `clips` would not fit fvc's preload share: the target compares
+    loops over clips already in memory (a larger set read from files each epoch is another case)."""
+    import torch
+
+    from fvc.train.loader import PRELOAD_SHARE, preload_dtype
+
+    row = asdict(spec)
+    if preload_dtype(spec, clips, torch.device("cpu")) is None:
+        need = clips * spec.num_frames * 3 * spec.size * spec.size * 4 * spec.world_size
+        row["mem_mb"] = math.ceil(need / PRELOAD_SHARE / 2**20) + 1
+    return row
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _ratios(runs: list[tuple[dict[str, Any], dict[str, Any]]], key: str) -> list[float]:
+    """Per pair of lockstep epochs after the first: the bare loop's seconds / fvc's, by `key` (wall or
+    thread CPU time)."""
+    return [b / f for fvc, bare in runs for f, b in zip(fvc[key][1:], bare[key][1:], strict=True)]
 
 
 def fvc_case(case: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +106,7 @@ def fvc_case(case: dict[str, Any]) -> dict[str, Any]:
     train_epoch = training._train_epoch
 
     def timed(*args: Any, **kwargs: Any) -> float:
+        turn()
         t0, c0 = time.perf_counter(), time.thread_time()
         loss = train_epoch(*args, **kwargs)
         wall.append(time.perf_counter() - t0)
@@ -85,7 +132,9 @@ def fvc_case(case: dict[str, Any]) -> dict[str, Any]:
     clips = metrics["train_clips"]
     later = metrics["history"][1:] or metrics["history"]
     return {
-        **_rates(clips, wall, cpu),
+        "clips": clips,
+        "wall": wall,
+        "cpu": cpu,
         "epoch_clips_per_s": clips / min(h["seconds"] for h in later),
         "precision": metrics["precision"],
     }
@@ -151,6 +200,7 @@ def bare_case(case: dict[str, Any]) -> dict[str, Any]:
     steps = -(-n // b)
     Path(case["out"]).mkdir(parents=True, exist_ok=True)
     for epoch in range(spec.epochs):
+        turn()
         for name, (model, opt, batches, wall, cpu) in loops.items():
             if name == "peer" and epoch > 0:  # the last epoch's validation, just before its own next epoch
                 validate_and_save(model, opt, Path(case["out"]) / "bare.pt")
@@ -165,11 +215,12 @@ def bare_case(case: dict[str, Any]) -> dict[str, Any]:
                     opt.zero_grad(set_to_none=True)
             wall.append(time.perf_counter() - t0)
             cpu.append(time.thread_time() - c0)
-    return {name: _rates(n, wall, cpu) for name, (*_, wall, cpu) in loops.items()}
+    return {name: {"clips": n, "wall": wall, "cpu": cpu} for name, (*_, wall, cpu) in loops.items()}
 
 
-def _best(runs: list[dict[str, Any]], key: str) -> float:
-    return max(run[key] for run in runs)
+def _best_rate(runs: list[dict[str, Any]]) -> float:
+    """Clips/s of the fastest epoch after the first over `runs`."""
+    return max(run["clips"] / min(run["wall"][1:] or run["wall"]) for run in runs)
 
 
 def main() -> int:
@@ -185,8 +236,15 @@ def main() -> int:
         help="more videos for a model whose epoch would have fewer training batches (a 3-batch epoch "
         "measures cold caches after validation, not the loop)",
     )
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3, help="fresh fvc / bare process pairs per row")
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=0.3,
+        help="more videos for a model whose fp32 epoch would take less (timed here on one warm step): a "
+        "30 ms epoch is as much timer and cache noise as loop",
+    )
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh fvc / bare lockstep pairs per row")
     parser.add_argument(
         "--probe-share", type=float, default=None, help="auto's probe share (default: fvc's own)"
     )
@@ -195,33 +253,42 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         _, specs, small = training_set(args.config, Path(tmp) / "data", args.videos)
         per_video = fold_clips(small["clips"], small["folds"], 0)[0].height / args.videos  # training clips
+        clips_per_video = len(Path(small["clips"]).read_text().splitlines()[1:]) / args.videos
         datasets = {args.videos: small}
         print(
-            f"{'model':<20} {'prec':<5} {'fvc':>8} {'bare':>8} {'ratio':>6} {'cpu':>6} {'strict':>6} "
-            f"{'epoch':>8} {'e-ratio':>7}",
+            f"{'model':<20} {'prec':<5} {'fvc':>8} {'bare':>8} {'ratio':>6} {'range':>10} {'cpu':>6} "
+            f"{'strict':>6} {'epoch':>8} {'e-ratio':>7}",
             flush=True,
         )
         for name in args.models or list(specs):
-            videos = max(args.videos, math.ceil(args.min_steps * specs[name].batch_size / per_video))
+            steps = max(args.min_steps, math.ceil(args.min_seconds / step_seconds(specs[name])))
+            videos = max(args.videos, math.ceil(steps * specs[name].batch_size / per_video))
             if videos not in datasets:
                 datasets[videos] = training_set(args.config, Path(tmp) / f"data{videos}", videos)[2]
-            base = {"spec": asdict(specs[name]), "epochs": args.epochs, **datasets[videos]}
+            base = {"spec": preloading(specs[name], videos * clips_per_video), "epochs": args.epochs}
+            base |= datasets[videos]
             for precision in args.precisions:
-                fvc, bare = [], []
+                pairs = []
                 for repeat in range(args.repeats):
                     case = {**base, "precision": precision, "out": f"{tmp}/{name}-{precision}-{repeat}"}
-                    fvc.append(run_fresh("train_speed:fvc_case", case, threads=1))
-                    bare.append(run_fresh("train_speed:bare_case", case, threads=1))
-                peer = [b["peer"] for b in bare]
-                fvc_rate, bare_rate = _best(fvc, "clips_per_s"), _best(peer, "clips_per_s")
-                ratio = fvc_rate / bare_rate
+                    ran = run_lockstep(
+                        {"fvc": ("train_speed:fvc_case", case), "bare": ("train_speed:bare_case", case)},
+                        threads=1,
+                    )
+                    pairs.append((ran["fvc"], ran["bare"]))
+                fvc = [f for f, _ in pairs]
+                peer = [(f, b["peer"]) for f, b in pairs]
+                ratios = _ratios(peer, "wall")
+                ratio = _median(ratios)
                 ok &= ratio >= TARGET
-                cpu = _best(fvc, "cpu_clips_per_s") / _best(peer, "cpu_clips_per_s")
-                strict = fvc_rate / _best([b["strict"] for b in bare], "clips_per_s")
-                epoch = _best(fvc, "epoch_clips_per_s")
+                cpu = _median(_ratios(peer, "cpu"))
+                strict = _median(_ratios([(f, b["strict"]) for f, b in pairs], "wall"))
+                bare_rate = _best_rate([b for _, b in peer])
+                epoch = max(f["epoch_clips_per_s"] for f in fvc)
+                spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
                 print(
-                    f"{name:<20} {precision:<5} {fvc_rate:>8.1f} {bare_rate:>8.1f} {ratio:>6.2f} {cpu:>6.2f} "
-                    f"{strict:>6.2f} {epoch:>8.1f} {epoch / bare_rate:>7.2f}",
+                    f"{name:<20} {precision:<5} {_best_rate(fvc):>8.1f} {bare_rate:>8.1f} {ratio:>6.2f} "
+                    f"{spread:>10} {cpu:>6.2f} {strict:>6.2f} {epoch:>8.1f} {epoch / bare_rate:>7.2f}",
                     flush=True,
                 )
             auto = {
@@ -241,13 +308,14 @@ def main() -> int:
             )
             print(f"{name:<20} auto -> {chosen['chosen']}: {figures}", flush=True)
     print(
-        f"\nclips/s: best of epochs 2..{args.epochs} over {args.repeats} fresh-process pair(s), each model "
-        f"on at least {args.videos} videos and {args.min_steps} training batches per epoch. fvc: its "
-        "training pass; bare: a bare loop doing fvc's work around its steps untimed (shuffle, validation, "
-        "checkpoint); ratio = fvc / bare by wall clock; cpu = the same by thread CPU time (less disturbed by "
-        "other work on the machine); strict = fvc / a bare loop in file order, epochs back to back (no "
-        "gather, no validation); epoch = fvc's whole epoch incl. validation and checkpoint; e-ratio = "
-        "epoch / bare."
+        f"\nfvc, bare: clips/s of the fastest of epochs 2..{args.epochs} over {args.repeats} lockstep "
+        f"pair(s) of fresh processes, each model on at least {args.videos} videos, {args.min_steps} "
+        f"training batches and {args.min_seconds} s (fp32, estimated) per epoch. fvc: its training pass; "
+        "bare: a bare loop doing fvc's work around its steps untimed (shuffle, validation, checkpoint). "
+        "ratio: median over the pairs of lockstep epochs 2.. of bare seconds / fvc seconds by wall clock "
+        "(range: lowest-highest pair); cpu: the same by thread CPU time; strict: the same against a bare "
+        "loop in file order, epochs back to back (no gather, no validation); epoch: fvc's whole epoch incl. "
+        "validation and checkpoint (clips/s); e-ratio = epoch / bare."
     )
     print(f"target: ratio >= {TARGET} at every row and precision")
     print("VERDICT:", "PASS" if ok else "FAIL")
