@@ -65,7 +65,8 @@ def test_probe_takes_the_fastest_candidate_within_tolerance():
     result = prec.probe(step, ("fp32", "bf16"), steps=2)
     assert result.chosen == "bf16"
     fp32, bf16 = result.figures
-    assert calls == ["fp32"] * 3 + ["bf16"] * 3 and fp32.steps == bf16.steps == 2
+    # warm-up and one timed step of fp32 (the budget's unit), bf16's warm-up, then timed steps in rounds
+    assert calls == ["fp32", "fp32", "bf16", "fp32", "bf16", "bf16"] and fp32.steps == bf16.steps == 2
     assert fp32.seconds_per_step >= 0.02 and bf16.seconds_per_step < 0.02
     assert bf16.deviation == pytest.approx(0.005, rel=1e-3) and bf16.rejected is None
     assert result.as_dict()[1]["precision"] == "bf16"

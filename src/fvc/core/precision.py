@@ -137,11 +137,13 @@ def probe(
     real work under `autocast(precision)` returning its result (loss, logits...), the same on every call for
     the same precision (no optimizer step; dropout reseeded).
 
-    Per candidate: a warm-up call, whose result is compared with fp32's, then up to `steps` timed calls
-    (median kept). The probe's time stays within `budget_steps` of fp32's steps, shared evenly by the
-    candidates: fp32's warm-up and one timed step always run, a candidate starts only while a step of fp32's
-    time still fits, and its warm-up time stands in (an upper bound) when no timed step fits. Below the
-    minimum (warm-up + one step per candidate) nothing runs and fp32 is chosen. The choice: the fastest
+    Per candidate: a warm-up call, whose result is compared with fp32's (a deviating candidate is rejected
+    at once), then up to `steps` timed calls (median kept), taken in rounds (fp32, bf16, fp32, bf16...) so a
+    change in the machine's speed during the probe falls on every candidate alike. The probe's time stays
+    within `budget_steps` of fp32's steps, shared evenly by the candidates: fp32's warm-up and one timed step
+    always run, a candidate starts only while a step of fp32's time still fits, takes a timed step only while
+    one more fits its share, and its warm-up time stands in (an upper bound) when no timed step fits. Below
+    the minimum (warm-up + one step per candidate) nothing runs and fp32 is chosen. The choice: the fastest
     candidate within `tolerance`, a reduced precision only when faster than fp32 by `MARGIN`."""
     if not precisions or precisions[0] != "fp32":
         raise ValueError(f"probe candidates must start with fp32, got {list(precisions)}")
@@ -152,36 +154,49 @@ def probe(
         for row in figures[1:]:
             row.rejected = f"job too small to probe (budget {budget_steps:.2g} steps)"
         return ProbeResult("fp32", figures)
-    start = time.perf_counter()
-    share_s = math.inf  # each candidate's part of the budget, known once fp32's first step is timed
-    fp32_s = 0.0
-    reference: torch.Tensor | None = None
-    for row in figures:
+    times: dict[str, list[float]] = {row.precision: [] for row in figures}
+    used: dict[str, float] = {}  # seconds each candidate has taken so far
+    fastest: dict[str, float] = {}  # its fastest call so far: the next one's estimate
+
+    def call(row: Figures) -> torch.Tensor:
         started = time.perf_counter()
-        if reference is not None and started - start + fp32_s > share_s * len(figures):
-            row.rejected = "over the probe budget"
-            continue
         result = step(row.precision)
         _sync(device)
-        warm_s = time.perf_counter() - started
-        reference = result if reference is None else reference
-        row.deviation = deviation(result, reference)
-        times: list[float] = []
-        while len(times) < steps and (
-            not times and row.precision == "fp32" or time.perf_counter() - started + warm_s <= share_s
-        ):
-            t0 = time.perf_counter()
-            step(row.precision)
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-            if row.precision == "fp32" and len(times) == 1:
-                fp32_s = times[0]
-                share_s = budget_steps * fp32_s / len(figures)
-            warm_s = min(warm_s, times[-1])
-        row.steps = len(times)
-        row.seconds_per_step = sorted(times)[len(times) // 2] if times else warm_s
+        seconds = time.perf_counter() - started
+        used[row.precision] = used.get(row.precision, 0.0) + seconds
+        fastest[row.precision] = min(fastest.get(row.precision, math.inf), seconds)
+        return result
+
+    def timed(row: Figures) -> None:
+        before = used[row.precision]
+        call(row)
+        times[row.precision].append(used[row.precision] - before)
+
+    start = time.perf_counter()
+    fp32, reference = figures[0], call(figures[0])
+    fp32.deviation = 0.0
+    timed(fp32)
+    share_s = budget_steps * times["fp32"][0] / len(figures)  # each candidate's part of the budget
+    for row in figures[1:]:
+        if time.perf_counter() - start + times["fp32"][0] > share_s * len(figures):
+            row.rejected = "over the probe budget"
+            continue
+        row.deviation = deviation(call(row), reference)
         if row.deviation > tolerance:
             row.rejected = f"deviation {row.deviation:.3g} > tolerance {tolerance}"
+    racing = [row for row in figures if row.rejected is None]
+    while due := [
+        row
+        for row in racing
+        if len(times[row.precision]) < steps and used[row.precision] + fastest[row.precision] <= share_s
+    ]:
+        for row in due:
+            timed(row)
+    for row in figures:
+        row.steps = len(times[row.precision])
+        if row.precision in used:
+            ordered = sorted(times[row.precision])
+            row.seconds_per_step = ordered[len(ordered) // 2] if ordered else fastest[row.precision]
     return ProbeResult(_choose(figures), figures)
 
 
