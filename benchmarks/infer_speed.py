@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import yaml
@@ -52,12 +53,6 @@ def _loader(spec: dict[str, Any]) -> Any:
             return pool[index % len(pool)], 0
 
     return DataLoader(Cycled(), batch_size=spec["batch_size"])
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def fvc_case(spec: dict[str, Any]) -> dict[str, Any]:
@@ -223,7 +218,7 @@ def main() -> int:
                 cold.append(ratios[0])
                 warm += ratios[1:]
                 best.append(plain.split()[1])
-            ratio = _median(warm)
+            ratio = median(warm)
             colds = ", ".join(f"{c:.2f}" for c in cold)
             print(
                 f"{name:<20} fvc / {'/'.join(sorted(set(best)))}: warm median {ratio:.2f} "

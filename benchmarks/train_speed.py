@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from fresh import run_fresh, run_lockstep, turn
@@ -80,12 +81,6 @@ def preloading(spec: Any, clips: int) -> dict[str, Any]:
         need = clips * spec.num_frames * 3 * spec.size * spec.size * 4 * spec.world_size
         row["mem_mb"] = math.ceil(need / PRELOAD_SHARE / 2**20) + 1
     return row
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _ratios(runs: list[tuple[dict[str, Any], dict[str, Any]]], key: str) -> list[float]:
@@ -282,10 +277,10 @@ def main() -> int:
                 fvc = [f for f, _ in pairs]
                 peer = [(f, b["peer"]) for f, b in pairs]
                 ratios = _ratios(peer, "wall")
-                ratio = _median(ratios)
+                ratio = median(ratios)
                 ok &= ratio >= TARGET
-                cpu = _median(_ratios(peer, "cpu"))
-                strict = _median(_ratios([(f, b["strict"]) for f, b in pairs], "wall"))
+                cpu = median(_ratios(peer, "cpu"))
+                strict = median(_ratios([(f, b["strict"]) for f, b in pairs], "wall"))
                 bare_rate = _best_rate([b for _, b in peer])
                 epoch = max(f["epoch_clips_per_s"] for f in fvc)
                 spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
