@@ -95,10 +95,10 @@ def run_lockstep(
 ) -> dict[str, dict[str, Any]]:
     """Each case `name: (target, spec)` in its own fresh process, started one after another (each set up
     before the next starts), then given turns round-robin (`turn()`), one case running at a time, until all
-    have finished. `keep(name, round, results_so_far)`, when given, is asked before each of a case's turns
-    after the first round whether it should go on, `seconds` holding every case's turns so far (seconds from
-    its go to its next `turn()` or its end); a case told to stop sees `turn()` return False. Returns each
-    case's dict plus `peak_mb`."""
+    have finished. `keep(name, round, seconds)`, when given, is asked before each of a case's turns after the
+    first round whether it should go on, `seconds` holding every case's turns so far (seconds from its go to
+    its next `turn()` or its end); a case told to stop sees `turn()` return False. Returns each case's dict
+    plus `peak_mb`."""
     children: list[_Turns] = []
     try:
         for name, (target, spec) in cases.items():

@@ -141,8 +141,7 @@ def run_model(spec: dict[str, Any], passes: int) -> dict[str, dict[str, Any]]:
     cases |= {f"plain {d}": ("infer_speed:plain_case", {**spec, "dtype": d}) for d in PLAIN}
 
     def keep(name: str, rounds: int, seconds: dict[str, list[float]]) -> bool:
-        plain = {case: times[0] for case, times in seconds.items() if case != "fvc"}
-        return rounds < passes and name in ("fvc", min(plain, key=lambda case: plain[case]))
+        return rounds < passes and name in ("fvc", fastest_plain(seconds))
 
     try:
         return run_lockstep(cases, threads=1, keep=keep)
@@ -150,15 +149,14 @@ def run_model(spec: dict[str, Any], passes: int) -> dict[str, dict[str, Any]]:
         return {case: {"error": str(exc).strip().splitlines()[-1]} for case in cases}
 
 
+def fastest_plain(seconds: dict[str, list[float]]) -> str:
+    """Of the cases' pass times, the plain case whose first pass was fastest (the one that goes on)."""
+    return min((case for case in seconds if case != "fvc"), key=lambda case: seconds[case][0])
+
+
 def pass_ratios(fvc: list[float], plain: list[float]) -> list[float]:
     """Plain seconds / fvc seconds for each pass both ran."""
     return [p / f for f, p in zip(fvc, plain, strict=False)]
-
-
-def fastest_plain(results: dict[str, dict[str, Any]]) -> str:
-    """The plain case whose first pass was fastest (the one that went on)."""
-    plain = {case: r["seconds"][0] for case, r in results.items() if case != "fvc" and r["seconds"]}
-    return min(plain, key=lambda case: plain[case])
 
 
 def describe(name: str, case: str, clips: int, runs: list[dict[str, Any]], reference: Any) -> str:
@@ -213,7 +211,7 @@ def main() -> int:
                 print(describe(name, case, spec["clips"], [run[case] for run in runs], reference), flush=True)
             warm, cold, best = [], [], []
             for run in runs:
-                plain = fastest_plain(run)
+                plain = fastest_plain({case: result["seconds"] for case, result in run.items()})
                 ratios = pass_ratios(run["fvc"]["seconds"], run[plain]["seconds"])
                 cold.append(ratios[0])
                 warm += ratios[1:]

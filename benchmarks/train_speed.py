@@ -46,17 +46,25 @@ def _spec(case: dict[str, Any]) -> Any:
     return ModelSpec(**{**case["spec"], "epochs": case["epochs"]})
 
 
+def model_and_optimizer(spec: Any) -> tuple[Any, Any]:
+    """The row's model in training mode (its gradient checkpointing) and AdamW over its trainable part."""
+    import torch
+
+    from fvc.models import build_model
+
+    model = build_model(spec.name, spec.params, spec.num_frames, spec.size)
+    model.set_gradient_checkpointing(spec.gradient_checkpointing)
+    model.train()
+    return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.lr)
+
+
 def step_seconds(spec: Any) -> float:
     """Seconds of one warm fp32 training step (forward, backward, AdamW) of the row's model and batch on
     random clips, one thread: the fastest of 5."""
     import torch
 
-    from fvc.models import build_model
-
     torch.set_num_threads(1)
-    model = build_model(spec.name, spec.params, spec.num_frames, spec.size)
-    model.set_gradient_checkpointing(spec.gradient_checkpointing)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.lr)
+    model, opt = model_and_optimizer(spec)
     clips = torch.rand(spec.batch_size, spec.num_frames, 3, spec.size, spec.size)
     labels = torch.zeros(spec.batch_size)
     times = []
@@ -74,12 +82,11 @@ def preloading(spec: Any, clips: int) -> dict[str, Any]:
     loops over clips already in memory (a larger set read from files each epoch is another case)."""
     import torch
 
-    from fvc.train.loader import PRELOAD_SHARE, preload_dtype
+    from fvc.train.loader import MB, PRELOAD_SHARE, preload_bytes, preload_dtype
 
     row = asdict(spec)
     if preload_dtype(spec, clips, torch.device("cpu")) is None:
-        need = clips * spec.num_frames * 3 * spec.size * spec.size * 4 * spec.world_size
-        row["mem_mb"] = math.ceil(need / PRELOAD_SHARE / 2**20) + 1
+        row["mem_mb"] = math.ceil(preload_bytes(spec, clips, torch.float32) / PRELOAD_SHARE / MB) + 1
     return row
 
 
@@ -153,7 +160,6 @@ def bare_case(case: dict[str, Any]) -> dict[str, Any]:
     from fvc.clips.folds import fold_clips
     from fvc.core.metrics import binary_metrics
     from fvc.core.precision import autocast
-    from fvc.models import build_model
 
     spec = _spec(case)
     device = torch.device("cpu")
@@ -190,10 +196,7 @@ def bare_case(case: dict[str, Any]) -> dict[str, Any]:
 
     loops = {}
     for name, batches in (("peer", shuffled), ("strict", strict)):
-        model = build_model(spec.name, spec.params, spec.num_frames, spec.size)
-        model.set_gradient_checkpointing(spec.gradient_checkpointing)
-        model.train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.lr)
+        model, opt = model_and_optimizer(spec)
         loops[name] = (model, opt, batches, [], [])
     steps = -(-n // b)
     Path(case["out"]).mkdir(parents=True, exist_ok=True)

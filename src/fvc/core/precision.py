@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -154,49 +155,41 @@ def probe(
         for row in figures[1:]:
             row.rejected = f"job too small to probe (budget {budget_steps:.2g} steps)"
         return ProbeResult("fp32", figures)
-    times: dict[str, list[float]] = {row.precision: [] for row in figures}
-    used: dict[str, float] = {}  # seconds each candidate has taken so far
-    fastest: dict[str, float] = {}  # its fastest call so far: the next one's estimate
+    calls: dict[str, list[float]] = {row.precision: [] for row in figures}  # seconds, warm-up first
 
     def call(row: Figures) -> torch.Tensor:
         started = time.perf_counter()
         result = step(row.precision)
         _sync(device)
-        seconds = time.perf_counter() - started
-        used[row.precision] = used.get(row.precision, 0.0) + seconds
-        fastest[row.precision] = min(fastest.get(row.precision, math.inf), seconds)
+        calls[row.precision].append(time.perf_counter() - started)
         return result
 
-    def timed(row: Figures) -> None:
-        before = used[row.precision]
-        call(row)
-        times[row.precision].append(used[row.precision] - before)
+    def fits(row: Figures) -> bool:
+        """One more timed call (as fast as its fastest) stays within the candidate's share."""
+        done = calls[row.precision]
+        return len(done) <= steps and sum(done) + min(done) <= share_s
 
     start = time.perf_counter()
     fp32, reference = figures[0], call(figures[0])
     fp32.deviation = 0.0
-    timed(fp32)
-    share_s = budget_steps * times["fp32"][0] / len(figures)  # each candidate's part of the budget
+    call(fp32)
+    share_s = budget_steps * calls["fp32"][1] / len(figures)  # each candidate's part of the budget
     for row in figures[1:]:
-        if time.perf_counter() - start + times["fp32"][0] > share_s * len(figures):
+        if time.perf_counter() - start + calls["fp32"][1] > share_s * len(figures):
             row.rejected = "over the probe budget"
             continue
         row.deviation = deviation(call(row), reference)
         if row.deviation > tolerance:
             row.rejected = f"deviation {row.deviation:.3g} > tolerance {tolerance}"
     racing = [row for row in figures if row.rejected is None]
-    while due := [
-        row
-        for row in racing
-        if len(times[row.precision]) < steps and used[row.precision] + fastest[row.precision] <= share_s
-    ]:
+    while due := [row for row in racing if fits(row)]:
         for row in due:
-            timed(row)
+            call(row)
     for row in figures:
-        row.steps = len(times[row.precision])
-        if row.precision in used:
-            ordered = sorted(times[row.precision])
-            row.seconds_per_step = ordered[len(ordered) // 2] if ordered else fastest[row.precision]
+        if calls[row.precision]:  # else never started (over the budget)
+            warm_up, *timed = calls[row.precision]
+            row.steps = len(timed)
+            row.seconds_per_step = statistics.median_high(timed) if timed else warm_up
     return ProbeResult(_choose(figures), figures)
 
 

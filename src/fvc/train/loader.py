@@ -182,13 +182,17 @@ class Batches:
         return (self.data[rank_part(order[f : f + size], self.rank, self.world)] for f in firsts)
 
 
+def preload_bytes(spec: ModelSpec, clips: int, dtype: torch.dtype) -> int:
+    """Bytes that `clips` clips of the row's shape take held as `dtype` in each of the job's ranks."""
+    return clips * spec.num_frames * 3 * spec.size * spec.size * dtype.itemsize * spec.world_size
+
+
 def preload_dtype(spec: ModelSpec, clips: int, device: torch.device) -> torch.dtype | None:
     """How clips are held in memory, if at all: scaled float32 on CPU (no conversion per batch), uint8 for a
     GPU (4x less to copy); None when `clips` of them, in each of the job's ranks, take more than
     `PRELOAD_SHARE` of the job's memory."""
     dtype = torch.float32 if device.type == "cpu" else torch.uint8
-    need = clips * spec.num_frames * 3 * spec.size * spec.size * dtype.itemsize * spec.world_size
-    return dtype if need <= PRELOAD_SHARE * spec.mem_mb * MB else None
+    return dtype if preload_bytes(spec, clips, dtype) <= PRELOAD_SHARE * spec.mem_mb * MB else None
 
 
 def workers(spec: ModelSpec) -> int:
